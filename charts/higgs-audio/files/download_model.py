@@ -1,0 +1,252 @@
+"""Download Hugging Face repositories at pinned revisions into the model cache (chart init container).
+
+Runs with `python3` in the server image, which ships huggingface_hub; written for old and new
+huggingface_hub releases alike (only snapshot_download and the error classes are used).
+
+    python3 download_model.py --item REPO REVISION DEST [--item REPO REVISION DEST ...]
+
+For each item: skip when DEST holds the marker of that revision; otherwise snapshot_download into
+DEST (files already complete are kept, so an interrupted download resumes file by file), log the
+progress, then write the marker. The token comes from HF_TOKEN (never printed); HF_ENDPOINT selects a
+mirror. Exit status 0 on success, 1 with one `ERROR:` line naming the cause otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import inspect
+import json
+import os
+import shutil
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+MARKER_NAME = ".higgs-download-complete"
+
+
+@dataclass(frozen=True)
+class Item:
+    repo: str
+    revision: str
+    dest: Path
+
+
+class DownloadError(Exception):
+    """A failure with a message fit for the user (no stack trace)."""
+
+
+def log(message: str) -> None:
+    print(f"[download-model] {message}", flush=True)
+
+
+def marker_path(dest: Path) -> Path:
+    return dest / MARKER_NAME
+
+
+def is_complete(item: Item) -> bool:
+    """True when DEST carries the marker written after a full download of this exact revision."""
+    try:
+        marker = json.loads(marker_path(item.dest).read_text())
+    except (OSError, ValueError):
+        return False
+    return marker.get("repo") == item.repo and marker.get("revision") == item.revision
+
+
+def write_marker(item: Item) -> None:
+    tmp = item.dest / (MARKER_NAME + ".tmp")
+    tmp.write_text(json.dumps({"repo": item.repo, "revision": item.revision, "completed_at": time.time()}))
+    tmp.replace(marker_path(item.dest))
+
+
+def dir_bytes(path: Path) -> int:
+    """Bytes under path, partial downloads included (they live in path/.cache/huggingface)."""
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass  # a temporary file renamed while walking
+    return total
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if abs(n) < 1000:
+            return f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def remote_size(item: Item, token: str | None) -> int | None:
+    """Total size of the repository at the revision, or None when it cannot be listed (old hub)."""
+    from huggingface_hub import HfApi
+
+    api = HfApi(token=token or None)
+    if not hasattr(api, "list_repo_tree"):
+        return None
+    files = api.list_repo_tree(item.repo, revision=item.revision, recursive=True)
+    return sum(getattr(f, "size", 0) or 0 for f in files)
+
+
+class Progress:
+    """Logs bytes on disk against the expected total every `interval` seconds, from a thread."""
+
+    def __init__(self, item: Item, total: int | None, interval: float) -> None:
+        self.item, self.total, self.interval = item, total, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _line(self) -> str:
+        done = dir_bytes(self.item.dest)
+        if self.total:
+            pct = min(100.0, 100.0 * done / self.total)
+            return f"{self.item.repo}: {human(done)} / {human(self.total)} ({pct:.0f}%)"
+        return f"{self.item.repo}: {human(done)} on disk"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            log(self._line())
+
+    def __enter__(self) -> Progress:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _error_classes() -> dict[str, type[BaseException]]:
+    """huggingface_hub's error classes, from huggingface_hub.errors (new) or .utils (old)."""
+    names = ("RevisionNotFoundError", "GatedRepoError", "RepositoryNotFoundError", "HfHubHTTPError")
+    found: dict[str, type[BaseException]] = {}
+    for module_name in ("huggingface_hub.errors", "huggingface_hub.utils"):
+        try:
+            module = __import__(module_name, fromlist=list(names))
+        except ImportError:
+            continue
+        for name in names:
+            found.setdefault(name, getattr(module, name, None) or type(name, (Exception,), {}))
+    return found
+
+
+def _status(error: BaseException) -> int | None:
+    response = getattr(error, "response", None)
+    return getattr(response, "status_code", None)
+
+
+def explain(error: BaseException, item: Item) -> str:
+    """One line naming the cause, for the errors users actually hit."""
+    classes = _error_classes()
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        free = shutil.disk_usage(item.dest).free if item.dest.exists() else 0
+        return (
+            f"disk full while downloading {item.repo} into {item.dest} ({human(free)} free): "
+            "increase modelCache.pvc.size (or the volume behind modelCache.existing)"
+        )
+    if isinstance(error, classes["RevisionNotFoundError"]):
+        return f"revision {item.revision} not found in {item.repo} on {endpoint}: check the pinned revision"
+    if isinstance(error, classes["GatedRepoError"]) or _status(error) in (401, 403):
+        return (
+            f"token rejected or no access to {item.repo} on {endpoint} (HTTP {_status(error)}): check the "
+            "secret named by hfToken.existingSecret and that the account accepted the model's terms"
+        )
+    if isinstance(error, classes["RepositoryNotFoundError"]):
+        return f"repository {item.repo} not found on {endpoint} (or it is private and the token has no access)"
+    if isinstance(error, classes["HfHubHTTPError"]):
+        return f"the Hub at {endpoint} answered HTTP {_status(error)} for {item.repo}: {error}"
+    name = type(error).__name__
+    # Class names, not classes: requests (old hubs) and httpx (new) raise their own.
+    unreachable = ("LocalEntryNotFound", "ConnectError", "ConnectTimeout", "ConnectionError", "Timeout")
+    if any(part in name for part in unreachable) or isinstance(error, ConnectionError | TimeoutError):
+        return f"cannot reach {endpoint} to download {item.repo} ({name}): check network access or HF_ENDPOINT"
+    return f"downloading {item.repo}@{item.revision} failed: {name}: {error}"
+
+
+def _snapshot_kwargs(snapshot: Callable[..., str], max_workers: int) -> dict[str, object]:
+    """Options that exist in the installed huggingface_hub: real files, never links into HF_HOME."""
+    params = inspect.signature(snapshot).parameters
+    kwargs: dict[str, object] = {"max_workers": max_workers}
+    if "local_dir_use_symlinks" in params:
+        kwargs["local_dir_use_symlinks"] = False
+    return kwargs
+
+
+def download(item: Item, token: str | None, max_workers: int, interval: float) -> None:
+    from huggingface_hub import snapshot_download
+
+    if is_complete(item):
+        log(f"{item.repo}@{item.revision}: marker present in {item.dest}, skipping download")
+        return
+    item.dest.mkdir(parents=True, exist_ok=True)
+    log(f"{item.repo}@{item.revision}: downloading into {item.dest}")
+    started = time.monotonic()
+    try:
+        total = remote_size(item, token)
+        if total is not None:
+            free = shutil.disk_usage(item.dest).free
+            needed = total - dir_bytes(item.dest)
+            log(f"{item.repo}: {human(total)} in the repository, {human(free)} free on the cache volume")
+            if needed > free:
+                raise OSError(errno.ENOSPC, f"needs {human(needed)} more")
+        with Progress(item, total, interval):
+            snapshot_download(
+                item.repo,
+                revision=item.revision,
+                local_dir=str(item.dest),
+                token=token or None,
+                **_snapshot_kwargs(snapshot_download, max_workers),
+            )
+    except Exception as error:
+        raise DownloadError(explain(error, item)) from error
+    write_marker(item)
+    log(f"{item.repo}: complete, {human(dir_bytes(item.dest))} in {time.monotonic() - started:.1f} s")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Download Hugging Face repositories at pinned revisions.")
+    parser.add_argument(
+        "--item",
+        nargs=3,
+        action="append",
+        required=True,
+        metavar=("REPO", "REVISION", "DEST"),
+        help="repository id, revision (commit) and destination directory",
+    )
+    parser.add_argument("--max-workers", type=int, default=8, help="parallel file downloads")
+    parser.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
+    args = parser.parse_args(argv)
+    if args.max_workers < 1:
+        parser.error("--max-workers must be >= 1")
+    if args.progress_interval <= 0:
+        parser.error("--progress-interval must be > 0")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # our own progress lines instead of \r bars
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    token = os.environ.get("HF_TOKEN") or None
+    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
+    log(f"endpoint {endpoint}, token {'set' if token else 'not set'}")
+    items = [Item(repo, revision, Path(dest)) for repo, revision, dest in args.item]
+    try:
+        for item in items:
+            download(item, token, args.max_workers, args.progress_interval)
+    except DownloadError as error:
+        print(f"ERROR: {error}", file=sys.stderr, flush=True)
+        return 1
+    log("all repositories present")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

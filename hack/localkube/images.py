@@ -1,0 +1,170 @@
+"""Container image -> local command mapping for the fake GPU nodes.
+
+The images file (``hack/localkube-images.yaml``) plays the role of a container registry: each
+entry maps an fnmatch pattern on the image reference to an "image config" (entrypoint, default
+cmd, env), and the agent turns a container into an argv exactly like a container runtime does:
+
+* ``command`` set -> it replaces the entrypoint, and ``args`` (or nothing) follow it;
+* only ``args`` set -> entrypoint + args;
+* neither -> entrypoint + cmd.
+
+Placeholders in entrypoint/cmd/env values: ``{venv}`` (the repository's ``.venv/bin``),
+``{repo}`` (the repository root), ``{pod_ip}`` (the pod's loopback IP), ``{path}`` (the agent's
+own PATH). Literal braces are written ``{{`` / ``}}``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ImagesFileError(ValueError):
+    """The images file is missing or malformed; the message names the file and the entry."""
+
+
+class ImageNotMapped(LookupError):
+    """No entry of the images file matches the image reference."""
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    pattern: str
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class Placeholders:
+    venv: str
+    repo: str
+    pod_ip: str = ""
+    path: str = field(default_factory=lambda: os.environ.get("PATH", "/usr/bin:/bin"))
+
+    def render(self, value: str) -> str:
+        return value.format(venv=self.venv, repo=self.repo, pod_ip=self.pod_ip, path=self.path)
+
+
+@dataclass(frozen=True)
+class ImageMap:
+    source: str
+    images: tuple[ImageConfig, ...]
+    default_env: tuple[tuple[str, str], ...] = ()
+
+    def lookup(self, image: str) -> ImageConfig:
+        for candidate in reference_forms(image):
+            for config in self.images:
+                if fnmatch.fnmatchcase(candidate, config.pattern):
+                    return config
+        raise ImageNotMapped(
+            f'image "{image}" is not mapped to a local command in {self.source}; '
+            "add an entry for it there (fnmatch pattern -> entrypoint)"
+        )
+
+
+def reference_forms(image: str) -> list[str]:
+    """The reference as written plus its forms without the default registry prefixes."""
+    forms = [image]
+    for prefix in ("docker.io/library/", "docker.io/", "index.docker.io/library/", "index.docker.io/"):
+        if image.startswith(prefix):
+            forms.append(image[len(prefix) :])
+    return forms
+
+
+def _str_list(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ImagesFileError(f"{where}: must be a list of strings, got {value!r}")
+    return tuple(value)
+
+
+def _env(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        raise ImagesFileError(f"{where}: must be a mapping of NAME: value, got {value!r}")
+    return tuple((k, str(v)) for k, v in value.items())
+
+
+def parse_image_map(data: Any, source: str) -> ImageMap:
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list):
+        raise ImagesFileError(f"{source}: expected a mapping with an 'images' list")
+    unknown = set(data) - {"images", "env"}
+    if unknown:
+        raise ImagesFileError(f"{source}: unknown top-level keys {sorted(unknown)}")
+    images = []
+    for i, entry in enumerate(data["images"]):
+        where = f"{source}: images[{i}]"
+        if not isinstance(entry, dict) or not isinstance(entry.get("match"), str):
+            raise ImagesFileError(f"{where}: each entry needs a 'match' pattern string")
+        extra = set(entry) - {"match", "entrypoint", "cmd", "env"}
+        if extra:
+            raise ImagesFileError(f"{where}: unknown keys {sorted(extra)}")
+        entrypoint = _str_list(entry.get("entrypoint"), f"{where}.entrypoint")
+        cmd = _str_list(entry.get("cmd"), f"{where}.cmd")
+        images.append(ImageConfig(entry["match"], entrypoint, cmd, _env(entry.get("env"), f"{where}.env")))
+    return ImageMap(source, tuple(images), _env(data.get("env"), f"{source}: env"))
+
+
+def load_image_map(path: str | Path) -> ImageMap:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ImagesFileError(f"images file {path}: {exc.strerror}") from exc
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ImagesFileError(f"images file {path}: invalid YAML: {exc}") from exc
+    return parse_image_map(data, str(path))
+
+
+class ImageMapFile:
+    """The images file, reloaded when its mtime changes (a bad edit keeps the last good map)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._mtime = self.path.stat().st_mtime
+        self.current = load_image_map(self.path)
+
+    def get(self) -> ImageMap:
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime != self._mtime:
+                self._mtime = mtime
+                self.current = load_image_map(self.path)
+        except (OSError, ImagesFileError):
+            pass
+        return self.current
+
+
+def container_argv(
+    config: ImageConfig, command: list[str] | None, args: list[str] | None, ph: Placeholders
+) -> list[str]:
+    """Entrypoint/cmd resolution as a container runtime does it (before $(VAR) expansion)."""
+    if command:
+        argv = list(command) + list(args or [])
+    elif args:
+        argv = [ph.render(v) for v in config.entrypoint] + list(args)
+    else:
+        argv = [ph.render(v) for v in (*config.entrypoint, *config.cmd)]
+    if not argv:
+        raise ImagesFileError(
+            f'image pattern "{config.pattern}" has no entrypoint/cmd and the container no command'
+        )
+    return argv
+
+
+def image_env(image_map: ImageMap, config: ImageConfig, ph: Placeholders) -> dict[str, str]:
+    """The image's environment (file-wide defaults, then the entry's), placeholders rendered."""
+    env: dict[str, str] = {}
+    for key, value in (*image_map.default_env, *config.env):
+        env[key] = ph.render(value)
+    return env

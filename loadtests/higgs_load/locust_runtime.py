@@ -1,0 +1,589 @@
+"""The Locust side: options, the user, the load shape, record collection across workers, the report.
+
+This is the only higgs_load module that imports Locust (and so gevent's monkey-patching); the
+measurement, metrics and report modules stay importable without it.
+"""
+
+from __future__ import annotations
+
+# Locust must be imported before anything that imports ssl/urllib3 (gevent monkey-patching).
+from locust import FastHttpUser, LoadTestShape, events, tag, task  # isort: skip
+
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import gevent
+from geventhttpclient.url import URL
+from locust.exception import StopUser
+from locust.runners import MasterRunner, WorkerRunner
+
+from higgs_load.audio import AudioError
+from higgs_load.measure import Measurement, measurement_for
+from higgs_load.metrics import SLO, Step, summarize
+from higgs_load.payloads import (
+    DEFAULT_PROMPTS,
+    Prompt,
+    Settings,
+    load_prompts,
+    load_reference,
+    parse_mix,
+    request_for,
+    weighted_choice,
+)
+from higgs_load.plans import SHAPES, ConstantPlan, PoissonArrivals, StepPlan, doubling_levels, parse_levels
+from higgs_load.records import RequestRecord
+from higgs_load.report import build_summary, write_report
+from higgs_load.thresholds import EXIT_THRESHOLD_MISSED, evaluate, parse_gates
+
+log = logging.getLogger("higgs_load")
+RECORDS_MESSAGE = "higgs_records"
+FLUSH_INTERVAL_S = 0.5
+DEFAULT_MODEL = "higgs-audio-v2-generation-3B-base"
+DEFAULT_MIX = "stream=4,chat=1,speech_pcm=1,speech_wav=1,clone=1"
+_READ_SIZE = 65536
+
+
+class AudioRequestFailure(Exception):
+    """Shown in Locust's failures table; the message is the failure class only, so rows group by class."""
+
+
+@events.init_command_line_parser.add_listener
+def add_options(parser) -> None:
+    g = parser.add_argument_group("Higgs Audio load test")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="served model name sent in each request")
+    g.add_argument(
+        "--api-key", default=os.environ.get("HIGGS_API_KEY", ""), help="Bearer token (or HIGGS_API_KEY)"
+    )
+    g.add_argument(
+        "--mix",
+        default=DEFAULT_MIX,
+        help="request kinds and weights: stream, chat, speech_pcm, speech_wav, clone",
+    )
+    g.add_argument(
+        "--prompts", default=str(DEFAULT_PROMPTS), help="JSONL prompt file (text, length, voice, ...)"
+    )
+    g.add_argument("--prompt-lengths", default="", help="only prompts of these lengths, e.g. short,medium")
+    g.add_argument("--voice", default="", help="voice preset for every request (a prompt's own voice wins)")
+    g.add_argument("--max-tokens", type=int, default=None, help="max_tokens per request")
+    g.add_argument("--temperature", type=float, default=None, help="sampling temperature per request")
+    g.add_argument("--seed", type=int, default=None, help="sampling seed sent with each request")
+    g.add_argument("--slo-ttfa-ms", type=float, default=None, help="SLO: time to first audio, ms")
+    g.add_argument("--slo-rtf", type=float, default=None, help="SLO: real-time factor (wall / audio)")
+    g.add_argument("--slo-underrun-s", type=float, default=None, help="SLO: allowed stall seconds per stream")
+    g.add_argument("--raw-out", default="", help="raw per-request JSONL (default REPORT_DIR/raw.jsonl)")
+    g.add_argument("--report-dir", default="loadtest-report", help="where summary.json/.md and plots go")
+    g.add_argument("--no-plots", action="store_true", default=False, help="skip the PNG plots")
+    g.add_argument(
+        "--fail-on", default="", help="gates, e.g. 'ttfa_p99_ms<=800,error_rate<=0.01' (exit 3 if missed)"
+    )
+    g.add_argument(
+        "--request-timeout", type=float, default=120.0, help="seconds without bytes before 'timeout'"
+    )
+    g.add_argument("--shape", default="constant", choices=SHAPES, help="constant | step | poisson | sweep")
+    g.add_argument("--step-max-users", type=int, default=8, help="step/sweep: last level (1, 2, 4, ... N)")
+    g.add_argument("--levels", default="", help="step/sweep: explicit user levels, e.g. 1,2,4,8,16")
+    g.add_argument("--step-hold", type=float, default=30.0, help="step/sweep: seconds each level is held")
+    g.add_argument(
+        "--arrival-rate", type=float, default=1.0, help="poisson: requests per second (all workers)"
+    )
+    g.add_argument(
+        "--max-lateness", type=float, default=1.0, help="poisson: drop an arrival later than this (s)"
+    )
+    g.add_argument("--min-good-share", type=float, default=0.95, help="sweep: share of requests meeting SLOs")
+    g.add_argument("--sweep-continue", action="store_true", default=False, help="sweep: run every level")
+    g.add_argument(
+        "--replicas", type=int, default=1, help="serving replicas behind --host (per-replica figures)"
+    )
+
+
+@dataclass
+class RunConfig:
+    """Everything a user needs, built once per process from the parsed options."""
+
+    mix: dict[str, int]
+    prompts: list[Prompt]
+    settings: Settings
+    slo: SLO
+    api_key: str
+    request_timeout: float
+    reference: tuple[str, str] | None
+    shape: str
+    plan: StepPlan | ConstantPlan
+    spawn_rate: float
+    arrival_rate: float
+    max_lateness: float
+    pool_users: int
+    gates: list = field(default_factory=list)
+    min_good_share: float = 0.95
+    sweep_continue: bool = False
+    replicas: int = 1
+    report_dir: Path = Path("loadtest-report")
+    raw_out: Path = Path("loadtest-report/raw.jsonl")
+    plots: bool = True
+
+
+def build_config(o) -> RunConfig:
+    """Parsed options -> RunConfig; ValueError with the option's name on bad input."""
+    mix = parse_mix(o.mix)
+    lengths = {x.strip() for x in o.prompt_lengths.split(",") if x.strip()} or None
+    prompts = load_prompts(Path(o.prompts), lengths)
+    for name in ("slo_ttfa_ms", "slo_rtf", "slo_underrun_s", "max_tokens", "temperature"):
+        value = getattr(o, name)
+        if value is not None and value < 0:
+            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    if o.request_timeout <= 0:
+        raise ValueError(f"--request-timeout must be > 0, got {o.request_timeout}")
+    if o.replicas < 1:
+        raise ValueError(f"--replicas must be >= 1, got {o.replicas}")
+    users = int(o.num_users or 1)
+    run_time = float(o.run_time) if o.run_time else None
+    if o.shape in ("step", "sweep"):
+        levels = parse_levels(o.levels) if o.levels else doubling_levels(o.step_max_users)
+        plan: StepPlan | ConstantPlan = StepPlan(tuple(levels), o.step_hold)
+        spawn_rate = float(o.spawn_rate) if o.spawn_rate else float(max(levels))
+    else:
+        plan = ConstantPlan(users, run_time)
+        spawn_rate = float(o.spawn_rate or users)
+    if o.shape == "poisson" and o.arrival_rate <= 0:
+        raise ValueError(f"--arrival-rate must be > 0, got {o.arrival_rate}")
+    report_dir = Path(o.report_dir)
+    return RunConfig(
+        mix=mix,
+        prompts=prompts,
+        settings=Settings(o.model, o.voice or None, o.max_tokens, o.temperature, o.seed),
+        slo=SLO(o.slo_ttfa_ms, o.slo_rtf, o.slo_underrun_s),
+        api_key=o.api_key,
+        request_timeout=o.request_timeout,
+        reference=load_reference() if "clone" in mix else None,
+        shape=o.shape,
+        plan=plan,
+        spawn_rate=spawn_rate,
+        arrival_rate=o.arrival_rate,
+        max_lateness=o.max_lateness,
+        pool_users=users,
+        gates=parse_gates(o.fail_on),
+        min_good_share=o.min_good_share,
+        sweep_continue=o.sweep_continue,
+        replicas=o.replicas,
+        report_dir=report_dir,
+        raw_out=Path(o.raw_out) if o.raw_out else report_dir / "raw.jsonl",
+        plots=not o.no_plots,
+    )
+
+
+class Collector:
+    """Per-process record sink. Workers batch records to the master; the master (or a local runner)
+    keeps them all and appends each to the raw JSONL as it arrives."""
+
+    def __init__(self) -> None:
+        self.records: list[RequestRecord] = []
+        self.outbox: list[dict] = []
+        self.dropped_arrivals = 0
+        self.outbox_dropped = 0
+        self.raw_fh = None
+        self.steps: list[tuple[int, float]] = []  # (users, unix time the level began)
+        self.t_start = 0.0
+        self.exit_code: int | None = None
+
+    def reset(self, raw_out: Path | None) -> None:
+        self.close()
+        self.records, self.outbox, self.steps = [], [], []
+        self.dropped_arrivals = self.outbox_dropped = 0
+        self.t_start = time.time()
+        if raw_out is not None:
+            raw_out.parent.mkdir(parents=True, exist_ok=True)
+            self.raw_fh = raw_out.open("w", encoding="utf-8")
+
+    def keep(self, rec: RequestRecord) -> None:
+        self.records.append(rec)
+        if self.raw_fh is not None:
+            self.raw_fh.write(rec.to_json() + "\n")
+
+    def close(self) -> None:
+        if self.raw_fh is not None:
+            self.raw_fh.close()
+            self.raw_fh = None
+
+    def note_level(self, users: int) -> None:
+        if not self.steps or self.steps[-1][0] != users:
+            self.steps.append((users, time.time()))
+
+    def step_list(self, t_stop: float) -> list[Step]:
+        out = []
+        for i, (users, begin) in enumerate(self.steps):
+            end = self.steps[i + 1][1] if i + 1 < len(self.steps) else t_stop
+            out.append(Step(users, begin, end))
+        return out
+
+
+COLLECTOR = Collector()
+CONFIG: RunConfig | None = None
+WORKER_ID = "local"
+
+
+def _config(environment) -> RunConfig:
+    global CONFIG
+    if CONFIG is None:
+        CONFIG = build_config(environment.parsed_options)
+    return CONFIG
+
+
+@events.init.add_listener
+def on_init(environment, **_kw) -> None:
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        return  # a worker gets the master's options with its first spawn message
+    if environment.parsed_options is None:
+        return
+    try:
+        _config(environment)
+    except ValueError as exc:
+        sys.stderr.write(f"ERROR: {exc}\n")
+        sys.exit(2)
+    if isinstance(runner, MasterRunner):
+        runner.register_message(RECORDS_MESSAGE, _on_records_message)
+
+
+def _on_records_message(environment, msg, **_kw) -> None:
+    for data in msg.data["records"]:
+        COLLECTOR.keep(RequestRecord.from_dict(data))
+    COLLECTOR.dropped_arrivals += msg.data.get("dropped", 0)
+
+
+def _flush(environment) -> None:
+    if COLLECTOR.outbox or COLLECTOR.outbox_dropped:
+        batch, COLLECTOR.outbox = COLLECTOR.outbox, []
+        dropped, COLLECTOR.outbox_dropped = COLLECTOR.outbox_dropped, 0
+        environment.runner.send_message(RECORDS_MESSAGE, {"records": batch, "dropped": dropped})
+
+
+def _flush_loop(environment) -> None:
+    while True:
+        gevent.sleep(FLUSH_INTERVAL_S)
+        _flush(environment)
+
+
+_flusher = None
+
+
+@events.test_start.add_listener
+def on_test_start(environment, **_kw) -> None:
+    global CONFIG, WORKER_ID, _flusher
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        CONFIG = None  # rebuild from the options the master just sent
+        try:
+            _config(environment)
+        except ValueError as exc:
+            log.error("bad options from master: %s", exc)
+            raise
+        WORKER_ID = runner.client_id
+        COLLECTOR.reset(None)
+        _flusher = gevent.spawn(_flush_loop, environment)
+        return
+    COLLECTOR.reset(_config(environment).raw_out)
+
+
+@events.test_stop.add_listener
+def on_test_stop(environment, **_kw) -> None:
+    global _flusher
+    runner = environment.runner
+    if isinstance(runner, WorkerRunner):
+        if _flusher is not None:
+            _flusher.kill(block=True)
+            _flusher = None
+        _flush(environment)  # sent before Locust's client_stopped message, so the master has it all
+        return
+    cfg = _config(environment)
+    COLLECTOR.close()
+    t_stop = time.time()
+    steps = COLLECTOR.step_list(t_stop)
+    extra = {
+        "shape": cfg.shape,
+        "arrivals_dropped": COLLECTOR.dropped_arrivals if cfg.shape == "poisson" else None,
+        "host": environment.host,
+        "started": COLLECTOR.t_start,
+        "stopped": t_stop,
+        "raw_records": str(cfg.raw_out),
+    }
+    summary = build_summary(
+        COLLECTOR.records,
+        cfg.slo,
+        steps if cfg.shape in ("step", "sweep") else [s for s in steps[-1:]],
+        min_good_share=cfg.min_good_share,
+        replicas=cfg.replicas,
+        extra=extra,
+    )
+    if cfg.gates:
+        passed, lines = evaluate(cfg.gates, summary)
+        summary["gates"], summary["gates_passed"] = lines, passed
+        COLLECTOR.exit_code = 0 if passed else EXIT_THRESHOLD_MISSED
+        for line in lines:
+            log.info("threshold %s", line)
+    paths = write_report(cfg.report_dir, summary, COLLECTOR.records, raw_out=None, plots=cfg.plots)
+    log.info("report written: %s (raw records: %s)", ", ".join(str(p) for p in paths), cfg.raw_out)
+    if summary.get("capacity"):
+        log.info("capacity: %s", summary["capacity"]["sentence"])
+
+
+@events.quitting.add_listener
+def on_quitting(environment, **_kw) -> None:
+    if COLLECTOR.exit_code is not None and not isinstance(environment.runner, WorkerRunner):
+        environment.process_exit_code = COLLECTOR.exit_code
+
+
+def _read_available(resp) -> bytes:
+    """Return the body bytes available now, waiting only until at least one byte arrives.
+
+    geventhttpclient's read(n) blocks until n bytes are buffered, which would delay TTFA; this reads
+    one socket recv at a time through the response's own parser (chunked decoding included).
+    b"" means the body is complete. Pinned geventhttpclient internals (_body_buffer, _sock, feed).
+    """
+    while True:
+        if resp._body_buffer:
+            data = bytes(resp._body_buffer)
+            del resp._body_buffer[:]
+            return data
+        if resp.message_complete:
+            return b""
+        sock = resp._sock
+        if sock is None:
+            raise ConnectionResetError("connection released before the body ended")
+        data = sock.recv(_READ_SIZE)
+        if not data:
+            raise ConnectionResetError("server closed the connection before the body ended")
+        resp.feed(data)
+
+
+def _drop_connection(resp) -> None:
+    """Close a connection whose body was not read to the end (never return it to the pool)."""
+    pool, sock = getattr(resp, "_pool", None), getattr(resp, "_sock", None)
+    resp._pool = resp._sock = None
+    if sock is not None and pool is not None:
+        pool.release_socket(sock)
+
+
+class HiggsUser(FastHttpUser):
+    """One listener: sends a request of a kind drawn from --mix, measures it, repeats (no think time).
+
+    In the poisson shape each user waits for its share of the arrival schedule instead."""
+
+    concurrency = 1  # one connection per user: a user has one request in flight
+    host = "http://127.0.0.1:8000"
+
+    def __init__(self, environment) -> None:
+        cfg = _config(environment)
+        self.network_timeout = cfg.request_timeout
+        self.connection_timeout = min(cfg.request_timeout, 30.0)
+        super().__init__(environment)
+        self.cfg = cfg
+        self.rng = random.Random()
+        self.arrivals: PoissonArrivals | None = None
+        self.headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        if cfg.api_key:
+            self.headers["Authorization"] = f"Bearer {cfg.api_key}"
+
+    def on_start(self) -> None:
+        # Tags (--tags/--exclude-tags) decide which kinds may run; --mix gives their weights.
+        allowed = {t.__name__ for t in type(self).tasks}
+        self.weights = {k: w for k, w in self.cfg.mix.items() if k in allowed}
+        if not self.weights:
+            log.error("--mix %s and the selected tags leave no request kind to run", self.cfg.mix)
+            raise StopUser()
+        if self.cfg.shape == "poisson":
+            self.arrivals = PoissonArrivals(self.cfg.arrival_rate, self.cfg.pool_users, time.time(), self.rng)
+
+    # One task per kind so `--tags stream` (or --exclude-tags) selects kinds. Each task draws the kind
+    # from --mix among the kinds left, so Locust's equal task weights do not matter.
+    @tag("stream")
+    @task
+    def stream(self) -> None:
+        self._go()
+
+    @tag("chat")
+    @task
+    def chat(self) -> None:
+        self._go()
+
+    @tag("speech", "speech_pcm")
+    @task
+    def speech_pcm(self) -> None:
+        self._go()
+
+    @tag("speech", "speech_wav")
+    @task
+    def speech_wav(self) -> None:
+        self._go()
+
+    @tag("clone")
+    @task
+    def clone(self) -> None:
+        self._go()
+
+    def _go(self) -> None:
+        kind = weighted_choice(self.weights, self.rng)
+        if self.arrivals is not None:
+            at, dropped = self.arrivals.take(time.time(), self.cfg.max_lateness)
+            if dropped:
+                _count_dropped(self.environment, dropped)
+            delay = at - time.time()
+            if delay > 0:
+                gevent.sleep(delay)
+        prompt = self.rng.choice(self.cfg.prompts)
+        rec = self.measure(kind, prompt)
+        if rec is not None:
+            _report(self.environment, rec)
+
+    def measure(self, kind: str, prompt: Prompt) -> RequestRecord | None:
+        """Send one request and measure it; None when the test stopped it midway (not a result)."""
+        path, body = request_for(kind, prompt, self.cfg.settings, self.cfg.reference)
+        payload = json.dumps(body).encode()
+        client = self.client.client.clientpool.get_client(URL(self.host + path))
+        rec = RequestRecord(kind=kind, t_start=0.0, prompt_class=prompt.length, worker=WORKER_ID)
+        rec.users = self.environment.runner.user_count if self.environment.runner else None
+        resp = None
+        wall0 = time.time()
+        t0 = time.perf_counter()
+        rec.t_start = wall0
+        m: Measurement = measurement_for(kind, rec, t0)
+        try:
+            resp = client.request(
+                "POST", URL(self.host + path).request_uri, body=payload, headers=self.headers
+            )
+            rec.status = resp.status_code
+            rec.request_id = resp.headers.get("x-request-id")
+            if resp.status_code >= 400:
+                detail = _read_all(resp)[:300].decode("utf-8", "replace")
+                m.fail(f"http_{resp.status_code}", detail, time.perf_counter())
+            else:
+                while data := _read_available(resp):
+                    m.feed(data, time.perf_counter())
+                m.finish(time.perf_counter())
+        except AudioError as exc:
+            m.fail(exc.error_class, exc.detail, time.perf_counter())
+        except (TimeoutError, gevent.Timeout) as exc:
+            m.fail("timeout", f"no bytes for {self.cfg.request_timeout:g} s ({exc!r})", time.perf_counter())
+        except (OSError, Exception) as exc:  # connection refused/reset, HTTP parse errors
+            if rec.status is None:
+                m.fail("connection_error", repr(exc), time.perf_counter())
+            else:
+                m.fail("truncated_stream", repr(exc), time.perf_counter())
+        except gevent.GreenletExit:
+            if resp is not None:
+                _drop_connection(resp)
+            return None
+        finally:
+            if resp is not None and not rec.ok:
+                _drop_connection(resp)
+        if rec.t_first_audio is None and rec.ttfa_s is not None:
+            rec.t_first_audio = wall0 + rec.ttfa_s
+        return rec
+
+
+def _read_all(resp, limit: int = 65536) -> bytes:
+    out = b""
+    while len(out) < limit and (data := _read_available(resp)):
+        out += data
+    return out
+
+
+def _count_dropped(environment, n: int) -> None:
+    if isinstance(environment.runner, WorkerRunner):
+        COLLECTOR.outbox_dropped += n
+    else:
+        COLLECTOR.dropped_arrivals += n
+
+
+def _report(environment, rec: RequestRecord) -> None:
+    """Fire the Locust request events for one record and hand the record to the collector.
+
+    Rows: POST <kind> (whole request, failures by class), TTFA <kind> (ms), RTF <kind> (RTF x 1000,
+    so 1000 = real time), AUDIO <kind> (audio ms), UNDERRUN <kind> (stall ms; streams that had one).
+    """
+    fire = environment.events.request.fire
+    ms = (rec.duration_s or 0.0) * 1000
+    exc = None if rec.ok else AudioRequestFailure(rec.error)
+    fire(
+        request_type="POST",
+        name=rec.kind,
+        response_time=ms,
+        response_length=rec.bytes_received,
+        exception=exc,
+        context={},
+    )
+    if rec.ok:
+        if rec.ttfa_s is not None:
+            fire(
+                request_type="TTFA",
+                name=rec.kind,
+                response_time=rec.ttfa_s * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+        if rec.rtf is not None:
+            fire(
+                request_type="RTF",
+                name=rec.kind,
+                response_time=rec.rtf * 1000,
+                response_length=0,
+                exception=None,
+                context={},
+            )
+        fire(
+            request_type="AUDIO",
+            name=rec.kind,
+            response_time=rec.audio_s * 1000,
+            response_length=0,
+            exception=None,
+            context={},
+        )
+        if rec.underruns:
+            fire(
+                request_type="UNDERRUN",
+                name=rec.kind,
+                response_time=rec.stall_s * 1000,
+                response_length=rec.underruns,
+                exception=None,
+                context={},
+            )
+    if isinstance(environment.runner, WorkerRunner):
+        COLLECTOR.outbox.append(asdict(rec))
+    else:
+        COLLECTOR.keep(rec)
+
+
+class HiggsShape(LoadTestShape):
+    """--shape constant | step | poisson | sweep (see loadtests/README.md). Uses -u/-r/-t."""
+
+    use_common_options = True
+
+    def tick(self):
+        cfg = CONFIG
+        if cfg is None:
+            return None
+        idx = cfg.plan.index_at(self.get_run_time())
+        if idx is None:
+            return None
+        users = cfg.plan.levels[idx]
+        if cfg.shape == "sweep" and not cfg.sweep_continue and self._previous_level_failed(cfg, users):
+            log.info("sweep: stopping, level below %d users missed the SLOs", users)
+            return None
+        COLLECTOR.note_level(users)
+        return users, cfg.spawn_rate
+
+    def _previous_level_failed(self, cfg: RunConfig, users: int) -> bool:
+        if not COLLECTOR.steps or COLLECTOR.steps[-1][0] == users:
+            return False
+        _prev_users, begin = COLLECTOR.steps[-1]
+        recs = [r for r in COLLECTOR.records if r.t_start >= begin]
+        if not recs:
+            return True
+        share = summarize(recs, cfg.slo)["goodput_share"]
+        return share < cfg.min_good_share

@@ -1,0 +1,221 @@
+"""Load-test metric definitions (DESIGN.md "Load-test metrics"), computed exactly from raw records.
+
+No Locust import: the locustfile, the report CLI and the tests share these functions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from higgs_load.audio import SAMPLE_RATE
+from higgs_load.records import RequestRecord
+
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass(frozen=True)
+class SLO:
+    ttfa_ms: float | None = None
+    rtf: float | None = None
+    underrun_s: float | None = None  # allowed total stall per stream; None = not judged
+
+    def met_by(self, rec: RequestRecord) -> bool:
+        """A request is 'good' when it succeeded and meets every SLO given."""
+        if not rec.ok:
+            return False
+        if self.ttfa_ms is not None and (rec.ttfa_s is None or rec.ttfa_s * 1000 > self.ttfa_ms):
+            return False
+        if self.rtf is not None and (rec.rtf is None or rec.rtf > self.rtf):
+            return False
+        return not (self.underrun_s is not None and rec.stall_s > self.underrun_s + 1e-9)
+
+
+@dataclass(frozen=True)
+class Underrun:
+    count: int
+    stall_s: float
+
+
+def simulate_underruns(chunks: Sequence[Sequence[float]], sample_rate: int = SAMPLE_RATE) -> Underrun:
+    """A listener starts playing at the first audio byte and plays in real time.
+
+    `chunks` is [(arrival seconds, samples), ...] in arrival order. An underrun is a moment the
+    buffer runs dry before the stream's last chunk has arrived; the listener resumes when the next
+    chunk arrives. Running dry after the last chunk is the normal end, not an underrun.
+    """
+    count = 0
+    stall = 0.0
+    play_end: float | None = None  # time the buffered audio runs out
+    for arrival, samples in chunks:
+        if samples <= 0:
+            continue
+        duration = samples / sample_rate
+        if play_end is None:
+            play_end = arrival + duration
+        elif arrival > play_end:
+            count += 1
+            stall += arrival - play_end
+            play_end = arrival + duration
+        else:
+            play_end += duration
+    return Underrun(count, stall)
+
+
+def percentiles(values: Sequence[float], ps: Sequence[int] = PERCENTILES) -> dict[str, float | None]:
+    """Exact percentiles (numpy linear interpolation) of the raw values; None when there are none."""
+    arr = np.asarray([v for v in values if v is not None], dtype=float)
+    if arr.size == 0:
+        return {f"p{p}": None for p in ps}
+    return {f"p{p}": float(np.percentile(arr, p)) for p in ps}
+
+
+def _window(records: Sequence[RequestRecord]) -> tuple[float, float]:
+    start = min(r.t_start for r in records)
+    end = max(r.t_end for r in records)
+    return start, end
+
+
+def audio_seconds_between(records: Sequence[RequestRecord], start: float, end: float) -> float:
+    """Audio seconds delivered (by chunk arrival time) inside [start, end), successful requests only."""
+    total = 0.0
+    for rec in records:
+        if not rec.ok:
+            continue
+        for offset, samples in rec.chunks:
+            if start <= rec.t_start + offset < end:
+                total += samples / SAMPLE_RATE
+    return total
+
+
+def summarize(
+    records: Sequence[RequestRecord],
+    slo: SLO,
+    window: tuple[float, float] | None = None,
+) -> dict:
+    """Whole-run (or one step's) figures. `window` defaults to first send .. last completion."""
+    n = len(records)
+    if n == 0:
+        return {"requests": 0}
+    start, end = window or _window(records)
+    wall = max(end - start, 1e-9)
+    good = [r for r in records if r.ok]
+    errors: dict[str, int] = {}
+    for r in records:
+        if not r.ok:
+            errors[r.error or "unknown"] = errors.get(r.error or "unknown", 0) + 1
+    ttfa_ms = [r.ttfa_s * 1000 for r in good if r.ttfa_s is not None]
+    rtfs = [r.rtf for r in good if r.rtf is not None]
+    streams = [r for r in good if r.streamed]
+    with_underrun = sum(1 for r in streams if r.underruns > 0)
+    meeting = sum(1 for r in records if slo.met_by(r))
+    audio_total = sum(r.audio_s for r in good)
+    ttfa_p = percentiles(ttfa_ms)
+    rtf_p = percentiles(rtfs)
+    return {
+        "requests": n,
+        "successes": len(good),
+        "failures": n - len(good),
+        "error_rate": (n - len(good)) / n,
+        "errors": dict(sorted(errors.items())),
+        "wall_s": wall,
+        "audio_seconds": audio_total,
+        "audio_throughput": audio_seconds_between(records, start, end) / wall
+        if window
+        else audio_total / wall,
+        "requests_per_s": n / wall,
+        "ttfa_ms": ttfa_p,
+        "ttfa_p50_ms": ttfa_p["p50"],
+        "ttfa_p90_ms": ttfa_p["p90"],
+        "ttfa_p99_ms": ttfa_p["p99"],
+        "ttfa_mean_ms": float(np.mean(ttfa_ms)) if ttfa_ms else None,
+        "rtf": rtf_p,
+        "rtf_p50": rtf_p["p50"],
+        "rtf_p90": rtf_p["p90"],
+        "rtf_p99": rtf_p["p99"],
+        "xrt_p50": (1 / rtf_p["p50"]) if rtf_p["p50"] else None,
+        "streams": len(streams),
+        "streams_with_underrun": with_underrun,
+        "underrun_free_share": (1 - with_underrun / len(streams)) if streams else None,
+        "underrun_count": sum(r.underruns for r in streams),
+        "underrun_stall_s": sum(r.stall_s for r in streams),
+        "good_requests": meeting,
+        "goodput": meeting / wall,
+        "goodput_share": meeting / n,
+    }
+
+
+@dataclass(frozen=True)
+class Step:
+    """A period of the run held at one user count (from the shape's timeline)."""
+
+    users: int
+    t_begin: float
+    t_end: float
+
+
+def summarize_steps(records: Sequence[RequestRecord], steps: Sequence[Step], slo: SLO) -> list[dict]:
+    """Per-step figures: requests sent during a step belong to it; throughput counts audio delivered
+    inside the step's window (so slow tails do not leak into the next step)."""
+    out = []
+    for step in steps:
+        recs = [r for r in records if step.t_begin <= r.t_start < step.t_end]
+        row = {"users": step.users, "t_begin": step.t_begin, "t_end": step.t_end}
+        row.update(summarize(recs, slo, window=(step.t_begin, step.t_end)) if recs else {"requests": 0})
+        out.append(row)
+    return out
+
+
+def capacity(step_rows: Sequence[dict], min_good_share: float, replicas: int = 1) -> dict | None:
+    """Highest concurrency (walking up from the lowest) whose goodput share meets `min_good_share`.
+
+    Stops at the first level that misses, so a lucky level after a collapse does not count.
+    """
+    best = None
+    for row in sorted(step_rows, key=lambda r: r["users"]):
+        if row.get("requests", 0) == 0 or row["goodput_share"] < min_good_share:
+            break
+        best = row
+    if best is None:
+        return None
+    per_replica_users = best["users"] / replicas
+    per_replica_audio = best["audio_throughput"] / replicas
+    return {
+        "users": best["users"],
+        "audio_throughput": best["audio_throughput"],
+        "replicas": replicas,
+        "users_per_replica": per_replica_users,
+        "audio_throughput_per_replica": per_replica_audio,
+        "sentence": (
+            f"{per_replica_users:g} concurrent streams, {per_replica_audio:.2f} audio-seconds per second "
+            f"per replica (goodput share >= {min_good_share:g})"
+        ),
+    }
+
+
+def timeline(records: Sequence[RequestRecord], bin_s: float = 1.0) -> dict[str, list[float]]:
+    """Per-bin audio throughput (audio-s/s, by chunk arrival), completions and errors over time."""
+    if not records:
+        return {"t": [], "audio_throughput": [], "completed": [], "errors": []}
+    start, end = _window(records)
+    nbins = max(1, math.ceil((end - start) / bin_s))
+    audio = np.zeros(nbins)
+    done = np.zeros(nbins)
+    errs = np.zeros(nbins)
+    for rec in records:
+        idx = min(nbins - 1, int((rec.t_end - start) / bin_s))
+        if rec.ok:
+            done[idx] += 1
+            for offset, samples in rec.chunks:
+                audio[min(nbins - 1, int((rec.t_start + offset - start) / bin_s))] += samples / SAMPLE_RATE
+        else:
+            errs[idx] += 1
+    return {
+        "t": [i * bin_s for i in range(nbins)],
+        "audio_throughput": list(audio / bin_s),
+        "completed": list(done),
+        "errors": list(errs),
+    }

@@ -1,0 +1,177 @@
+"""Prompt corpus, request mix and request bodies for the Higgs Audio endpoints."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DEFAULT_PROMPTS = DATA_DIR / "prompts.jsonl"
+REFERENCE_WAV = DATA_DIR / "reference_voice.wav"
+REFERENCE_TEXT = DATA_DIR / "reference_voice.txt"
+
+KINDS = ("stream", "chat", "speech_pcm", "speech_wav", "clone")
+# Aliases accepted in --mix so users can write the endpoint they think of.
+_KIND_ALIASES = {"speech": "speech_pcm", "pcm": "speech_pcm", "wav": "speech_wav", "clone": "clone"}
+
+CHAT_PATH = "/v1/chat/completions"
+SPEECH_PATH = "/v1/audio/speech"
+SYSTEM_PROMPT = "Generate audio following instruction."
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    length: str = "custom"  # short | medium | long | custom
+    voice: str | None = None
+    max_tokens: int | None = None
+    temperature: float | None = None
+    seed: int | None = None
+
+
+def load_prompts(path: Path, lengths: set[str] | None = None) -> list[Prompt]:
+    """JSONL, one object per line with at least "text"; optional length/voice/max_tokens/temperature/seed."""
+    if not path.is_file():
+        raise ValueError(f"--prompts: file {path} does not exist")
+    prompts = []
+    with path.open(encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                prompt = Prompt(**obj)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(
+                    f"--prompts {path}:{lineno}: expected a JSON object with 'text': {exc}"
+                ) from exc
+            if not isinstance(prompt.text, str) or not prompt.text.strip():
+                raise ValueError(f"--prompts {path}:{lineno}: 'text' must be a non-empty string")
+            if lengths is None or prompt.length in lengths:
+                prompts.append(prompt)
+    if not prompts:
+        raise ValueError(
+            f"--prompts {path}: no prompts" + (f" of length {sorted(lengths)}" if lengths else "")
+        )
+    return prompts
+
+
+def parse_mix(spec: str) -> dict[str, int]:
+    """'stream=3,chat=1,speech=1,clone=1' -> weights per request kind."""
+    weights: dict[str, int] = {}
+    for part in spec.split(","):
+        if not part.strip():
+            continue
+        name, _, weight = part.partition("=")
+        name = _KIND_ALIASES.get(name.strip(), name.strip())
+        if name not in KINDS:
+            raise ValueError(
+                f"--mix: unknown request kind {name!r}; choose from {', '.join(KINDS)} (or speech, wav)"
+            )
+        try:
+            w = int(weight) if weight else 1
+        except ValueError as exc:
+            raise ValueError(f"--mix: weight of {name!r} must be an integer, got {weight!r}") from exc
+        if w < 0:
+            raise ValueError(f"--mix: weight of {name!r} must be >= 0")
+        weights[name] = w
+    if not any(weights.values()):
+        raise ValueError(f"--mix {spec!r} selects no requests")
+    return {k: v for k, v in weights.items() if v > 0}
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str
+    voice: str | None
+    max_tokens: int | None
+    temperature: float | None
+    seed: int | None
+
+
+def _pick(prompt_value, default):
+    return prompt_value if prompt_value is not None else default
+
+
+def chat_body(
+    prompt: Prompt, settings: Settings, *, stream: bool, reference: tuple[str, str] | None = None
+) -> dict:
+    """Chat completion asking for audio; `reference` = (transcript, base64 WAV) for voice cloning."""
+    messages: list[dict] = [{"role": "system", "content": SYSTEM_PROMPT}]
+    if reference is not None:
+        transcript, wav_b64 = reference
+        messages.append({"role": "user", "content": transcript})
+        messages.append(
+            {
+                "role": "assistant",
+                "content": [{"type": "input_audio", "input_audio": {"data": wav_b64, "format": "wav"}}],
+            }
+        )
+    messages.append({"role": "user", "content": prompt.text})
+    audio: dict = {"format": "pcm16" if stream else "wav"}
+    voice = _pick(prompt.voice, settings.voice)
+    if voice and reference is None:
+        audio["voice"] = voice
+    body: dict = {
+        "model": settings.model,
+        "messages": messages,
+        "modalities": ["text", "audio"],
+        "audio": audio,
+        "stream": stream,
+        "stop": ["<|eot_id|>", "<|end_of_text|>", "<|audio_eos|>"],
+    }
+    _add_sampling(body, prompt, settings)
+    return body
+
+
+def speech_body(prompt: Prompt, settings: Settings, response_format: str) -> dict:
+    body: dict = {"model": settings.model, "input": prompt.text, "response_format": response_format}
+    voice = _pick(prompt.voice, settings.voice)
+    if voice:
+        body["voice"] = voice
+    _add_sampling(body, prompt, settings)
+    return body
+
+
+def _add_sampling(body: dict, prompt: Prompt, settings: Settings) -> None:
+    for key, value in (
+        ("max_tokens", _pick(prompt.max_tokens, settings.max_tokens)),
+        ("temperature", _pick(prompt.temperature, settings.temperature)),
+        ("seed", _pick(prompt.seed, settings.seed)),
+    ):
+        if value is not None:
+            body[key] = value
+
+
+def load_reference(wav: Path = REFERENCE_WAV, text: Path = REFERENCE_TEXT) -> tuple[str, str]:
+    """(transcript, base64 WAV) of the bundled voice-cloning reference."""
+    if not wav.is_file():
+        raise ValueError(
+            f"voice-cloning reference {wav} is missing: run loadtests/data/make_reference_wav.py"
+        )
+    return text.read_text(encoding="utf-8").strip(), base64.b64encode(wav.read_bytes()).decode("ascii")
+
+
+def request_for(
+    kind: str, prompt: Prompt, settings: Settings, reference: tuple[str, str] | None
+) -> tuple[str, dict]:
+    """(path, JSON body) for one request of the given kind."""
+    if kind == "stream":
+        return CHAT_PATH, chat_body(prompt, settings, stream=True)
+    if kind == "chat":
+        return CHAT_PATH, chat_body(prompt, settings, stream=False)
+    if kind == "clone":
+        return CHAT_PATH, chat_body(prompt, settings, stream=True, reference=reference)
+    if kind == "speech_pcm":
+        return SPEECH_PATH, speech_body(prompt, settings, "pcm")
+    if kind == "speech_wav":
+        return SPEECH_PATH, speech_body(prompt, settings, "wav")
+    raise ValueError(f"unknown request kind {kind!r}")
+
+
+def weighted_choice(weights: dict[str, int], rng: random.Random) -> str:
+    kinds = list(weights)
+    return rng.choices(kinds, weights=[weights[k] for k in kinds])[0]

@@ -1,0 +1,95 @@
+"""`higgs-operator run`: start the kopf operator for HiggsDeployment resources."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import kopf
+
+from . import handlers
+from .reconcile import OperatorConfig
+from .render import RenderError, helm_binary
+
+DEFAULT_CHART = os.environ.get("HIGGS_CHART", "charts/higgs-audio")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="higgs-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator against the current kubeconfig or in-cluster config")
+    scope = run.add_mutually_exclusive_group()
+    scope.add_argument(
+        "--namespace", "-n", action="append", default=[], help="watch this namespace (repeatable)"
+    )
+    scope.add_argument("--all-namespaces", "-A", action="store_true", help="watch the whole cluster")
+    run.add_argument(
+        "--chart", default=DEFAULT_CHART, help="path of the higgs-audio chart (default: %(default)s)"
+    )
+    run.add_argument(
+        "--operator-namespace",
+        default=os.environ.get("POD_NAMESPACE", "default"),
+        help="namespace of the Secrets named by spec.hfToken.mirrorFrom (default: $POD_NAMESPACE or default)",
+    )
+    run.add_argument("--liveness", default=None, help="health endpoint URL, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--peering", default="higgs-operator", help="kopf peering name (default: %(default)s)")
+    run.add_argument("--standalone", action="store_true", help="no peering: act even if other operators run")
+    run.add_argument("--priority", type=int, default=0, help="kopf peering priority of this instance")
+    run.add_argument("--resync-seconds", type=float, default=60.0, help="full re-apply period (drift repair)")
+    run.add_argument("--status-seconds", type=float, default=5.0, help="status refresh period")
+    run.add_argument("--kube-version", default="1.35.0", help="Kubernetes version helm renders for")
+    run.add_argument("--verbose", "-v", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    chart = Path(args.chart)
+    if not (chart / "Chart.yaml").is_file():
+        print(f"higgs-operator: --chart {chart}: no Chart.yaml there", file=sys.stderr)
+        return 2
+    try:
+        helm_binary()
+    except RenderError as err:
+        print(f"higgs-operator: {err}", file=sys.stderr)
+        return 2
+    if args.resync_seconds <= 0 or args.status_seconds <= 0:
+        print("higgs-operator: --resync-seconds and --status-seconds must be > 0", file=sys.stderr)
+        return 2
+    handlers.CONFIG = OperatorConfig(
+        chart=str(chart.resolve()),
+        operator_namespace=args.operator_namespace,
+        resync_s=args.resync_seconds,
+        status_s=args.status_seconds,
+        kube_version=args.kube_version,
+    )
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not args.verbose:
+        logging.getLogger("kopf.objects").setLevel(logging.INFO)
+        logging.getLogger("httpx").setLevel(logging.WARNING)
+    try:
+        asyncio.run(
+            kopf.operator(
+                clusterwide=args.all_namespaces,
+                namespaces=args.namespace,
+                standalone=args.standalone,
+                priority=args.priority,
+                # A named peering is mandatory in kopf (the chart installs its CRDs); standalone needs none.
+                peering_name=None if args.standalone else args.peering,
+                liveness_endpoint=args.liveness,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

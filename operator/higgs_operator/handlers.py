@@ -1,0 +1,282 @@
+"""kopf handlers: thin glue from watch events to the reconcile, scaling and status modules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+import kopf
+from kubernetes import client, config
+
+from . import kube, probes
+from .constants import GROUP, OWNER_LABEL, PLURAL, VERSION
+from .reconcile import OperatorConfig, child_info, reconcile
+from .render import identity
+from .scaling import AutoscalingPolicy, decide
+from .state import Registry, ResourceState
+from .status import Condition, StatusInputs, build_status, pod_ready, rfc3339
+from .values import desired_replicas
+
+REGISTRY = Registry()
+NOT_POLLED = Condition("ScalingActive", "Unknown", "NotPolledYet", "metrics not scraped yet")
+CONFIG: OperatorConfig | None = None  # set by cli.configure before kopf starts
+_api: client.ApiClient | None = None
+
+CHILD_KINDS = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"))
+CHILD_KINDS_EXTRA = (
+    ("", "v1", "serviceaccounts"),
+    ("", "v1", "persistentvolumeclaims"),
+    ("policy", "v1", "poddisruptionbudgets"),
+)
+
+
+def api() -> client.ApiClient:
+    global _api
+    if _api is None:
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        _api = client.ApiClient()
+    return _api
+
+
+def cfg() -> OperatorConfig:
+    if CONFIG is None:
+        raise RuntimeError("operator not configured: start it with `higgs-operator run`")
+    return CONFIG
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: object) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = f"{GROUP}/operator"
+    settings.posting.level = logging.WARNING  # handler chatter is not worth an Event write each
+    settings.watching.server_timeout = 300
+
+
+async def _reconcile(body: kopf.Body, force: bool, logger: logging.Logger) -> None:
+    st = REGISTRY.get(body["metadata"]["uid"])
+    async with st.lock:
+        outcome = await asyncio.to_thread(reconcile, api(), dict(body), cfg(), st, force)
+    if not outcome.secret.ready and outcome.secret.reason != st.last_secret_reason:
+        kopf.warn(
+            body, reason=outcome.secret.reason, message=f"{outcome.secret.message}; no new pods started"
+        )
+    st.last_secret_reason = outcome.secret.reason if not outcome.secret.ready else None
+    if outcome.render_error:
+        kopf.warn(body, reason="RenderFailed", message=outcome.render_error[:1000])
+    if outcome.applied or outcome.pruned:
+        logger.info("applied %d object(s), pruned %d", outcome.applied, outcome.pruned)
+    st.last_resync = time.monotonic() if force else st.last_resync
+    st.wake.set()  # refresh status now
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def reconcile_handler(body: kopf.Body, logger: logging.Logger, **_: object) -> None:
+    await _reconcile(body, force=False, logger=logger)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget(uid: str, **_: object) -> None:
+    # Children (the mirrored Secret included) carry owner references: the garbage collector removes them.
+    REGISTRY.drop(uid)
+
+
+def _pod_url(pod: dict, port: int) -> str | None:
+    ip = (pod.get("status") or {}).get("podIP")
+    return f"http://{ip}:{port}" if ip else None
+
+
+async def _autoscale(body: kopf.Body, st: ResourceState, logger: logging.Logger) -> None:
+    spec, meta = body["spec"], body["metadata"]
+    policy = AutoscalingPolicy.from_spec(spec["autoscaling"])
+    headers = {"Authorization": f"Bearer {st.api_key}"} if st.api_key else None
+    port = int(spec.get("port", 8000))
+    targets = {n: u for n, p in st.pods.items() if pod_ready(p) and (u := _pod_url(p, port))}
+    result = await probes.scrape(targets, headers)
+    if st.deployment is None:
+        return
+    current = int((st.deployment.get("spec") or {}).get("replicas") or 0)
+    decision = decide(policy, current, result.samples, len(result.failures), st.history, time.monotonic())
+    st.history = decision.history
+    now = rfc3339(datetime.now(UTC))
+    update: dict = {"desiredReplicas": decision.replicas}
+    if result.samples:
+        kv = [s.kv_cache for s in result.samples if s.kv_cache is not None]
+        update["metrics"] = {
+            "waiting": sum(s.waiting for s in result.samples),
+            "running": sum(s.running for s in result.samples),
+            "scrapedPods": len(result.samples),
+            "failedScrapes": len(result.failures),
+            "time": now,
+        }
+        if kv:  # absent rather than null: a merge patch would drop a null and the next compare would differ
+            update["metrics"]["kvCache"] = round(max(kv), 4)
+        st.autoscale_status["ScalingActive"] = Condition(
+            "ScalingActive", "True", "MetricsAvailable", decision.reason
+        )
+    elif targets:
+        why = "; ".join(result.failures)[:500]
+        st.autoscale_status["ScalingActive"] = Condition("ScalingActive", "False", "FailedGetMetrics", why)
+    else:
+        st.autoscale_status["ScalingActive"] = Condition(
+            "ScalingActive", "False", "NoReadyPods", decision.reason
+        )
+    if decision.replicas != current:
+        await asyncio.to_thread(
+            kube.scale_deployment, api(), meta["namespace"], meta["name"], decision.replicas
+        )
+        update["lastScaling"] = {
+            "time": now,
+            "from": current,
+            "to": decision.replicas,
+            "reason": decision.reason[:500],
+        }
+        kopf.event(
+            body,
+            type="Normal",
+            reason="Scaled",
+            message=f"{current} -> {decision.replicas}: {decision.reason}"[:1000],
+        )
+        logger.info("scaled %d -> %d: %s", current, decision.replicas, decision.reason)
+        st.deployment.setdefault("spec", {})["replicas"] = decision.replicas
+    st.autoscale_status["fields"] = update
+
+
+async def _refresh_status(body: kopf.Body, st: ResourceState) -> None:
+    spec, meta = body["spec"], body["metadata"]
+    if st.secret is None:
+        return  # not reconciled yet in this process
+    ready_pods = [p for p in st.pods.values() if pod_ready(p)]
+    port = int(spec.get("port", 8000))
+    models_ok, models_msg = None, ""
+    if ready_pods and (url := _pod_url(ready_pods[0], port)):
+        headers = {"Authorization": f"Bearer {st.api_key}"} if st.api_key else None
+        models_ok, models_msg = await probes.model_served(url, spec.get("servedModelName", ""), headers)
+    autoscaling = spec.get("autoscaling")
+    current = ((st.deployment or {}).get("spec") or {}).get("replicas")
+    desired = desired_replicas(spec, current)
+    inputs = StatusInputs(
+        generation=int(meta.get("generation") or 0),
+        secret=st.secret,
+        deployment=st.deployment,
+        pods=list(st.pods.values()),
+        desired_replicas=desired,
+        models_ok=models_ok,
+        models_message=models_msg,
+        scaling=(st.autoscale_status.get("ScalingActive") or NOT_POLLED) if autoscaling else None,
+        render_error=st.render_error,
+        degraded_after_s=float(spec.get("degradedAfterSeconds", 600)),
+        previous=list((body.get("status") or {}).get("conditions") or []),
+    )
+    new = build_status(inputs, datetime.now(UTC))
+    new["endpoint"] = st.endpoint
+    new["desiredReplicas"] = desired
+    if autoscaling:
+        new.update(st.autoscale_status.get("fields") or {})
+    live = dict(body.get("status") or {})
+    if any(live.get(k) != v for k, v in new.items()):
+        await asyncio.to_thread(kube.patch_status, api(), meta["namespace"], meta["name"], new)
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
+async def watch_resource(
+    stopped: kopf.DaemonStopped, body: kopf.Body, logger: logging.Logger, **_: object
+) -> None:
+    """Per-resource loop: re-reconcile when poked or due, autoscale on its poll, keep status fresh."""
+    st = REGISTRY.get(body["metadata"]["uid"])
+    st.last_resync = time.monotonic()
+    while not stopped:
+        now = time.monotonic()
+        try:
+            if st.dirty or now - st.last_resync >= cfg().resync_s:
+                force = now - st.last_resync >= cfg().resync_s
+                st.dirty = False
+                await _reconcile(body, force=force, logger=logger)
+                st.last_resync = time.monotonic() if force else st.last_resync
+            autoscaling = body["spec"].get("autoscaling")
+            if autoscaling and time.monotonic() >= st.next_poll and st.secret and st.secret.ready:
+                st.next_poll = time.monotonic() + float(autoscaling.get("pollSeconds", 15))
+                await _autoscale(body, st, logger)
+            await _refresh_status(body, st)
+        except kube.ApiException as err:
+            logger.warning("API error (will retry): %s %s", err.status, err.reason)
+        except Exception:  # keep the loop alive; kopf would restart the daemon anyway
+            logger.exception("reconcile loop failed (will retry)")
+        deadlines = [st.last_resync + cfg().resync_s, time.monotonic() + cfg().status_s]
+        if body["spec"].get("autoscaling"):
+            deadlines.append(st.next_poll)
+        timeout = max(0.05, min(deadlines) - time.monotonic())
+        st.wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(st.wake.wait(), timeout=timeout)
+
+
+def _owner_uid(labels: dict) -> str | None:
+    return (labels or {}).get(OWNER_LABEL)
+
+
+def _on_child(event: dict, body: kopf.Body, labels: dict, **_: object) -> None:
+    """A child changed: remember it; if it was deleted or edited away from what was rendered, repair."""
+    uid = _owner_uid(labels)
+    if not uid or (event.get("type") == "DELETED" and uid not in REGISTRY.by_uid):
+        return
+    st = REGISTRY.get(uid)  # children may be listed before their owner at startup
+    obj = dict(body)
+    key = identity(obj)
+    if event.get("type") == "DELETED":
+        st.children.pop(key, None)
+        if obj["kind"] == "Deployment":
+            st.deployment = None
+        st.poke()
+        return
+    info = child_info(obj)
+    known = st.children.get(key)
+    st.children[key] = info
+    if obj["kind"] == "Deployment":
+        st.deployment = obj
+        st.wake.set()
+    if known is not None and known.render_hash != info.render_hash:
+        st.poke()
+
+
+for _group, _version, _plural in (*CHILD_KINDS, *CHILD_KINDS_EXTRA):
+    kopf.on.event(_group, _version, _plural, labels={OWNER_LABEL: kopf.PRESENT})(_on_child)
+
+
+@kopf.on.event("", "v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
+def on_pod(event: dict, body: kopf.Body, name: str, labels: dict, **_: object) -> None:
+    uid = _owner_uid(labels)
+    if not uid or (event.get("type") == "DELETED" and uid not in REGISTRY.by_uid):
+        return
+    st = REGISTRY.get(uid)
+    if event.get("type") == "DELETED":
+        st.pods.pop(name, None)
+    else:
+        st.pods[name] = dict(body)
+    st.wake.set()
+
+
+@kopf.on.event("", "v1", "secrets")
+def on_secret(event: dict, body: kopf.Body, name: str, namespace: str, labels: dict, **_: object) -> None:
+    """A referenced token Secret changed (created, rotated, deleted), or an owned copy changed."""
+    states = REGISTRY.referring(namespace, name)
+    if _owner_uid(labels):
+        _on_child(event=event, body=body, labels=labels)
+    for st in states:
+        st.poke()
+
+
+@kopf.on.probe(id="writes")
+def writes_probe(**_: object) -> dict[str, int]:
+    """API writes by verb and kind since start (on the health endpoint; read by the benchmark)."""
+    return dict(kube.WRITES)

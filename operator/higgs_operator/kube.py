@@ -1,0 +1,130 @@
+"""Thin Kubernetes API calls (server-side apply, get, list, delete, scale, status) with a write counter."""
+
+from __future__ import annotations
+
+import collections
+import json
+import threading
+from urllib.parse import quote
+
+from kubernetes.client import ApiClient
+from kubernetes.client.exceptions import ApiException
+
+from .constants import FIELD_MANAGER, GROUP, PLURAL, VERSION
+from .render import APPLIABLE_KINDS
+
+TIMEOUT_S = 10
+
+# Writes sent by this process, by verb and kind: reported on the health endpoint and by the benchmark.
+WRITES: collections.Counter[str] = collections.Counter()
+_writes_lock = threading.Lock()
+
+
+def _count(verb: str, kind: str) -> None:
+    with _writes_lock:
+        WRITES[f"{verb} {kind}"] += 1
+
+
+def collection_path(api_version: str, plural: str, namespace: str) -> str:
+    base = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+    return f"{base}/namespaces/{quote(namespace)}/{plural}"
+
+
+def object_path(obj: dict) -> str:
+    plural = APPLIABLE_KINDS[(obj["apiVersion"], obj["kind"])]
+    meta = obj["metadata"]
+    return f"{collection_path(obj['apiVersion'], plural, meta['namespace'])}/{quote(meta['name'])}"
+
+
+def request(
+    api: ApiClient,
+    method: str,
+    path: str,
+    *,
+    query: dict | None = None,
+    body: object = None,
+    content_type: str = "application/json",
+) -> dict | None:
+    """One API request; returns the decoded JSON body, None for 404 on GET/DELETE."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    req = api.param_serialize(
+        method=method,
+        resource_path=path,
+        query_params=list((query or {}).items()),
+        header_params=headers,
+        body=body,
+        auth_settings=["BearerToken"],
+    )
+    resp = api.call_api(*req, _request_timeout=TIMEOUT_S)
+    resp.read()
+    if resp.status == 404 and method in ("GET", "DELETE"):
+        return None
+    if not 200 <= resp.status <= 299:
+        raise ApiException.from_response(http_resp=resp, body=resp.data.decode(errors="replace"), data=None)
+    return json.loads(resp.data) if resp.data else None
+
+
+def apply(api: ApiClient, obj: dict, live_version: str | None = None) -> dict:
+    """Server-side apply ``obj`` as the operator's field manager; count a write if the version moved."""
+    result = request(
+        api,
+        "PATCH",
+        object_path(obj),
+        query={"fieldManager": FIELD_MANAGER, "force": "true"},
+        body=obj,
+        content_type="application/apply-patch+yaml",
+    )
+    assert result is not None
+    if result["metadata"].get("resourceVersion") != live_version:
+        _count("apply", obj["kind"])
+    return result
+
+
+def get(api: ApiClient, api_version: str, plural: str, namespace: str, name: str) -> dict | None:
+    return request(api, "GET", f"{collection_path(api_version, plural, namespace)}/{quote(name)}")
+
+
+def list_objects(api: ApiClient, api_version: str, plural: str, namespace: str, selector: str) -> list[dict]:
+    found = request(
+        api, "GET", collection_path(api_version, plural, namespace), query={"labelSelector": selector}
+    )
+    items = (found or {}).get("items") or []
+    kind = (found or {}).get("kind", "List").removesuffix("List")
+    for item in items:  # list items carry no apiVersion/kind
+        item.setdefault("apiVersion", api_version)
+        item.setdefault("kind", kind)
+    return items
+
+
+def delete(api: ApiClient, obj: dict) -> None:
+    request(api, "DELETE", object_path(obj), query={"propagationPolicy": "Background"})
+    _count("delete", obj["kind"])
+
+
+def scale_deployment(api: ApiClient, namespace: str, name: str, replicas: int) -> None:
+    """Write replicas through the Deployment's scale subresource (the autoscaler's only write path)."""
+    path = f"{collection_path('apps/v1', 'deployments', namespace)}/{quote(name)}/scale"
+    request(
+        api,
+        "PATCH",
+        path,
+        query={"fieldManager": FIELD_MANAGER},
+        body={"spec": {"replicas": replicas}},
+        content_type="application/merge-patch+json",
+    )
+    _count("scale", "Deployment")
+
+
+def patch_status(api: ApiClient, namespace: str, name: str, status: dict) -> None:
+    path = f"{collection_path(f'{GROUP}/{VERSION}', PLURAL, namespace)}/{quote(name)}/status"
+    request(
+        api,
+        "PATCH",
+        path,
+        query={"fieldManager": FIELD_MANAGER},
+        body={"status": status},
+        content_type="application/merge-patch+json",
+    )
+    _count("status", "HiggsDeployment")

@@ -1,0 +1,141 @@
+"""Chart rendering (``helm template``) and the pure steps from rendered YAML to objects to apply."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterable, Sequence
+
+import yaml
+
+from .constants import API_VERSION, KIND, OWNER_LABEL, RENDER_HASH_ANNOTATION
+
+HELM_TIMEOUT_S = 30
+# Kinds the operator may apply (namespaced only): a chart change that adds another kind must add it here
+# and to the RBAC in charts/higgs-operator, which a test keeps in step.
+APPLIABLE_KINDS = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Secret"): "secrets",
+    ("v1", "Service"): "services",
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
+    ("apps/v1", "Deployment"): "deployments",
+    ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+}
+
+
+class RenderError(RuntimeError):
+    """helm failed, or rendered something the operator will not apply."""
+
+
+def helm_binary() -> str:
+    found = os.environ.get("HELM") or shutil.which("helm")
+    if not found:
+        raise RenderError("helm not found: put it on PATH or set HELM")
+    return found
+
+
+def helm_template(
+    chart: str, release: str, namespace: str, values: dict, kube_version: str = "1.35.0"
+) -> str:
+    """Run ``helm template`` with ``values`` in a temporary file; return the rendered YAML.
+
+    ``kube_version`` is the cluster's (helm template otherwise assumes an old default and charts with a
+    kubeVersion constraint refuse to render).
+    """
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="higgs-values-") as fh:
+        yaml.safe_dump(values, fh)
+        fh.flush()
+        cmd = [helm_binary(), "template", release, chart, "--namespace", namespace, "--values", fh.name]
+        cmd += ["--kube-version", kube_version]
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HELM_TIMEOUT_S, check=False)
+        except subprocess.TimeoutExpired as err:
+            raise RenderError(f"helm template timed out after {HELM_TIMEOUT_S}s") from err
+    if proc.returncode != 0:
+        raise RenderError(f"helm template {chart} failed: {proc.stderr.strip()[-1500:]}")
+    return proc.stdout
+
+
+def parse_manifests(text: str) -> list[dict]:
+    """Multi-document YAML -> objects, skipping empty documents and helm hooks (tests, install jobs)."""
+    try:
+        docs = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as err:
+        raise RenderError(f"rendered chart is not valid YAML: {err}") from err
+    objects = []
+    for doc in docs:
+        if not doc:
+            continue
+        if not isinstance(doc, dict) or "kind" not in doc or "apiVersion" not in doc:
+            raise RenderError(f"rendered document is not a Kubernetes object: {str(doc)[:120]}")
+        if "helm.sh/hook" in ((doc.get("metadata") or {}).get("annotations") or {}):
+            continue
+        objects.append(doc)
+    return objects
+
+
+def object_hash(obj: dict) -> str:
+    """Stable hash of an object's content (without the hash annotation itself)."""
+    clean = json.loads(json.dumps(obj))
+    meta = clean.get("metadata") or {}
+    (meta.get("annotations") or {}).pop(RENDER_HASH_ANNOTATION, None)
+    if "annotations" in meta and not meta["annotations"]:
+        del meta["annotations"]
+    return hashlib.sha256(json.dumps(clean, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def owner_reference(owner: dict) -> dict:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def owned_objects(objects: Iterable[dict], owner: dict) -> list[dict]:
+    """Objects to apply: in the owner's namespace, owned by it, labelled, with a content hash."""
+    meta = owner["metadata"]
+    result = []
+    for obj in objects:
+        key = (obj["apiVersion"], obj["kind"])
+        if key not in APPLIABLE_KINDS:
+            raise RenderError(
+                f"chart rendered {obj['kind']} ({obj['apiVersion']}), which the operator does not apply"
+            )
+        out = json.loads(json.dumps(obj))
+        m = out.setdefault("metadata", {})
+        if m.get("namespace") not in (None, meta["namespace"]):
+            raise RenderError(f"{obj['kind']}/{m.get('name')} rendered into namespace {m['namespace']}")
+        m["namespace"] = meta["namespace"]
+        m["labels"] = {**(m.get("labels") or {}), OWNER_LABEL: meta["uid"]}
+        m["ownerReferences"] = [owner_reference(owner)]
+        m["annotations"] = {**(m.get("annotations") or {}), RENDER_HASH_ANNOTATION: object_hash(out)}
+        result.append(out)
+    return result
+
+
+def identity(obj: dict) -> tuple[str, str, str]:
+    """(group, kind, name): the version is not part of an object's identity."""
+    api = obj["apiVersion"]
+    group = api.split("/")[0] if "/" in api else ""
+    return group, obj["kind"], obj["metadata"]["name"]
+
+
+def prune_set(live: Sequence[dict], desired: Sequence[dict], owner_uid: str) -> list[dict]:
+    """Live children of this owner that are no longer rendered (to delete)."""
+    wanted = {identity(o) for o in desired}
+    return [
+        o
+        for o in live
+        if ((o.get("metadata") or {}).get("labels") or {}).get(OWNER_LABEL) == owner_uid
+        and identity(o) not in wanted
+    ]

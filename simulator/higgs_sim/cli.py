@@ -1,0 +1,105 @@
+"""``higgs-sim``: start the simulator with the real server's command line.
+
+Exit status: 2 for a bad flag or value (argparse, as vLLM), 1 when it cannot start (missing local
+model path, no KV-cache room, unreadable presets, port in use) or on a simulated crash, 0 after
+SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from higgs_sim import __version__
+from higgs_sim.audio import ensure_voice_loop, timbre_of
+from higgs_sim.config import SimConfig, StartupError, check_startup, parse_args
+from higgs_sim.server import EMULATES, SimServer
+from higgs_sim.voices import PresetError, VoiceRegistry
+
+log = logging.getLogger("higgs_sim")
+
+
+def _banner(config: SimConfig) -> None:
+    _, emulates = EMULATES[config.vllm_generation]
+    log.info(
+        "higgs-sim %s: this is a SIMULATOR (test double) of %s; no GPU, synthetic audio",
+        __version__,
+        emulates,
+    )
+    log.info(
+        "model=%s served as %s, max_model_len=%d, max_num_seqs=%d, KV cache %d tokens "
+        "(gpu_memory_utilization %.2f of %g GiB), audio limit %d per prompt",
+        config.model,
+        ", ".join(config.served_model_names),
+        config.max_model_len,
+        config.max_num_seqs,
+        config.kv_budget_tokens,
+        config.gpu_memory_utilization,
+        config.gpu_memory_gib,
+        config.audio_limit,
+    )
+    log.info("timing profile %s, slowdown %g", config.profile, config.slowdown)
+    active = {
+        k: v for k, v in vars(config.faults).items() if v not in (None, 0.0, False) and k != "stall_seconds"
+    }
+    if active:
+        log.warning("fault injection active: %s", active)
+
+
+async def _serve(config: SimConfig, voices: VoiceRegistry) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    if config.startup_seconds > 0:
+        log.info("Loading model weights (simulated, %.1f s)...", config.startup_seconds)
+        warm = asyncio.gather(*(ensure_voice_loop(timbre_of(name, config.seed)) for name in voices.voices))
+        try:
+            await asyncio.wait_for(asyncio.shield(stop.wait()), config.startup_seconds)
+            return  # stopped while loading
+        except TimeoutError:
+            pass
+        await warm
+        log.info("Model weights loaded (simulated)")
+
+    server = SimServer(config, voices)
+    runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+    log.info("Started server process; listening on http://%s:%d (simulator)", config.host, config.port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("Shutting down")
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(levelname)s %(asctime)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    config = parse_args(sys.argv[1:] if argv is None else argv)  # exits 2 on a bad flag
+    try:
+        check_startup(config)
+        voices = VoiceRegistry(config.voice_presets_dir)
+        _banner(config)
+        asyncio.run(_serve(config, voices))
+    except (StartupError, PresetError) as exc:
+        log.error("higgs-sim cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+"""A tiny fake Hugging Face Hub: just what `huggingface_hub.snapshot_download` needs.
+
+It serves a few small fake repositories at fixed revisions on a loopback address, so the chart's
+model-download script runs its real code path (tree listing, HEAD for metadata, GET of each file)
+in tests and in `make demo` without any traffic leaving 127.0.0.0/8. It is a test double: the
+files hold placeholder bytes, not weights.
+
+Endpoints (the ones huggingface_hub 2.4 calls):
+  GET  /api/models/{repo}/revision/{rev}   repo info (sha, siblings) for branch names such as `main`
+  GET  /api/models/{repo}/tree/{rev}       file listing (path, size, oid)
+  HEAD /{repo}/resolve/{rev}/{file}        ETag, X-Repo-Commit, Content-Length
+  GET  /{repo}/resolve/{rev}/{file}        the bytes (Range supported), optionally throttled
+
+Run: python -m higgs_sim.hub --listen 127.0.0.1:8089 --token hf_fake_token
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import contextlib
+import hashlib
+import json
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+# The chart's default pinned revisions: the fake repos answer exactly these (and `main`).
+MODEL_REPO = "bosonai/higgs-audio-v2-generation-3B-base"
+MODEL_REVISION = "10840182ca4ad5d9d9113b60b9bb3c1ef1ba3f84"
+TOKENIZER_REPO = "bosonai/higgs-audio-v2-tokenizer"
+TOKENIZER_REVISION = "9d4988fbd4ad07b4cac3a5fa462741a41810dbec"
+
+FAKE_NOTE = "fake file served by higgs_sim.hub (a test double, not model weights)"
+CHUNK_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True)
+class FakeRepo:
+    """One repository at one commit: file name -> content."""
+
+    repo_id: str
+    revision: str
+    files: dict[str, bytes]
+
+    def tree(self) -> list[dict[str, object]]:
+        return [
+            {"type": "file", "path": name, "size": len(data), "oid": git_blob_oid(data)}
+            for name, data in sorted(self.files.items())
+        ]
+
+
+def git_blob_oid(data: bytes) -> str:
+    """The git blob id the Hub reports for a non-LFS file (also its ETag)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _filler(seed: str, size: int) -> bytes:
+    """Deterministic placeholder bytes, so every run serves identical files."""
+    block = hashlib.sha256(seed.encode()).digest()
+    return (block * (size // len(block) + 1))[:size]
+
+
+def default_repos(weights_bytes: int = 512 * 1024) -> list[FakeRepo]:
+    """The generation model and the audio tokenizer at the chart's pinned revisions."""
+    model_config = {"model_type": "higgs_audio", "architectures": ["HiggsAudioModel"], "note": FAKE_NOTE}
+    tokenizer_config = {"model_type": "higgs_audio_tokenizer", "sample_rate": 24000, "note": FAKE_NOTE}
+    return [
+        FakeRepo(
+            MODEL_REPO,
+            MODEL_REVISION,
+            {
+                "config.json": json.dumps(model_config, indent=2).encode(),
+                "README.md": f"# {MODEL_REPO}\n\n{FAKE_NOTE}\n".encode(),
+                "model-00001-of-00002.safetensors": _filler("model-1", weights_bytes),
+                "model-00002-of-00002.safetensors": _filler("model-2", weights_bytes),
+                "tokenizer/tokenizer.json": b'{"note": "' + FAKE_NOTE.encode() + b'"}',
+            },
+        ),
+        FakeRepo(
+            TOKENIZER_REPO,
+            TOKENIZER_REVISION,
+            {
+                "config.json": json.dumps(tokenizer_config, indent=2).encode(),
+                "model.pth": _filler("tokenizer", weights_bytes // 4),
+            },
+        ),
+    ]
+
+
+@dataclass
+class HubState:
+    """Configuration and request log of one fake hub."""
+
+    repos: dict[str, FakeRepo]
+    token: str | None = None
+    bytes_per_second: float | None = None
+    # Files answered with HTTP 500 on GET (to interrupt a download in tests): "repo/path".
+    broken_files: set[str] = field(default_factory=set)
+    # Completed or attempted GETs per "repo/path", for tests.
+    downloads: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def find(self, repo_id: str, revision: str) -> FakeRepo | web.Response:
+        repo = self.repos.get(repo_id)
+        if repo is None:
+            return _error(404, "RepoNotFound", f"Repository not found: {repo_id}")
+        if revision not in (repo.revision, "main"):
+            return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
+        return repo
+
+
+STATE: web.AppKey[HubState] = web.AppKey("state", HubState)
+
+
+def _error(status: int, code: str | None, message: str) -> web.Response:
+    headers = {"X-Error-Message": message}
+    if code:
+        headers["X-Error-Code"] = code
+    return web.json_response({"error": message}, status=status, headers=headers)
+
+
+@web.middleware
+async def _auth(request: web.Request, handler):  # type: ignore[no-untyped-def]
+    state: HubState = request.app[STATE]
+    if state.token is not None and request.headers.get("Authorization") != f"Bearer {state.token}":
+        # The Hub answers 401 for a missing or wrong token on a private or gated repo.
+        return _error(401, None, "Invalid credentials in Authorization header")
+    return await handler(request)
+
+
+def _repo_id(request: web.Request) -> str:
+    return f"{request.match_info['org']}/{request.match_info['name']}"
+
+
+async def _revision_info(request: web.Request) -> web.Response:
+    state: HubState = request.app[STATE]
+    found = state.find(_repo_id(request), request.match_info["revision"])
+    if isinstance(found, web.Response):
+        return found
+    siblings = [{"rfilename": name} for name in sorted(found.files)]
+    return web.json_response({"id": found.repo_id, "sha": found.revision, "siblings": siblings})
+
+
+async def _tree(request: web.Request) -> web.Response:
+    state: HubState = request.app[STATE]
+    found = state.find(_repo_id(request), request.match_info["revision"])
+    if isinstance(found, web.Response):
+        return found
+    return web.json_response(found.tree())
+
+
+async def _resolve(request: web.Request) -> web.StreamResponse:
+    state: HubState = request.app[STATE]
+    repo_id = _repo_id(request)
+    found = state.find(repo_id, request.match_info["revision"])
+    if isinstance(found, web.Response):
+        return found
+    path = request.match_info["path"]
+    data = found.files.get(path)
+    if data is None:
+        return _error(404, "EntryNotFound", f"{path} does not exist on {found.revision}")
+    headers = {"ETag": f'"{git_blob_oid(data)}"', "X-Repo-Commit": found.revision, "Accept-Ranges": "bytes"}
+    if request.method == "HEAD":
+        return web.Response(headers={**headers, "Content-Length": str(len(data))})
+    key = f"{repo_id}/{path}"
+    state.downloads[key] += 1
+    if key in state.broken_files:
+        return _error(500, None, f"simulated server failure for {key}")
+    start = _range_start(request.headers.get("Range"), len(data))
+    body = data[start:]
+    response = web.StreamResponse(status=206 if start else 200, headers=headers)
+    response.content_length = len(body)
+    if start:
+        response.headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+    await response.prepare(request)
+    for offset in range(0, len(body), CHUNK_BYTES):
+        chunk = body[offset : offset + CHUNK_BYTES]
+        await response.write(chunk)
+        if state.bytes_per_second:
+            await asyncio.sleep(len(chunk) / state.bytes_per_second)
+    await response.write_eof()
+    return response
+
+
+def _range_start(header: str | None, size: int) -> int:
+    """Start offset of a `bytes=N-` range header (the only form huggingface_hub sends)."""
+    if not header or not header.startswith("bytes="):
+        return 0
+    first = header.removeprefix("bytes=").split(",")[0].split("-")[0]
+    return min(int(first), size) if first.isdigit() else 0
+
+
+def make_app(state: HubState) -> web.Application:
+    app = web.Application(middlewares=[_auth])
+    app[STATE] = state
+    repo = "{org}/{name}"
+    app.router.add_get(f"/api/models/{repo}/revision/{{revision}}", _revision_info)
+    app.router.add_get(f"/api/models/{repo}/tree/{{revision}}", _tree)
+    app.router.add_route("HEAD", f"/{repo}/resolve/{{revision}}/{{path:.+}}", _resolve)
+    app.router.add_get(f"/{repo}/resolve/{{revision}}/{{path:.+}}", _resolve, allow_head=False)
+    return app
+
+
+def new_state(
+    token: str | None = None, bytes_per_second: float | None = None, weights_bytes: int = 512 * 1024
+) -> HubState:
+    return HubState(
+        repos={r.repo_id: r for r in default_repos(weights_bytes)},
+        token=token,
+        bytes_per_second=bytes_per_second,
+    )
+
+
+@contextlib.contextmanager
+def running_hub(state: HubState, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Serve `state` in a background thread; yields the endpoint URL. Stops on exit."""
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(make_app(state), access_log=None)
+    loop.run_until_complete(runner.setup())
+    site = web.TCPSite(runner, host, port)
+    loop.run_until_complete(site.start())
+    bound_port = runner.addresses[0][1]
+    thread = threading.Thread(target=loop.run_forever, name="fake-hf-hub", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{host}:{bound_port}"
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.run_until_complete(runner.cleanup())
+        loop.close()
+
+
+def _listen(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host.startswith("127.") or not port.isdigit():
+        raise argparse.ArgumentTypeError(f"--listen must be 127.x.y.z:PORT (loopback only), got {value!r}")
+    return host, int(port)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m higgs_sim.hub", description="Fake Hugging Face Hub (a test double) on a loopback address."
+    )
+    parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 8089), help="HOST:PORT, loopback only")
+    parser.add_argument("--token", default=None, help="require this bearer token (401 otherwise)")
+    parser.add_argument(
+        "--bytes-per-second", type=float, default=None, help="throttle file bodies (slow mode, shows progress)"
+    )
+    parser.add_argument("--weights-bytes", type=int, default=512 * 1024, help="size of each fake weights file")
+    args = parser.parse_args(argv)
+    if args.bytes_per_second is not None and args.bytes_per_second <= 0:
+        parser.error("--bytes-per-second must be > 0")
+    host, port = args.listen
+    state = new_state(args.token, args.bytes_per_second, args.weights_bytes)
+    repos = ", ".join(f"{r.repo_id}@{r.revision[:8]}" for r in state.repos.values())
+    print(f"fake Hugging Face Hub (test double) on http://{host}:{port}: {repos}", file=sys.stderr, flush=True)
+    web.run_app(make_app(state), host=host, port=port, print=None, access_log=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""``--sim-trace-file``: one JSON line per finished request, with server-side wall-clock timestamps."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import TextIO
+
+
+@dataclass
+class TraceRecord:
+    request_id: str
+    endpoint: str
+    t_received: float  # time.time() when the handler started
+    stream: bool = False
+    t_first_audio: float | None = None  # time.time() right after the first audio bytes went to the transport
+    t_done: float | None = None
+    audio_seconds: float = 0.0
+    frames: int = 0
+    status: int = 200
+    error: str | None = None
+
+
+class TraceWriter:
+    def __init__(self, path: str) -> None:
+        self._fh: TextIO = open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115 - kept open for the run
+
+    def write(self, record: TraceRecord) -> None:
+        self._fh.write(json.dumps(asdict(record), separators=(",", ":")) + "\n")
+
+    def close(self) -> None:
+        self._fh.close()

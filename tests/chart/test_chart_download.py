@@ -1,0 +1,196 @@
+"""The chart's model-download script (files/download_model.py) against the fake Hugging Face Hub
+(higgs_sim.hub): the same huggingface_hub code path the init container runs."""
+
+from __future__ import annotations
+
+import errno
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import chartkit as ck
+import httpx
+import pytest
+from higgs_sim import hub
+
+SCRIPT = ck.CHART / "files" / "download_model.py"
+TOKEN = "hf_fake_token_for_tests_0123456789"
+
+
+def load_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("download_model", SCRIPT)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["download_model"] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def state() -> hub.HubState:
+    return hub.new_state(token=TOKEN, weights_bytes=64 * 1024)
+
+
+@pytest.fixture
+def endpoint(state: hub.HubState) -> Iterator[str]:
+    with hub.running_hub(state) as url:
+        yield url
+
+
+def run_script(
+    endpoint: str, dest: Path, token: str | None = TOKEN, extra: list[str] | None = None, revision: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(dest / ".hf-home"))
+    if token:
+        env["HF_TOKEN"] = token
+    args = [
+        sys.executable,
+        str(SCRIPT),
+        "--progress-interval",
+        "0.2",
+        "--item",
+        hub.MODEL_REPO,
+        revision or hub.MODEL_REVISION,
+        str(dest / "model"),
+        "--item",
+        hub.TOKENIZER_REPO,
+        hub.TOKENIZER_REVISION,
+        str(dest / "tokenizer"),
+        *(extra or []),
+    ]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=90)
+
+
+def expected_files(repo_id: str) -> dict[str, bytes]:
+    return next(r for r in hub.default_repos(64 * 1024) if r.repo_id == repo_id).files
+
+
+def test_fresh_download_then_skip_on_marker(endpoint: str, state: hub.HubState, tmp_path: Path) -> None:
+    proc = run_script(endpoint, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    for repo_id, sub in ((hub.MODEL_REPO, "model"), (hub.TOKENIZER_REPO, "tokenizer")):
+        for name, data in expected_files(repo_id).items():
+            assert (tmp_path / sub / name).read_bytes() == data, f"{sub}/{name}"
+    marker = json.loads((tmp_path / "model" / ".higgs-download-complete").read_text())
+    assert marker["revision"] == hub.MODEL_REVISION and marker["repo"] == hub.MODEL_REPO
+    assert "complete" in proc.stdout and TOKEN not in proc.stdout + proc.stderr
+    first = sum(state.downloads.values())
+    assert first == len(expected_files(hub.MODEL_REPO)) + len(expected_files(hub.TOKENIZER_REPO))
+
+    again = run_script(endpoint, tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("marker present") == 2
+    assert sum(state.downloads.values()) == first, "a present marker must skip the download"
+
+
+def test_other_revision_is_not_skipped(endpoint: str, tmp_path: Path) -> None:
+    assert run_script(endpoint, tmp_path).returncode == 0
+    mod = load_script()
+    item = mod.Item(hub.MODEL_REPO, "f" * 40, tmp_path / "model")
+    assert not mod.is_complete(item), "the marker is per revision"
+
+
+def test_resume_downloads_only_missing_files(endpoint: str, state: hub.HubState, tmp_path: Path) -> None:
+    broken = f"{hub.MODEL_REPO}/model-00002-of-00002.safetensors"
+    state.broken_files.add(broken)
+    failed = run_script(endpoint, tmp_path, extra=["--max-workers", "1"])
+    assert failed.returncode == 1
+    assert "ERROR:" in failed.stderr and "HTTP 500" in failed.stderr
+    assert not (tmp_path / "model" / ".higgs-download-complete").exists()
+    done_before = {k for k, v in state.downloads.items() if k != broken and v == 1}
+    assert done_before, "some files completed before the failure"
+
+    state.broken_files.clear()
+    resumed = run_script(endpoint, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    for key in done_before:
+        assert state.downloads[key] == 1, f"{key} was downloaded again"
+    assert state.downloads[broken] == 2
+    assert (tmp_path / "model" / ".higgs-download-complete").exists()
+
+
+def test_missing_or_wrong_token_is_named(endpoint: str, tmp_path: Path) -> None:
+    for token in (None, "hf_wrong"):
+        proc = run_script(endpoint, tmp_path, token=token)
+        assert proc.returncode == 1
+        assert f"ERROR: token rejected or no access to {hub.MODEL_REPO}" in proc.stderr
+        assert "Traceback" not in proc.stderr
+        if token:
+            assert token not in proc.stdout + proc.stderr
+
+
+def test_unknown_revision_is_named(endpoint: str, tmp_path: Path) -> None:
+    proc = run_script(endpoint, tmp_path, revision="0" * 40)
+    assert proc.returncode == 1
+    assert f"revision {'0' * 40} not found in {hub.MODEL_REPO}" in proc.stderr
+
+
+def test_unreachable_endpoint_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # huggingface_hub retries a refused connection for ~25 s before raising: explain() is checked
+    # with the error it then raises.
+    mod = load_script()
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    item = mod.Item(hub.MODEL_REPO, hub.MODEL_REVISION, tmp_path)
+    message = mod.explain(httpx.ConnectError("[Errno 111] Connection refused"), item)
+    assert message.startswith(f"cannot reach http://127.0.0.1:9 to download {hub.MODEL_REPO} (ConnectError)")
+
+
+def test_disk_full_before_download(
+    endpoint: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from huggingface_hub import constants
+
+    mod = load_script()
+    monkeypatch.setattr(constants, "ENDPOINT", endpoint)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    usage = mod.shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(mod.shutil, "disk_usage", lambda _p: usage._replace(free=1000))
+    item = mod.Item(hub.MODEL_REPO, hub.MODEL_REVISION, tmp_path / "model")
+    with pytest.raises(mod.DownloadError, match=r"disk full while downloading .* increase modelCache.pvc.size"):
+        mod.download(item, TOKEN, max_workers=1, interval=1.0)
+
+
+def test_disk_full_during_download_is_explained(tmp_path: Path) -> None:
+    mod = load_script()
+    item = mod.Item(hub.MODEL_REPO, hub.MODEL_REVISION, tmp_path)
+    message = mod.explain(OSError(errno.ENOSPC, "No space left on device"), item)
+    assert message.startswith(f"disk full while downloading {hub.MODEL_REPO}")
+
+
+def test_bad_arguments_are_refused(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--item", "a/b", "rev"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2 and "--item" in proc.stderr
+
+
+def test_fake_hub_answers_like_the_hub(endpoint: str) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with httpx.Client(base_url=endpoint, timeout=10) as http:
+        assert http.get(f"/api/models/{hub.MODEL_REPO}/tree/{hub.MODEL_REVISION}").status_code == 401
+        info = http.get(f"/api/models/{hub.MODEL_REPO}/revision/main", headers=auth).json()
+        assert info["sha"] == hub.MODEL_REVISION
+        assert {s["rfilename"] for s in info["siblings"]} == set(expected_files(hub.MODEL_REPO))
+        url = f"/{hub.TOKENIZER_REPO}/resolve/{hub.TOKENIZER_REVISION}/model.pth"
+        head = http.head(url, headers=auth)
+        data = expected_files(hub.TOKENIZER_REPO)["model.pth"]
+        assert head.headers["X-Repo-Commit"] == hub.TOKENIZER_REVISION
+        assert head.headers["ETag"] == f'"{hub.git_blob_oid(data)}"'
+        assert int(head.headers["Content-Length"]) == len(data)
+        part = http.get(url, headers={**auth, "Range": "bytes=100-"})
+        assert part.status_code == 206 and part.content == data[100:]
+        missing = http.get(f"/api/models/{hub.MODEL_REPO}/tree/{'1' * 40}", headers=auth)
+        assert missing.status_code == 404 and missing.headers["X-Error-Code"] == "RevisionNotFound"
+
+
+def test_fake_hub_cli_refuses_non_loopback() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "higgs_sim.hub", "--listen", "0.0.0.0:8089"], capture_output=True, text=True, timeout=30
+    )
+    assert proc.returncode == 2 and "loopback only" in proc.stderr

@@ -1,0 +1,462 @@
+"""The operator against the real local API server, with the simulator behind the pods."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import kubetest
+import pytest
+import yaml
+from kubernetes import client
+from operator_proc import REPO, HubProcess, OperatorProcess
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+
+GROUP, VERSION, PLURAL = "audio.higgs.dev", "v1alpha1", "higgsdeployments"
+OWNER_LABEL = "audio.higgs.dev/owner"
+TOKEN = "hf_TestTokenValue_do_not_leak_42"
+MODEL = "higgs-audio-v2-generation-3B-base"
+
+
+@pytest.fixture(scope="module")
+def crd(cluster: kubetest.Cluster) -> None:
+    cluster.kubectl("apply", "-f", str(REPO / "charts" / "higgs-operator" / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "crd/higgsdeployments.audio.higgs.dev", "--timeout=30s"
+    )
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[HubProcess]:
+    h = HubProcess()
+    yield h
+    h.stop()
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: kubetest.Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory, request
+) -> Iterator[OperatorProcess]:
+    op = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+    failed = request.session.testsfailed
+    if failed:
+        print(f"\n--- operator log (last 6000 chars) ---\n{op.log()[-6000:]}")
+
+
+def hd_body(name: str, hub: HubProcess, **spec: object) -> dict:
+    base: dict = {
+        "image": {"repository": "localhost/higgs-audio-simulator", "tag": "0.1.0"},
+        "servedModelName": MODEL,
+        "extraArgs": ["--sim-startup-seconds", "1"],
+        "hfToken": {"secretRef": {"name": "hf-token"}},
+        "modelCache": {"mode": "none", "hfEndpoint": hub.url, "emptyDir": {"sizeLimit": "1Gi"}},
+        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
+        "shm": {"sizeLimit": "64Mi"},
+        "scratch": {"sizeLimit": "256Mi"},
+        "startupProbe": {"periodSeconds": 1, "failureThreshold": 120},
+        "readinessProbe": {"periodSeconds": 1},
+        "livenessProbe": {"periodSeconds": 5},
+        "lifecycle": {"preStopSleepSeconds": 0},
+        "terminationGracePeriodSeconds": 2,
+        "podDisruptionBudget": {"enabled": False},
+    }
+    base.update(spec)
+    if "autoscaling" not in base:
+        base.setdefault("replicas", 1)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "HiggsDeployment",
+        "metadata": {"name": name},
+        "spec": base,
+    }
+
+
+def apply(cluster: kubetest.Cluster, ns: str, body: dict, check: bool = True, dry_run: bool = False):
+    args = ["apply", "-n", ns, "-f", "-"] + (["--dry-run=server"] if dry_run else [])
+    return cluster.kubectl(*args, input=yaml.safe_dump(body), check=check)
+
+
+def create_token(cluster: kubetest.Cluster, ns: str, value: str = TOKEN, name: str = "hf-token") -> None:
+    body = {"metadata": {"name": name}, "stringData": {"hf_access_token": value}}
+    try:
+        cluster.core.create_namespaced_secret(ns, body)
+    except client.ApiException as err:
+        if err.status != 409:
+            raise
+        cluster.core.replace_namespaced_secret(name, ns, body)
+
+
+def get_hd(cluster: kubetest.Cluster, ns: str, name: str) -> dict:
+    return client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+
+def condition(hd: dict, ctype: str) -> dict:
+    return next((c for c in (hd.get("status") or {}).get("conditions") or [] if c["type"] == ctype), {})
+
+
+def children(cluster: kubetest.Cluster, ns: str, uid: str) -> dict[str, dict]:
+    sel = f"{OWNER_LABEL}={uid}"
+    found = {}
+    for kind, items in (
+        ("Deployment", cluster.apps.list_namespaced_deployment(ns, label_selector=sel).items),
+        ("Service", cluster.core.list_namespaced_service(ns, label_selector=sel).items),
+        ("ConfigMap", cluster.core.list_namespaced_config_map(ns, label_selector=sel).items),
+        ("ServiceAccount", cluster.core.list_namespaced_service_account(ns, label_selector=sel).items),
+        ("Secret", cluster.core.list_namespaced_secret(ns, label_selector=sel).items),
+    ):
+        for item in items:
+            found[f"{kind}/{item.metadata.name}"] = cluster.api.sanitize_for_serialization(item)
+    return found
+
+
+def wait_available(cluster: kubetest.Cluster, ns: str, name: str, timeout: float = 90) -> dict:
+    return kubetest.wait_for_condition(
+        cluster.api, f"higgsdeployment/{name}", "Available", namespace=ns, timeout=timeout
+    )
+
+
+# --- validation -------------------------------------------------------------------------------------------
+INVALID = [
+    (
+        {"replicas": 1, "autoscaling": {"maxReplicas": 2, "targetWaitingRequestsPerReplica": 1}},
+        "spec.replicas and spec.autoscaling",
+    ),
+    (
+        {"autoscaling": {"minReplicas": 3, "maxReplicas": 2, "targetWaitingRequestsPerReplica": 1}},
+        "spec.autoscaling.minReplicas",
+    ),
+    ({"autoscaling": {"maxReplicas": 2}}, "targetWaitingRequestsPerReplica"),
+    (
+        {"autoscaling": {"maxReplicas": 2, "targetWaitingRequestsPerReplica": 0}},
+        "spec.autoscaling.targetWaitingRequestsPerReplica",
+    ),
+    (
+        {"autoscaling": {"maxReplicas": 2, "targetRunningRequestsPerReplica": 1, "pollSeconds": 0}},
+        "spec.autoscaling.pollSeconds",
+    ),
+    ({"gpuMemoryUtilization": 0}, "spec.gpuMemoryUtilization"),
+    ({"gpuMemoryUtilization": 1.5}, "spec.gpuMemoryUtilization"),
+    ({"maxModelLen": 0}, "spec.maxModelLen"),
+    ({"port": 70000}, "spec.port"),
+    ({"image": {"repository": "x", "tag": "latest"}}, "spec.image.tag"),
+    ({"hfToken": {}}, "spec.hfToken"),
+    ({"hfToken": {"secretRef": {"name": "a"}, "mirrorFrom": {"name": "b"}}}, "spec.hfToken"),
+    ({"serverGeneration": "v9"}, "spec.serverGeneration"),
+    ({"extraArgs": ["--port", "9000"]}, "spec.extraArgs"),
+    ({"replicas": -1}, "spec.replicas"),
+    ({"model": {"revision": "main"}}, "spec.model.revision"),
+    ({"maxNumSeqs": 0}, "spec.maxNumSeqs"),
+    ({"servedModelName": ""}, "spec.servedModelName"),
+]
+
+
+def test_invalid_resources_rejected_with_field_names(cluster: kubetest.Cluster, crd: None, namespace: str):
+    assert len(INVALID) >= 10
+    for spec, field in INVALID:
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "HiggsDeployment",
+            "metadata": {"name": "bad"},
+            "spec": spec,
+        }
+        proc = apply(cluster, namespace, body, check=False, dry_run=True)
+        assert proc.returncode != 0, f"accepted: {spec}"
+        assert field in proc.stderr, f"{spec}: message does not name {field}: {proc.stderr}"
+    long_name = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "HiggsDeployment",
+        "metadata": {"name": "x" * 60},
+        "spec": {},
+    }
+    proc = apply(cluster, namespace, long_name, check=False, dry_run=True)
+    assert proc.returncode != 0 and "metadata.name" in proc.stderr
+    ok = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "HiggsDeployment",
+        "metadata": {"name": "good"},
+        "spec": {"replicas": 1},
+    }
+    assert apply(cluster, namespace, ok, check=False, dry_run=True).returncode == 0
+
+
+# --- lifecycle --------------------------------------------------------------------------------------------
+def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, namespace):
+    create_token(cluster, namespace)
+    apply(cluster, namespace, hd_body("tts", hub))
+    hd = kubetest.wait_for(
+        lambda: get_hd(cluster, namespace, "tts").get("status", {}).get("phase"), 20, what="status"
+    )
+    uid = get_hd(cluster, namespace, "tts")["metadata"]["uid"]
+    kids = kubetest.wait_for(
+        lambda: (k := children(cluster, namespace, uid)) and "Deployment/tts" in k and k, 20, what="children"
+    )
+    for obj in kids.values():
+        ref = obj["metadata"]["ownerReferences"][0]
+        assert (ref["kind"], ref["uid"], ref["controller"]) == ("HiggsDeployment", uid, True)
+
+    hd = wait_available(cluster, namespace, "tts")
+    assert hd["status"]["phase"] == "Ready" and hd["status"]["readyReplicas"] == 1
+    assert condition(hd, "SecretReady")["status"] == "True"
+    table = cluster.kubectl("get", "hd", "tts", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split() == ["NAME", "READY", "PHASE", "MODEL", "ENDPOINT", "AGE"]
+    assert row.split()[:4] == ["tts", "1/1", "Ready", MODEL]
+    assert f"http://tts.{namespace}.svc:8000" in row
+    cluster.kubectl("wait", "--for=condition=Available", "hd/tts", "-n", namespace, "--timeout=10s")
+
+    # kubectl scale goes through the scale subresource to spec.replicas, then to the Deployment.
+    cluster.kubectl("scale", "hd/tts", "-n", namespace, "--replicas=2")
+    kubetest.wait_for(
+        lambda: get_hd(cluster, namespace, "tts")["status"].get("readyReplicas") == 2,
+        60,
+        describe=lambda: kubetest.namespace_report(cluster.api, namespace),
+        what="2 ready replicas",
+    )
+    assert cluster.apps.read_namespaced_deployment("tts", namespace).spec.replicas == 2
+
+    # A second reconcile with nothing changed writes nothing: children resourceVersions stay put across a
+    # forced resync (15 s) and a no-op spec touch.
+    time.sleep(3)
+    before = {k: v["metadata"]["resourceVersion"] for k, v in children(cluster, namespace, uid).items()}
+    writes_before = operator.health().get("writes", {})
+    cluster.kubectl("annotate", "hd/tts", "-n", namespace, "touched=yes")
+    time.sleep(17)
+    after = {k: v["metadata"]["resourceVersion"] for k, v in children(cluster, namespace, uid).items()}
+    assert after == before
+    applied = {k: v for k, v in operator.health().get("writes", {}).items() if k.startswith("apply")}
+    assert applied == {k: v for k, v in writes_before.items() if k.startswith("apply")}
+
+    # Drift: a deleted child comes back.
+    cluster.core.delete_namespaced_service("tts", namespace)
+    kubetest.wait_for(
+        lambda: "Service/tts" in children(cluster, namespace, uid), 15, what="Service recreated"
+    )
+
+    # Rotation: the checksum on the pod template changes and the pods roll.
+    old_pods = {
+        p.metadata.name
+        for p in cluster.core.list_namespaced_pod(namespace, label_selector=f"{OWNER_LABEL}={uid}").items
+    }
+    old_sum = _template_annotations(cluster, namespace)
+    t0 = time.monotonic()
+    create_token(cluster, namespace, TOKEN + "-rotated")
+    kubetest.wait_for(
+        lambda: _template_annotations(cluster, namespace) != old_sum, 10, what="checksum changed"
+    )
+    rolled_in = time.monotonic() - t0
+
+    def rolled() -> bool:
+        pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"{OWNER_LABEL}={uid}").items
+        ready_new = [p for p in pods if p.metadata.name not in old_pods and kubetest._pod_ready(p)]
+        return len(ready_new) >= 2
+
+    kubetest.wait_for(
+        rolled, 90, describe=lambda: kubetest.namespace_report(cluster.api, namespace), what="pods rolled"
+    )
+    assert rolled_in < 10
+
+    # The token never appears outside the Secret.
+    _assert_no_token(cluster, namespace, operator, (TOKEN, TOKEN + "-rotated"))
+
+    # Deleting the resource removes its children (garbage collector, owner references).
+    cluster.kubectl("delete", "hd/tts", "-n", namespace, "--wait=true", "--timeout=30s")
+    kubetest.wait_for(
+        lambda: not [k for k in children(cluster, namespace, uid) if not k.startswith("Secret/")],
+        60,
+        what="children deleted",
+    )
+
+
+def _template_annotations(cluster, ns: str) -> dict:
+    return cluster.apps.read_namespaced_deployment("tts", ns).spec.template.metadata.annotations or {}
+
+
+def _assert_no_token(cluster, ns: str, operator: OperatorProcess, tokens: tuple[str, ...]) -> None:
+    places = {
+        "operator log": operator.log(),
+        "events": json.dumps(
+            cluster.api.sanitize_for_serialization(cluster.core.list_namespaced_event(ns)), default=str
+        ),
+        "higgsdeployments": json.dumps(
+            client.CustomObjectsApi(cluster.api).list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+        ),
+        "deployments": json.dumps(
+            cluster.api.sanitize_for_serialization(cluster.apps.list_namespaced_deployment(ns)), default=str
+        ),
+        "configmaps": json.dumps(
+            cluster.api.sanitize_for_serialization(cluster.core.list_namespaced_config_map(ns)), default=str
+        ),
+    }
+    for token in tokens:
+        b64 = base64.b64encode(token.encode()).decode()
+        for where, text in places.items():
+            assert token not in text and b64 not in text, f"token found in {where}"
+
+
+def test_missing_secret_then_created(cluster, operator, hub, namespace):
+    apply(cluster, namespace, hd_body("nosecret", hub))
+    hd = kubetest.wait_for_condition(
+        cluster.api, "higgsdeployment/nosecret", "SecretReady", "False", namespace=namespace, timeout=20
+    )
+    cond = condition(hd, "SecretReady")
+    assert cond["reason"] == "SecretNotFound" and "hf-token" in cond["message"]
+    assert hd["status"]["phase"] == "Pending"
+    events = kubetest.wait_for(
+        lambda: [
+            e for e in cluster.core.list_namespaced_event(namespace).items if e.reason == "SecretNotFound"
+        ],
+        15,
+        what="event",
+    )
+    assert events[0].type == "Warning"
+    assert cluster.apps.list_namespaced_deployment(namespace).items == []  # no pods started
+
+    # Wrong key: a precise reason, still nothing applied.
+    cluster.core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "hf-token"}, "stringData": {"token": TOKEN}}
+    )
+    kubetest.wait_for(
+        lambda: (
+            condition(get_hd(cluster, namespace, "nosecret"), "SecretReady").get("reason")
+            == "SecretKeyMissing"
+        ),
+        15,
+        what="SecretKeyMissing",
+    )
+    assert cluster.apps.list_namespaced_deployment(namespace).items == []
+
+    create_token(cluster, namespace)
+    wait_available(cluster, namespace, "nosecret")
+
+
+def test_mirrored_token(cluster, operator, hub, namespace):
+    # The operator's namespace is `default` when run locally; use a unique source name there.
+    src = f"shared-{namespace}"
+    create_token(cluster, "default", name=src)
+    try:
+        apply(cluster, namespace, hd_body("mirror", hub, hfToken={"mirrorFrom": {"name": src}}))
+        wait_available(cluster, namespace, "mirror")
+        copy = cluster.core.read_namespaced_secret("mirror-hf-token", namespace)
+        assert base64.b64decode(copy.data["hf_access_token"]).decode() == TOKEN
+        assert copy.metadata.owner_references[0].kind == "HiggsDeployment"
+        create_token(cluster, "default", TOKEN + "-2", name=src)  # kept in sync
+        kubetest.wait_for(
+            lambda: (
+                base64.b64decode(
+                    cluster.core.read_namespaced_secret("mirror-hf-token", namespace).data["hf_access_token"]
+                ).decode()
+                == TOKEN + "-2"
+            ),
+            15,
+            what="mirror synced",
+        )
+        cluster.kubectl("delete", "hd/mirror", "-n", namespace, "--wait=true", "--timeout=30s")
+        kubetest.wait_for(
+            lambda: (
+                not cluster.core.list_namespaced_secret(
+                    namespace, field_selector="metadata.name=mirror-hf-token"
+                ).items
+            ),
+            30,
+            what="mirror removed",
+        )
+    finally:
+        cluster.core.delete_namespaced_secret(src, "default")
+
+
+# --- autoscaling ------------------------------------------------------------------------------------------
+def _load(url: str, stop: threading.Event, workers: int) -> list[threading.Thread]:
+    def worker() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    c.post(
+                        f"{url}/v1/audio/speech",
+                        json={"model": MODEL, "input": "hello there " * 20, "response_format": "pcm"},
+                    )
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_autoscale_up_on_queue_and_down_after_window(cluster, operator, hub, namespace):
+    create_token(cluster, namespace)
+    spec = {
+        "maxNumSeqs": 1,
+        "autoscaling": {
+            "minReplicas": 1,
+            "maxReplicas": 2,
+            "targetWaitingRequestsPerReplica": 1,
+            "scaleUpStabilizationSeconds": 0,
+            "scaleDownStabilizationSeconds": 8,
+            "pollSeconds": 1,
+        },
+    }
+    apply(cluster, namespace, hd_body("auto", hub, **spec))
+    hd = wait_available(cluster, namespace, "auto")
+    assert condition(hd, "ScalingActive")["status"] in ("True", "False")
+    pod = cluster.core.list_namespaced_pod(namespace).items[0]
+    stop = threading.Event()
+    threads = _load(f"http://{pod.status.pod_ip}:8000", stop, workers=6)
+    try:
+        hd = kubetest.wait_for(
+            lambda: (h := get_hd(cluster, namespace, "auto"))["status"].get("desiredReplicas") == 2 and h,
+            40,
+            describe=lambda: json.dumps(get_hd(cluster, namespace, "auto").get("status"), indent=1),
+            what="scale up",
+        )
+        assert hd["status"]["lastScaling"]["to"] == 2 and "waiting" in hd["status"]["lastScaling"]["reason"]
+        assert hd["status"]["metrics"]["scrapedPods"] >= 1
+        assert cluster.apps.read_namespaced_deployment("auto", namespace).spec.replicas == 2
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=35)
+    t_idle = time.monotonic()
+    kubetest.wait_for(
+        lambda: cluster.apps.read_namespaced_deployment("auto", namespace).spec.replicas == 1,
+        60,
+        what="scale down",
+    )
+    assert (
+        time.monotonic() - t_idle >= 5
+    )  # not before the scale-down window (8 s) minus the drain of queued requests
+    events = [e for e in cluster.core.list_namespaced_event(namespace).items if e.reason == "Scaled"]
+    assert len(events) >= 2
+
+
+# --- crash and restart of the operator --------------------------------------------------------------------
+def test_operator_killed_mid_reconcile_converges(cluster, crd, hub, namespace, tmp_path: Path):
+    create_token(cluster, namespace)
+    op = OperatorProcess(tmp_path / "op.log")
+    op.start()
+    try:
+        for i in range(3):
+            apply(cluster, namespace, hd_body(f"k{i}", hub))
+        time.sleep(0.7)  # mid-reconcile: some children applied, some not
+        op.stop(kill=True)
+        op.start()
+        for i in range(3):
+            wait_available(cluster, namespace, f"k{i}", timeout=90)
+        deployments = cluster.apps.list_namespaced_deployment(namespace).items
+        assert sorted(d.metadata.name for d in deployments) == ["k0", "k1", "k2"]
+        services = cluster.core.list_namespaced_service(namespace).items
+        assert sorted(s.metadata.name for s in services) == ["k0", "k1", "k2"]
+    except AssertionError:
+        print(op.log()[-5000:])
+        raise
+    finally:
+        op.stop()

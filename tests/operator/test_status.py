@@ -1,0 +1,162 @@
+"""Conditions and phase from pods, Deployment and probes."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from higgs_operator.secrets import SecretCheck
+from higgs_operator.status import Condition, StatusInputs, build_status, compute_conditions, merge_conditions
+
+NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+OK = SecretCheck(True, "SecretFound", "ok", "abc")
+DEP = {
+    "spec": {"selector": {"matchLabels": {"app": "x", "inst": "y"}}},
+    "status": {"replicas": 1, "readyReplicas": 1, "updatedReplicas": 1},
+}
+
+
+def pod(name="p", ready=False, init_running=False, init_done=False, crash=None, restarts=0):
+    status: dict = {"conditions": [{"type": "Ready", "status": "True" if ready else "False"}]}
+    if init_running:
+        status["initContainerStatuses"] = [{"name": "download", "state": {"running": {}}}]
+    if init_done:
+        status["initContainerStatuses"] = [{"name": "download", "state": {"terminated": {"exitCode": 0}}}]
+    if crash:
+        status["containerStatuses"] = [
+            {
+                "name": "server",
+                "restartCount": restarts,
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"reason": crash, "exitCode": 137}},
+            }
+        ]
+    return {"metadata": {"name": name}, "status": status}
+
+
+def conds(inp):
+    c, phase = compute_conditions(inp, NOW)
+    return {x.type: x for x in c}, phase
+
+
+@pytest.mark.parametrize(
+    ("inputs", "phase", "expect"),
+    [
+        (
+            dict(secret=SecretCheck(False, "SecretNotFound", "missing"), deployment=None, pods=[]),
+            "Pending",
+            {"SecretReady": ("False", "SecretNotFound"), "Progressing": ("False", "SecretNotReady")},
+        ),
+        (
+            dict(deployment=DEP, pods=[pod(init_running=True)]),
+            "Downloading",
+            {"ModelCacheReady": ("False", "Downloading"), "Available": ("False", "NoReadyReplicas")},
+        ),
+        (
+            dict(deployment=DEP, pods=[pod(init_done=True)]),
+            "Starting",
+            {"ModelCacheReady": ("True", "CacheReady"), "Progressing": ("True", "RollingOut")},
+        ),
+        (
+            dict(deployment=DEP, pods=[pod(ready=True)], models_ok=True, models_message="lists m"),
+            "Ready",
+            {
+                "Available": ("True", "ModelServed"),
+                "Degraded": ("False", "AsExpected"),
+                "Progressing": ("False", "Complete"),
+            },
+        ),
+        (
+            dict(deployment=DEP, pods=[pod(ready=True)], models_ok=False, models_message="lists ['other']"),
+            "Starting",
+            {"Available": ("False", "ModelNotServed")},
+        ),
+        (
+            dict(deployment=DEP, pods=[pod(crash="OOMKilled", restarts=4)]),
+            "Degraded",
+            {"Degraded": ("True", "CrashLoop")},
+        ),
+        (
+            dict(deployment=DEP, pods=[], render_error="helm failed: boom"),
+            "Failed",
+            {"Available": ("False", "RenderFailed")},
+        ),
+        (
+            dict(deployment=DEP, pods=[pod(ready=True)], models_ok=True),
+            "Ready",
+            {"ScalingActive": ("False", "ScalingDisabled")},
+        ),
+    ],
+)
+def test_condition_table(inputs, phase, expect):
+    base = dict(generation=3, secret=OK, desired_replicas=1)
+    c, got_phase = conds(StatusInputs(**{**base, **inputs}))
+    assert got_phase == phase
+    for ctype, (status, reason) in expect.items():
+        assert (c[ctype].status, c[ctype].reason) == (status, reason), ctype
+    assert list(c) == [
+        "SecretReady",
+        "ModelCacheReady",
+        "Available",
+        "Progressing",
+        "Degraded",
+        "ScalingActive",
+    ]
+
+
+def test_crash_loop_message_carries_termination_reason():
+    c, _ = conds(
+        StatusInputs(
+            generation=1,
+            secret=OK,
+            deployment=DEP,
+            pods=[pod(crash="OOMKilled", restarts=5)],
+            desired_replicas=1,
+        )
+    )
+    assert "OOMKilled" in c["Degraded"].message and "exit code 137" in c["Degraded"].message
+
+
+def test_degraded_when_under_desired_past_threshold():
+    dep = {**DEP, "status": {"replicas": 2, "readyReplicas": 1, "updatedReplicas": 2}}
+    since = (NOW - timedelta(seconds=700)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    prev = [{"type": "Progressing", "status": "True", "lastTransitionTime": since}]
+    inp = StatusInputs(
+        generation=1,
+        secret=OK,
+        deployment=dep,
+        pods=[pod(ready=True), pod("q")],
+        desired_replicas=2,
+        models_ok=True,
+        degraded_after_s=600,
+        previous=prev,
+    )
+    c, phase = conds(inp)
+    assert (c["Degraded"].status, c["Degraded"].reason, phase) == ("True", "ReplicasUnavailable", "Degraded")
+    c, phase = conds(StatusInputs(**{**inp.__dict__, "degraded_after_s": 800}))
+    assert (c["Degraded"].status, phase) == ("False", "Ready")
+
+
+def test_last_transition_time_only_moves_on_status_change():
+    first = merge_conditions([], [Condition("Available", "False", "NoReadyReplicas", "m")], 1, NOW)
+    later = NOW + timedelta(seconds=30)
+    same = merge_conditions(first, [Condition("Available", "False", "Other", "m2")], 2, later)
+    assert same[0]["lastTransitionTime"] == first[0]["lastTransitionTime"]
+    assert same[0]["observedGeneration"] == 2 and same[0]["reason"] == "Other"
+    flipped = merge_conditions(same, [Condition("Available", "True", "ModelServed", "m")], 2, later)
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T12:00:30Z"
+
+
+def test_build_status_fields():
+    s = build_status(
+        StatusInputs(
+            generation=4,
+            secret=OK,
+            deployment=DEP,
+            pods=[pod(ready=True)],
+            desired_replicas=2,
+            models_ok=True,
+        ),
+        NOW,
+    )
+    assert s["observedGeneration"] == 4
+    assert (s["replicas"], s["readyReplicas"], s["ready"]) == (1, 1, "1/2")
+    assert s["selector"] == "app=x,inst=y"

@@ -1,0 +1,178 @@
+"""Fault injection, start-up delay, API key, bind address, presets and the current-vLLM emulation."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from sim_helpers import Sim, free_port, launch, make_wav
+
+FAST = ("--sim-slowdown", "0.05")
+TEXT = "The quick brown fox jumps over the lazy dog."  # 74 frames
+SPEECH = {"input": TEXT, "voice": "belinda", "response_format": "pcm"}
+StartSim = Callable[..., Sim]
+
+
+def sse_audio_chunks(resp: httpx.Response) -> tuple[list[tuple[float, int]], bool]:
+    """(arrival time, frames) of each audio chunk, and whether [DONE] arrived."""
+    chunks, done = [], False
+    for line in resp.iter_lines():
+        if line == "data: [DONE]":
+            done = True
+        elif line.startswith("data: "):
+            choices = json.loads(line[6:])["choices"]
+            audio = choices[0]["delta"].get("audio") if choices else None
+            if audio:
+                chunks.append((time.monotonic(), len(base64.b64decode(audio["data"])) // 1920))
+    return chunks, done
+
+
+def test_startup_delay_then_healthy(start_sim: StartSim) -> None:
+    t0 = time.monotonic()
+    sim = start_sim("--sim-startup-seconds", "1.5", *FAST, wait=False)
+    time.sleep(0.6)
+    with pytest.raises(httpx.TransportError):  # the port opens only after the (simulated) weights load
+        httpx.get(f"{sim.base_url}/health", timeout=1.0)
+    sim.wait_healthy()
+    assert time.monotonic() - t0 >= 1.5
+    assert "Loading model weights (simulated" in sim.log()
+
+
+def test_error_rate(start_sim: StartSim) -> None:
+    sim = start_sim("--sim-error-rate", "0.5", "--sim-seed", "3", *FAST)
+    codes = [httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH).status_code for _ in range(16)]
+    assert set(codes) == {200, 500}
+    failed = httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH)
+    while failed.status_code == 200:
+        failed = httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH)
+    assert failed.json()["error"]["type"] == "InternalServerError"
+    client = openai.OpenAI(base_url=f"{sim.base_url}/v1", api_key="x", max_retries=0)
+    with pytest.raises(openai.InternalServerError):
+        for _ in range(16):
+            client.chat.completions.create(model="bosonai/higgs-audio-v2-generation-3B-base",
+                                           messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+
+
+def test_crash_after_requests(start_sim: StartSim) -> None:
+    sim = start_sim("--sim-crash-after-requests", "2", *FAST)
+    for _ in range(2):
+        assert httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH).status_code == 200
+    assert sim.proc.wait(timeout=10) == 1
+    assert "SIMULATED CRASH" in sim.log()
+
+
+def test_crash_after_seconds(start_sim: StartSim) -> None:
+    sim = start_sim("--sim-crash-after-seconds", "1", *FAST)
+    assert httpx.get(f"{sim.base_url}/health").status_code == 200
+    assert sim.proc.wait(timeout=10) == 1
+
+
+def test_stall_mid_stream(start_sim: StartSim) -> None:
+    sim = start_sim("--sim-stall-after-frames", "30", "--sim-stall-seconds", "1.0", *FAST)
+    body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}
+    with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=30) as resp:
+        chunks, done = sse_audio_chunks(resp)
+    assert done and sum(f for _, f in chunks) == 74
+    assert chunks[1][0] - chunks[0][0] >= 0.9  # the pause after the first 32 frames
+
+
+def test_truncated_streams(start_sim: StartSim, tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    sim = start_sim("--sim-truncate-after-frames", "40", "--sim-trace-file", str(trace), *FAST)
+    body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}
+    got: list[str] = []
+    url = f"{sim.base_url}/v1/chat/completions"
+    with pytest.raises(httpx.RemoteProtocolError), httpx.stream("POST", url, json=body, timeout=30) as resp:
+        got.extend(line for line in resp.iter_lines() if '"audio"' in line or "[DONE]" in line)
+    assert len(got) == 2  # 32 + 25 frames, then the connection drops with no final chunk or [DONE]
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH, timeout=30)
+    with pytest.raises(httpx.RemoteProtocolError):
+        httpx.post(f"{sim.base_url}/v1/chat/completions", json={**body, "stream": False}, timeout=30)
+    records = [json.loads(x) for x in trace.read_text().splitlines()]
+    assert len(records) == 3 and all("truncated" in r["error"] for r in records)
+    assert sim.proc.poll() is None  # the server itself keeps running
+
+
+def test_silent_audio(start_sim: StartSim) -> None:
+    sim = start_sim("--sim-silent-audio", *FAST)
+    pcm = httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH).content
+    assert len(pcm) == 74 * 1920 and pcm == bytes(len(pcm))
+
+
+def test_api_key(start_sim: StartSim) -> None:
+    sim = start_sim("--api-key", "s3cret", *FAST)
+    assert httpx.get(f"{sim.base_url}/health").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}):
+        r = httpx.get(f"{sim.base_url}/v1/models", headers=headers)
+        assert r.status_code == 401 and r.json()["error"]["type"] == "AuthenticationError"
+    with pytest.raises(openai.AuthenticationError):
+        openai.OpenAI(base_url=f"{sim.base_url}/v1", api_key="wrong", max_retries=0).models.list()
+    ok = openai.OpenAI(base_url=f"{sim.base_url}/v1", api_key="s3cret", max_retries=0)
+    assert ok.models.list().data[0].id == "bosonai/higgs-audio-v2-generation-3B-base"
+
+
+def test_bind_host_overrides_host(tmp_path: Path) -> None:
+    port = free_port()
+    sim = launch(["--sim-bind-host", "127.0.0.2", "m", *FAST], tmp_path, port=port)
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.2:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        assert httpx.get(f"http://127.0.0.2:{port}/health").status_code == 200
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"http://127.0.0.1:{port}/health", timeout=1)
+    finally:
+        sim.stop()
+
+
+def test_voice_presets_dir_and_refresh(start_sim: StartSim, tmp_path: Path) -> None:
+    presets = tmp_path / "voices"
+    presets.mkdir()
+    (presets / "alice.wav").write_bytes(make_wav(1.0))
+    (presets / "config.json").write_text(
+        json.dumps({"alice": {"transcript": "Hi.", "audio_file": "alice.wav"}})
+    )
+    sim = start_sim("--voice-presets-dir", str(presets), "--voice-presets-refresh-interval", "0.3", *FAST)
+    listed = httpx.get(f"{sim.base_url}/v1/audio/voices").json()
+    assert listed["voices"] == ["alice"] and listed["data"][0]["transcript"] == "Hi."
+    assert httpx.post(f"{sim.base_url}/v1/audio/speech", json={**SPEECH, "voice": "alice"}).status_code == 200
+    assert httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH).status_code == 404  # belinda: not here
+    (presets / "bob.wav").write_bytes(make_wav(0.5))
+    config = {
+        "alice": {"transcript": "Hi.", "audio_file": "alice.wav"},
+        "bob": {"transcript": "", "audio_file": "bob.wav"},
+    }
+    (presets / "config.json").write_text(json.dumps(config))
+    deadline = time.monotonic() + 5
+    while "bob" not in httpx.get(f"{sim.base_url}/v1/audio/voices").json()["voices"]:
+        assert time.monotonic() < deadline, "presets were not re-read"
+        time.sleep(0.1)
+
+
+def test_bad_presets_dir_fails_at_start(tmp_path: Path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"x": {"transcript": "", "audio_file": "missing.wav"}}))
+    sim = launch(["m", "--voice-presets-dir", str(tmp_path)], tmp_path)
+    assert sim.proc.wait(timeout=20) == 1
+    assert "missing.wav" in sim.log() and "Traceback" not in sim.log()
+
+
+def test_current_vllm_generation(start_sim: StartSim) -> None:
+    sim = start_sim("--sim-vllm-generation", "current", "--limit-mm-per-prompt.audio", "4", *FAST)
+    assert "0.32" in httpx.get(f"{sim.base_url}/version").json()["emulates"]
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{sim.base_url}/metrics").text)}
+    assert "vllm:gpu_cache_usage_perc" not in families
+    kv = families["vllm:kv_cache_usage_perc"]
+    model = "bosonai/higgs-audio-v2-generation-3B-base"
+    assert kv.type == "gauge" and kv.samples[0].labels == {"model_name": model, "engine": "0"}

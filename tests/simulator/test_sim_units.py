@@ -1,0 +1,160 @@
+"""In-process units: the timing model, the audio synthesis, the engine's batching and KV accounting."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import time
+import wave
+from importlib import resources
+
+import numpy as np
+import pytest
+from higgs_sim.audio import SAMPLES_PER_FRAME, pcm_frames, reference_seconds, timbre_of, wav_bytes
+from higgs_sim.engine import Engine, Job
+from higgs_sim.metrics import SimMetrics
+from higgs_sim.timing import (
+    DEFAULT_SLOWDOWN,
+    REFERENCE_BATCH,
+    REFERENCE_H100_AUDIO_S_PER_S,
+    REFERENCE_KV_LEN,
+    StepTimeModel,
+)
+
+
+def table_rows() -> list[dict]:
+    text = resources.files("higgs_sim").joinpath("data/h100_decode_roofline.json").read_text()
+    return json.loads(text)["rows"]
+
+
+def test_step_time_reproduces_every_table_row() -> None:
+    model = StepTimeModel(1.0)
+    for row in table_rows():
+        assert model.raw_step_ms(row["batch"], row["kv_len"]) == pytest.approx(row["step_ms"])
+        assert model.predicted_audio_seconds_per_second(row["batch"], row["kv_len"]) == pytest.approx(
+            row["audio_s_per_s"], rel=0.01
+        )
+
+
+def test_step_time_interpolates_monotonically() -> None:
+    model = StepTimeModel(1.0)
+    # halfway between batch 64 and 128 at kv 512, and between kv 512 and 2048 at batch 32
+    assert model.raw_step_ms(96, 512) == pytest.approx((4.538 + 5.869) / 2)
+    assert model.raw_step_ms(32, 1280) == pytest.approx((3.79 + 5.65) / 2)
+    steps = [model.raw_step_ms(b, kv) for b in (1, 2, 16, 100, 300, 600) for kv in (100, 600, 3000, 8192)]
+    assert all(s > 0 for s in steps)
+    for kv in (512, 1024, 4096):
+        seq = [model.raw_step_ms(b, kv) for b in range(1, 700, 25)]
+        assert seq == sorted(seq)
+    assert model.raw_step_ms(8, 100) == model.raw_step_ms(8, 512)  # short contexts cost the weights' read
+
+
+def test_default_slowdown_lands_on_reference_figure() -> None:
+    calibrated = StepTimeModel(DEFAULT_SLOWDOWN)
+    rate = calibrated.predicted_audio_seconds_per_second(REFERENCE_BATCH, REFERENCE_KV_LEN)
+    assert rate == pytest.approx(REFERENCE_H100_AUDIO_S_PER_S, rel=0.03)
+    assert calibrated.step_seconds(8, 512) == pytest.approx(StepTimeModel(1.0).step_seconds(8, 512) * 3.4)
+    assert calibrated.prefill_seconds(1000) > calibrated.prefill_seconds(100) > 0
+
+
+def test_wav_and_pcm_shapes() -> None:
+    pcm = pcm_frames(timbre_of("belinda", 0), 1234, 0, 50)
+    assert len(pcm) == 50 * SAMPLES_PER_FRAME * 2
+    with wave.open(io.BytesIO(wav_bytes(pcm)), "rb") as w:
+        assert (w.getnchannels(), w.getsampwidth(), w.getframerate(), w.getnframes()) == (1, 2, 24000, 48000)
+        assert w.readframes(48000) == pcm
+    assert reference_seconds(wav_bytes(pcm)) == pytest.approx(2.0)
+
+
+def test_audio_is_speech_like_and_deterministic() -> None:
+    a = np.frombuffer(pcm_frames(3, 0, 0, 250), dtype="<i2").astype(np.float64)
+    assert np.array_equal(a, np.frombuffer(pcm_frames(3, 0, 0, 250), dtype="<i2"))
+    assert not np.array_equal(a, np.frombuffer(pcm_frames(4, 0, 0, 250), dtype="<i2"))
+    frame_rms = np.sqrt((a.reshape(250, SAMPLES_PER_FRAME) ** 2).mean(axis=1))
+    assert frame_rms.min() > 20  # never digitally silent
+    assert (
+        frame_rms.max() / np.median(frame_rms) < 20 and frame_rms.std() > 0.2 * frame_rms.mean()
+    )  # syllables
+    spectrum = np.abs(np.fft.rfft(a[:24000]))
+    freqs = np.fft.rfftfreq(24000, 1 / 24000)
+    assert spectrum[(freqs > 80) & (freqs < 4000)].sum() > 0.8 * spectrum.sum()  # energy in the speech band
+    # chunks join seamlessly: frames 0..50 == 0..32 + 32..50
+    assert pcm_frames(3, 99, 0, 50) == pcm_frames(3, 99, 0, 32) + pcm_frames(3, 99, 32, 50)
+    assert pcm_frames(3, 0, 0, 10, silent=True) == bytes(10 * SAMPLES_PER_FRAME * 2)
+
+
+def _engine(max_num_seqs: int, kv_budget: int, slowdown: float = 0.05) -> Engine:
+    return Engine(StepTimeModel(slowdown), max_num_seqs, kv_budget, SimMetrics("m", "fork"))
+
+
+def test_engine_caps_running_sequences_and_chunks() -> None:
+    async def scenario() -> None:
+        engine = _engine(max_num_seqs=2, kv_budget=100_000)
+        engine.start()
+        jobs = [Job(f"r{i}", prompt_tokens=20, frames=80, finish_reason="stop") for i in range(5)]
+        for job in jobs:
+            engine.submit(job)
+        await asyncio.sleep(0)
+        peak_waiting = 0
+        sizes: dict[str, list[int]] = {j.request_id: [] for j in jobs}
+
+        async def drain(job: Job) -> None:
+            while True:
+                chunk = await job.chunks.get()
+                sizes[job.request_id].append(chunk.end - chunk.start)
+                if chunk.final:
+                    return
+
+        waiters = asyncio.gather(*(drain(j) for j in jobs))
+        while not waiters.done():
+            assert len(engine.running) <= 2
+            peak_waiting = max(peak_waiting, len(engine.waiting))
+            await asyncio.sleep(0.001)
+        await engine.stop()
+        assert peak_waiting >= 2
+        assert all(s == [32, 25, 23] for s in sizes.values())
+        assert engine.kv_reserved == 0 and engine.kv_used == 0 and engine.frames_total == 5 * 80
+
+    asyncio.run(scenario())
+
+
+def test_engine_kv_budget_queues_and_abort_frees() -> None:
+    async def scenario() -> None:
+        engine = _engine(max_num_seqs=100, kv_budget=250)
+        engine.start()
+        jobs = [Job(f"r{i}", prompt_tokens=20, frames=100, finish_reason="stop") for i in range(3)]
+        for job in jobs:
+            engine.submit(job)
+        await asyncio.sleep(0.01)
+        assert len(engine.running) == 2 and len(engine.waiting) == 1  # 2 x 120 tokens fit in 250, not 3
+        engine.abort(jobs[0])
+        await asyncio.sleep(0.01)
+        assert jobs[2] in engine.running
+        with pytest.raises(ValueError, match="more than the whole cache"):
+            engine.submit(Job("big", prompt_tokens=200, frames=100, finish_reason="stop"))
+        await asyncio.wait_for(asyncio.gather(*(j.chunks.get() for j in jobs[1:])), 5)
+        await engine.stop()
+
+    asyncio.run(scenario())
+
+
+def test_engine_is_never_faster_than_the_model() -> None:
+    async def scenario() -> float:
+        model = StepTimeModel(1.0)
+        engine = Engine(model, 64, 10**6, SimMetrics("m", "fork"))
+        engine.start()
+        jobs = [
+            Job(f"r{i}", prompt_tokens=100, frames=60, finish_reason="stop", chunked=False) for i in range(16)
+        ]
+        t0 = time.monotonic()
+        for job in jobs:
+            engine.submit(job)
+        await asyncio.gather(*(j.chunks.get() for j in jobs))
+        elapsed = time.monotonic() - t0
+        await engine.stop()
+        predicted = model.prefill_seconds(1600) + sum(model.step_seconds(16, 100 + i) for i in range(60))
+        return elapsed / predicted
+
+    ratio = asyncio.run(scenario())
+    assert 0.99 <= ratio < 3.0
