@@ -99,6 +99,9 @@ def ensure_cluster() -> Cluster:
     )
     kubeconfig = Path(exports["KUBECONFIG"])
     tools_bin = Path(exports["PATH"].strip('"').split(":", 1)[0])
+    missing = [str(tools_bin / t) for t in ("kubectl", "helm") if not os.access(tools_bin / t, os.X_OK)]
+    if missing:
+        raise AssertionError(f"missing {', '.join(missing)}; run `make tools` (hack/install-tools.sh)")
     os.environ["KUBECONFIG"] = str(kubeconfig)
     if str(tools_bin) not in os.environ.get("PATH", "").split(":"):
         os.environ["PATH"] = f"{tools_bin}:{os.environ.get('PATH', '')}"

@@ -12,8 +12,12 @@ process (SIGTERM, then SIGKILL after a short grace) and exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import faulthandler
 import logging
+import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -24,6 +28,7 @@ from urllib.parse import urlsplit
 from .images import ImageMapFile, ImagesFileError
 from .kubeclient import ApiError, KubeClient
 from .kubelet import AgentContext, EventRecorder, PodWorker
+from .kubelet_server import KubeletServer, ensure_serving_cert
 from .nodes import NodeManager, NodeSpec
 from .pods import IpAllocator, IpPoolExhausted
 from .processes import kill_orphans
@@ -125,6 +130,7 @@ class Agent:
                 IpAllocator(i).host_ip,
                 cpu=opts.cpu,
                 memory=opts.memory,
+                kubelet_port=opts.kubelet_port,
             )
             for i in range(opts.nodes)
         ]
@@ -133,6 +139,7 @@ class Agent:
         self.workers: dict[str, PodWorker] = {}
         self.workers_lock = threading.Lock()
         self.stopping = threading.Event()
+        self.kubelet_api: KubeletServer | None = None
         venv_bin = opts.venv_bin or str(Path(sys.executable).parent)
         self.ctx = AgentContext(
             api=self.api,
@@ -179,7 +186,9 @@ class Agent:
                 return
             if self.stopping.is_set():
                 return
-            self.workers[uid] = self._new_worker(pod, node)
+            # On IpPoolExhausted (logged) the pod stays Pending until an IP frees up and it is updated again.
+            with contextlib.suppress(IpPoolExhausted):
+                self.workers[uid] = self._new_worker(pod, node)
 
     def _new_worker(self, pod: dict, node: str) -> PodWorker:
         allocator = self.allocators[node]
@@ -202,6 +211,7 @@ class Agent:
         with self.workers_lock:
             if self.workers.get(worker.uid) is worker:
                 del self.workers[worker.uid]
+        self.ctx.events.forget(worker.uid)
         if not self.stopping.is_set():
             self.allocators[worker.node].release(worker.pod_ip)
         self._proxy_dirty.set()
@@ -214,6 +224,38 @@ class Agent:
                 if uid not in live:
                     worker.removed.set()
                     worker.wake.set()
+
+    def locate_log(self, namespace: str, pod: str, container: str, previous: bool):
+        """The log file of a container (for the kubelet API) and whether it is still running."""
+        with self.workers_lock:
+            worker = next(
+                (
+                    w
+                    for w in self.workers.values()
+                    if w.pod["metadata"]["name"] == pod and w.pod["metadata"].get("namespace") == namespace
+                ),
+                None,
+            )
+        name = f"{container}.previous.log" if previous else f"{container}.log"
+        if worker is not None:
+            c = next((c for c in worker.inits + worker.mains if c.name == container), None)
+            path = worker.dir / name
+            if c is None or not path.exists():
+                return None
+            return path, lambda: c.proc is not None and not worker.removed.is_set()
+        matches = sorted((self.state_dir / "pods").glob(f"{namespace}_{pod}_*/{name}"))
+        return (matches[-1], lambda: False) if matches else None
+
+    def start_kubelet_api(self) -> None:
+        ips = [n.host_ip for n in self.nodes]
+        try:
+            cert, key = ensure_serving_cert(self.state_dir / "kubelet-pki", ips)
+            self.kubelet_api = KubeletServer(
+                ips, self.opts.kubelet_port, cert, key, self.api.ca_file, self.locate_log
+            )
+            self.kubelet_api.start()
+        except (OSError, subprocess.SubprocessError) as exc:
+            log.warning("kubelet API not served (kubectl logs will not work): %s", exc)
 
     def _on_service(self, etype: str, svc: dict) -> None:
         self._proxy_dirty.set()
@@ -229,8 +271,17 @@ class Agent:
                 time.sleep(0.2)  # coalesce bursts of pod status updates
 
     # --- lifecycle ------------------------------------------------------------------------------
+    def prune_pod_dirs(self, max_age_s: float = 24 * 3600) -> None:
+        """Drop what is left (logs) of pods gone for a day, so the state directory does not grow forever."""
+        cutoff = time.time() - max_age_s
+        for pod_dir in (self.state_dir / "pods").iterdir():
+            with contextlib.suppress(OSError):
+                if pod_dir.is_dir() and pod_dir.stat().st_mtime < cutoff and not any(pod_dir.glob("*.pid")):
+                    shutil.rmtree(pod_dir, ignore_errors=True)
+
     def run(self) -> int:
         killed = kill_orphans(self.state_dir / "pods")
+        self.prune_pod_dirs()
         if killed:
             log.info("stopped %d process(es) left by a previous agent: %s", len(killed), killed)
         log.info(
@@ -240,6 +291,7 @@ class Agent:
             self.state_dir,
             self.images.path,
         )
+        self.start_kubelet_api()
         self.node_manager.start()
         self.provisioner.start()
         self.proxy.start()
@@ -289,6 +341,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--images", default=str(REPO_ROOT / "hack" / "localkube-images.yaml"))
     parser.add_argument("--node-prefix", default="gpu-node-")
     parser.add_argument("--cpu", default="16", help="CPU capacity per node")
+    parser.add_argument("--kubelet-port", type=int, default=10250, help="kubelet API (container logs) port")
     parser.add_argument("--memory", default="64Gi", help="memory capacity per node")
     parser.add_argument(
         "--venv-bin", default="", help="the {venv} placeholder (default: this Python's bin dir)"
@@ -328,6 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, frame: object) -> None:
         agent.stopping.set()
 
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1 <agent>`: thread stacks to the log
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     return agent.run()

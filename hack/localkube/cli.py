@@ -59,6 +59,22 @@ def _run_agent(argv: Sequence[str]) -> int:
     return int(result or 0)
 
 
+class _Printer:
+    """Progress lines, flushed at once; if the reader goes away (`| head`), the work still finishes."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def __call__(self, line: str) -> None:
+        if self.closed:
+            return
+        try:
+            print(line, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     # The agent parses its own flags: hand over everything after the word `agent`.
@@ -67,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()
-        cluster = LocalCluster(settings)
+        cluster = LocalCluster(settings, out=_Printer())
         if args.command == "up":
             cluster.up()
         elif args.command == "down":

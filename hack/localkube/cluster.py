@@ -24,7 +24,17 @@ from .apihttp import HttpsClient
 from .certs import CertError, Pki, ensure_pki
 from .kubeconfig import write_kubeconfig
 from .ports import Listener, describe_owner, listeners_on
-from .procs import PidFile, all_processes, descendants, is_ours, proc_info, spawn, tail, terminate
+from .procs import (
+    PidFile,
+    all_processes,
+    descendants,
+    is_ours,
+    is_running,
+    proc_info,
+    spawn,
+    tail,
+    terminate,
+)
 from .settings import Settings
 
 # Addresses whose listener blocks a bind to 127.0.0.1:<port>.
@@ -257,7 +267,7 @@ class LocalCluster:
             self.out(
                 f"recovering: stopping leftover pid {orphan.pid} of an earlier run ({orphan.cmdline[:80]})"
             )
-            terminate([orphan.pid], grace_s=5)
+            self._stop_tree("leftover", orphan.pid, grace_s=10)
 
     def _orphans(self, tracked: set[int]) -> list:
         """Daemons of ours (by binary and state dir) that no pid file accounts for."""
@@ -360,7 +370,8 @@ class LocalCluster:
             if time.monotonic() > deadline:
                 raise StepError(
                     "node agent",
-                    f"{ready} of {self.s.nodes} nodes Ready after {timeout_s:.0f} s ({total} registered)",
+                    f"{ready} of {self.s.nodes} nodes Ready after {timeout_s:.0f} s ({total} registered); "
+                    "`make cluster-down` then `make cluster-up` restarts the agent",
                     log,
                 )
             time.sleep(0.3)
@@ -394,9 +405,10 @@ class LocalCluster:
         table = all_processes()
         children = descendants(pid, table)
         terminate([pid], grace_s=grace_s)
-        leftovers = terminate(children, grace_s=2)
+        leftovers = [child for child in children if is_running(child)]
         if leftovers:
-            self.out(f"warning: {name} left {len(leftovers)} child process(es) behind; killed {leftovers}")
+            terminate(leftovers, grace_s=2)
+            self.out(f"warning: {name} left {len(leftovers)} child process(es) behind; stopped {leftovers}")
         self._pidfile(name).remove()
         return True
 
@@ -408,7 +420,7 @@ class LocalCluster:
             if self._stop_tree(name, self._our_pid(name), grace_s=20 if name == _AGENT else 10):
                 stopped.append(name)
         for orphan in self._orphans(set()):
-            terminate([orphan.pid], grace_s=5)
+            self._stop_tree("leftover", orphan.pid, grace_s=10)
             stopped.append(f"leftover pid {orphan.pid}")
         return stopped
 

@@ -131,7 +131,10 @@ class ImageMapFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self._mtime = self.path.stat().st_mtime
+        try:
+            self._mtime = self.path.stat().st_mtime
+        except OSError as exc:
+            raise ImagesFileError(f"images file {self.path}: {exc.strerror}") from exc
         self.current = load_image_map(self.path)
 
     def get(self) -> ImageMap:

@@ -99,7 +99,9 @@ class EventRecorder:
                 "uid": meta["uid"],
             }
             if container:
-                involved["fieldPath"] = f"spec.containers{{{container}}}"
+                involved["fieldPath"] = (
+                    container if container.startswith("spec.") else f"spec.containers{{{container}}}"
+                )
             name = f"{meta['name']}.{time.time_ns():x}"
             body = {
                 "metadata": {"name": name, "namespace": ns},
@@ -276,7 +278,7 @@ class PodWorker(threading.Thread):
         on_exit: Callable[[PodWorker], None],
     ) -> None:
         meta = pod["metadata"]
-        super().__init__(name=f"pod-{meta.get('namespace')}/{meta['name']}", daemon=True)
+        super().__init__(name=f"{meta.get('namespace')}/{meta['name']}", daemon=True)
         self.ctx = ctx
         self.pod = pod
         self.uid = meta["uid"]
@@ -294,6 +296,7 @@ class PodWorker(threading.Thread):
         self.last_status: dict | None = None
         self.init_failed = False
         self._next_setup = 0.0
+        self._status_retry_at = 0.0
         self.lock = threading.Lock()
         previous = {s["name"]: s for s in (pod.get("status") or {}).get("containerStatuses") or []}
         previous.update({s["name"]: s for s in (pod.get("status") or {}).get("initContainerStatuses") or []})
@@ -323,10 +326,19 @@ class PodWorker(threading.Thread):
             c.container_id = (prev or {}).get("containerID", "")
             return c
         if prev and prev.get("containerID"):  # the agent restarted: this pod ran before
-            c.restart_count = int(prev.get("restartCount", 0)) + 1
+            c.restart_count = int(prev.get("restartCount", 0))  # the next start counts as a restart
             c.ever_started = True
-            if is_init and "terminated" in (prev.get("state") or {}):
-                c.done = prev["state"]["terminated"].get("exitCode") == 0
+            c.container_id = prev["containerID"]
+            state = prev.get("state") or {}
+            c.last_terminated = (prev.get("lastState") or {}).get("terminated")
+            if "terminated" in state:
+                c.terminated = state["terminated"]
+            elif "running" in state:  # its process ended with the previous agent
+                c.terminated = {"exitCode": 137, "reason": "Error", "message": "the node agent restarted",
+                                "startedAt": state["running"].get("startedAt"), "finishedAt": now_rfc3339(),
+                                "containerID": c.container_id}  # fmt: skip
+            if is_init and c.terminated is not None and c.terminated.get("exitCode") == 0:
+                c.done, c.waiting = True, None
         return c
 
     # --- helpers --------------------------------------------------------------------------------
@@ -339,6 +351,8 @@ class PodWorker(threading.Thread):
         self.wake.set()
 
     def event(self, kind: str, reason: str, message: str, container: str = "") -> None:
+        if container and any(c.name == container for c in self.inits):
+            container = f"spec.initContainers{{{container}}}"
         self.ctx.events.emit(self.pod, self.node, kind, reason, message, container)
 
     def _sources(self) -> EnvSources:
@@ -378,6 +392,7 @@ class PodWorker(threading.Thread):
             self.dir.mkdir(parents=True, exist_ok=True)
             self.volume_paths = VolumeBuilder(self.ctx.api, self.pod, self.dir, self._sources()).build_all()
         except VolumeError as exc:
+            log.info("pod %s: volumes not ready (retrying): %s", self.name, exc)
             self.event("Warning", "FailedMount", f"MountVolume.SetUp failed: {exc}")
             for c in self.inits + self.mains:
                 c.waiting = ("ContainerCreating", f"setting up volumes: {exc}")
@@ -392,9 +407,12 @@ class PodWorker(threading.Thread):
         now = time.monotonic()
         if self.phase() in ("Succeeded", "Failed"):
             return
-        if not self.sandbox_ready and (now < self._next_setup or not self.setup_sandbox()):
-            self._next_setup = max(self._next_setup, now + 2.0)
-            return
+        if not self.sandbox_ready:
+            if now < self._next_setup:
+                return
+            if not self.setup_sandbox():
+                self._next_setup = now + 2.0  # retry: the claim may bind, the ConfigMap may appear
+                return
         phase = self.phase()
         if phase in ("Succeeded", "Failed"):
             return
@@ -512,6 +530,8 @@ class PodWorker(threading.Thread):
         if c.terminated is not None:
             c.last_terminated = c.terminated
         log_path = self.dir / f"{c.name}.log"
+        if c.ever_started and log_path.exists():  # keep the last instance's log, like the kubelet
+            log_path.replace(self.dir / f"{c.name}.previous.log")
         c.start_mono = time.monotonic()
         c.started_at = now_rfc3339()
         c.container_id = (
@@ -564,6 +584,7 @@ class PodWorker(threading.Thread):
         c.next_start = time.monotonic() + retry
         if c.reported_waiting != message:
             c.reported_waiting = message
+            log.info("pod %s container %s waits: %s: %s", self.name, c.name, reason, message)
             self.event("Warning", "Failed", f"Error: {message}", c.name)
 
     def mounts(self, c: Container) -> list[tuple[str, str]]:
@@ -681,7 +702,7 @@ class PodWorker(threading.Thread):
         status = self.build_status()
         comparable = {k: v for k, v in status.items() if k != "conditions"}
         comparable["conditions"] = [(c["type"], c["status"], c.get("reason")) for c in status["conditions"]]
-        if not force and comparable == self.last_status:
+        if not force and (comparable == self.last_status or time.monotonic() < self._status_retry_at):
             return
         meta = self.pod["metadata"]
         try:
@@ -692,7 +713,8 @@ class PodWorker(threading.Thread):
             if exc.status == 404:
                 self.removed.set()
             else:
-                log.warning("pod %s: status update failed: %s", self.name, exc)
+                log.warning("pod %s: status update failed (retrying in 2 s): %s", self.name, exc)
+                self._status_retry_at = time.monotonic() + 2.0
             return
         self.last_status = comparable
         if updated.get("metadata", {}).get("uid") == self.uid:

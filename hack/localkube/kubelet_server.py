@@ -33,10 +33,28 @@ def ensure_serving_cert(directory: Path, ips: list[str]) -> tuple[Path, Path]:
         return cert, key
     san = ",".join(f"IP:{ip}" for ip in ips) or "IP:127.0.0.1"
     subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "3650", "-subj",
-         "/CN=localkube-kubelet", "-addext", f"subjectAltName={san}", "-keyout", str(key), "-out", str(cert)],
-        check=True, capture_output=True, timeout=60,
-    )  # fmt: skip
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=localkube-kubelet",
+            "-addext",
+            f"subjectAltName={san}",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
     key.chmod(0o600)
     stamp.write_text(wanted)
     return cert, key
@@ -134,8 +152,9 @@ def make_handler(locate: LogLocator) -> type[BaseHTTPRequestHandler]:
 class KubeletServer:
     """One TLS listener per node IP, all answering from the same log files."""
 
-    def __init__(self, ips: list[str], port: int, cert: Path, key: Path, client_ca: str | None,
-                 locate: LogLocator) -> None:  # fmt: skip
+    def __init__(
+        self, ips: list[str], port: int, cert: Path, key: Path, client_ca: str | None, locate: LogLocator
+    ) -> None:
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         self.ctx.load_cert_chain(str(cert), str(key))
         if client_ca:

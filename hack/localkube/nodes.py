@@ -88,10 +88,9 @@ def node_status(spec: NodeSpec, ts: str, since: str) -> dict:
         "capacity": spec.resources,
         "allocatable": spec.resources,
         "conditions": node_conditions(ts, since),
-        "addresses": [
-            {"type": "InternalIP", "address": spec.host_ip},
-            {"type": "Hostname", "address": spec.name},
-        ],
+        # InternalIP only: with a Hostname address the API server would resolve the node name through
+        # DNS (off the machine) to reach the kubelet API.
+        "addresses": [{"type": "InternalIP", "address": spec.host_ip}],
         "daemonEndpoints": {"kubeletEndpoint": {"Port": spec.kubelet_port}},
         "nodeInfo": {
             "machineID": f"localkube-{spec.index}",

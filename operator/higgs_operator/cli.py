@@ -46,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _QuietSuccess(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and str(record.msg).endswith("succeeded."))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     chart = Path(args.chart)
@@ -72,7 +77,10 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:
-        logging.getLogger("kopf.objects").setLevel(logging.INFO)
+        # One line per watch event ("Handler 'on_pod' succeeded") drowns what matters.
+        logging.getLogger("kopf.objects").addFilter(_QuietSuccess())
+        logging.getLogger("kopf.activities.probe").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
         logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         asyncio.run(

@@ -69,7 +69,8 @@ async def _serve(config: SimConfig, voices: VoiceRegistry) -> None:
         log.info("Model weights loaded (simulated)")
 
     server = SimServer(config, voices)
-    runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False)
+    # In-flight streams get a few seconds to finish on SIGTERM, well inside a pod's grace period.
+    runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:

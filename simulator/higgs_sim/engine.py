@@ -13,11 +13,15 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from higgs_sim.metrics import SimMetrics
 from higgs_sim.timing import StepTimeModel
+
+log = logging.getLogger("higgs_sim.engine")
 
 FIRST_CHUNK_FRAMES = 32  # Boson's server buffers ~32 frames before the first audio chunk
 CHUNK_FRAMES = 25  # then one chunk per second of audio
@@ -75,8 +79,17 @@ class Engine:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    def start(self, on_fatal: Callable[[str], None] | None = None) -> None:
+        """Run the step loop; ``on_fatal`` is called if it dies (vLLM's server exits when its engine does)."""
         self._task = asyncio.create_task(self._loop(), name="engine")
+
+        def check(task: asyncio.Task[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                log.error("engine loop failed", exc_info=task.exception())
+                if on_fatal is not None:
+                    on_fatal(f"engine loop failed: {task.exception()!r}")
+
+        self._task.add_done_callback(check)
 
     async def stop(self) -> None:
         if self._task:

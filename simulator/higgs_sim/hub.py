@@ -244,21 +244,31 @@ def _listen(value: str) -> tuple[str, int]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m higgs_sim.hub", description="Fake Hugging Face Hub (a test double) on a loopback address."
+        prog="python -m higgs_sim.hub",
+        description="Fake Hugging Face Hub (a test double) on a loopback address.",
     )
-    parser.add_argument("--listen", type=_listen, default=("127.0.0.1", 8089), help="HOST:PORT, loopback only")
+    parser.add_argument(
+        "--listen", type=_listen, default=("127.0.0.1", 8089), help="HOST:PORT, loopback only"
+    )
     parser.add_argument("--token", default=None, help="require this bearer token (401 otherwise)")
     parser.add_argument(
-        "--bytes-per-second", type=float, default=None, help="throttle file bodies (slow mode, shows progress)"
+        "--bytes-per-second",
+        type=float,
+        default=None,
+        help="throttle file bodies (slow mode, shows progress)",
     )
-    parser.add_argument("--weights-bytes", type=int, default=512 * 1024, help="size of each fake weights file")
+    parser.add_argument(
+        "--weights-bytes", type=int, default=512 * 1024, help="size of each fake weights file"
+    )
     args = parser.parse_args(argv)
     if args.bytes_per_second is not None and args.bytes_per_second <= 0:
         parser.error("--bytes-per-second must be > 0")
     host, port = args.listen
     state = new_state(args.token, args.bytes_per_second, args.weights_bytes)
     repos = ", ".join(f"{r.repo_id}@{r.revision[:8]}" for r in state.repos.values())
-    print(f"fake Hugging Face Hub (test double) on http://{host}:{port}: {repos}", file=sys.stderr, flush=True)
+    print(
+        f"fake Hugging Face Hub (test double) on http://{host}:{port}: {repos}", file=sys.stderr, flush=True
+    )
     web.run_app(make_app(state), host=host, port=port, print=None, access_log=None)
     return 0
 

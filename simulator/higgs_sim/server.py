@@ -10,6 +10,7 @@ import os
 import random
 import time
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -88,7 +89,7 @@ class SimServer:
         return app
 
     async def _on_startup(self, _app: web.Application) -> None:
-        self.engine.start()
+        self.engine.start(on_fatal=self.crash)
         self._tasks.append(asyncio.create_task(self._stats_loop(), name="stats"))
         if self.config.voice_presets_dir and self.config.voice_presets_refresh_interval > 0:
             self._tasks.append(asyncio.create_task(self._refresh_loop(), name="voice-refresh"))
@@ -136,6 +137,16 @@ class SimServer:
             allowed = ", ".join(sorted(exc.allowed_methods))
             msg = f"method {request.method} not allowed on {request.path} (allowed: {allowed})"
             return error_response(ApiError(405, msg, "MethodNotAllowed"))
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            # e.g. 413 for a body over the size limit: still OpenAI-style JSON
+            return error_response(ApiError(exc.status, exc.text or exc.reason, type(exc).__name__))
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.path)
+            return error_response(
+                ApiError(500, "unexpected error in the simulator (see its log)", "InternalServerError")
+            )
 
     # --- simple endpoints ---
 
@@ -247,7 +258,7 @@ class SimServer:
                 # Let the last response leave the socket buffer first.
                 asyncio.get_running_loop().call_later(0.2, self.crash, f"--sim-crash-after-requests {limit}")
 
-    async def _chunks(self, request: web.Request, rec: TraceRecord, job: Job):
+    async def _chunks(self, rec: TraceRecord, job: Job) -> AsyncIterator[Chunk]:
         """Yield engine chunks, applying the stall and truncation faults after each one is sent."""
         faults = self.config.faults
         stalled = False
@@ -314,7 +325,7 @@ class SimServer:
 
         try:
             first = True
-            async for chunk in self._chunks(request, rec, job):
+            async for chunk in self._chunks(rec, job):
                 data = base64.b64encode(self._pcm(timbre, offset, chunk.start, chunk.end)).decode()
                 out = chunk_of({"role": "assistant", "content": ""}) if first else b""
                 out += chunk_of(
@@ -416,7 +427,7 @@ class SimServer:
         await resp.prepare(request)
         try:
             first = True
-            async for chunk in self._chunks(request, rec, job):
+            async for chunk in self._chunks(rec, job):
                 data = self._pcm(timbre, offset, chunk.start, chunk.end)
                 if first and fmt == "wav":
                     # The planned length is known up front, so the header carries the true size.

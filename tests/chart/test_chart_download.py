@@ -43,7 +43,11 @@ def endpoint(state: hub.HubState) -> Iterator[str]:
 
 
 def run_script(
-    endpoint: str, dest: Path, token: str | None = TOKEN, extra: list[str] | None = None, revision: str | None = None
+    endpoint: str,
+    dest: Path,
+    token: str | None = TOKEN,
+    extra: list[str] | None = None,
+    revision: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
     env.update(HF_ENDPOINT=endpoint, HF_HOME=str(dest / ".hf-home"))
@@ -152,7 +156,9 @@ def test_disk_full_before_download(
     usage = mod.shutil.disk_usage(tmp_path)
     monkeypatch.setattr(mod.shutil, "disk_usage", lambda _p: usage._replace(free=1000))
     item = mod.Item(hub.MODEL_REPO, hub.MODEL_REVISION, tmp_path / "model")
-    with pytest.raises(mod.DownloadError, match=r"disk full while downloading .* increase modelCache.pvc.size"):
+    with pytest.raises(
+        mod.DownloadError, match=r"disk full while downloading .* increase modelCache.pvc.size"
+    ):
         mod.download(item, TOKEN, max_workers=1, interval=1.0)
 
 
@@ -191,6 +197,9 @@ def test_fake_hub_answers_like_the_hub(endpoint: str) -> None:
 
 def test_fake_hub_cli_refuses_non_loopback() -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "higgs_sim.hub", "--listen", "0.0.0.0:8089"], capture_output=True, text=True, timeout=30
+        [sys.executable, "-m", "higgs_sim.hub", "--listen", "0.0.0.0:8089"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert proc.returncode == 2 and "loopback only" in proc.stderr

@@ -8,19 +8,16 @@ import io
 import json
 import math
 import os
-import socket
 import struct
 import subprocess
 import sys
-import time
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import chartkit as ck
-import httpx
 import pytest
+from conftest import free_port
 
 SCRIPT = ck.CHART / "files" / "helm_test.py"
 VENV_BIN = Path(sys.executable).parent
@@ -87,38 +84,6 @@ def test_target_from_service_links() -> None:
     assert mod.base_url({**env, "HIGGS_URL": "http://given:1/"}) == "http://given:1"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture
-def simulator() -> Iterator[str]:
-    port = _free_port()
-    args = [str(VENV_BIN / "higgs-sim"), "--sim-bind-host", "127.0.0.1", "--port", str(port)]
-    args += ["--model", "bosonai/higgs-audio-v2-generation-3B-base"]
-    args += ["--served-model-name", "higgs-audio-v2-generation-3B-base", "--sim-startup-seconds", "0"]
-    args += ["--api-key", "k-123"]
-    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            assert proc.poll() is None, f"simulator exited: {proc.stderr.read() if proc.stderr else ''}"
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        else:
-            raise AssertionError("simulator did not answer /health in 30 s")
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-
-
 def run_script(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("HIGGS_")}
     return subprocess.run(
@@ -141,5 +106,5 @@ def test_fails_on_wrong_key_and_on_implausible_length(simulator: str) -> None:
 
 
 def test_fails_when_nothing_listens() -> None:
-    proc = run_script({"HIGGS_URL": f"http://127.0.0.1:{_free_port()}", "HIGGS_TIMEOUT_SECONDS": "5"})
+    proc = run_script({"HIGGS_URL": f"http://127.0.0.1:{free_port()}", "HIGGS_TIMEOUT_SECONDS": "5"})
     assert proc.returncode == 1 and "cannot talk to" in proc.stdout

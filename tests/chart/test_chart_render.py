@@ -21,20 +21,35 @@ MATRIX: dict[str, dict[str, Any]] = {
     "cache-existing-volume": {
         "modelCache": {
             "mode": "existing",
-            "existing": {"volume": {"persistentVolumeClaim": {"claimName": "m", "readOnly": True}}, "subPath": "hf"},
+            "existing": {
+                "volume": {"persistentVolumeClaim": {"claimName": "m", "readOnly": True}},
+                "subPath": "hf",
+            },
         }
     },
     "cache-existing-hostpath": {"modelCache": {"mode": "existing", "existing": {"hostPath": "/data/models"}}},
     "cache-none": {"modelCache": {"mode": "none", "hfEndpoint": "https://hf-mirror.example.com"}},
     "everything-on": {
-        "ingress": {"enabled": True, "className": "nginx", "tls": [{"secretName": "t", "hosts": ["a.example.com"]}]},
-        "httpRoute": {"enabled": True, "parentRefs": [{"name": "gw", "namespace": "gateways"}], "hostnames": ["a"]},
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "tls": [{"secretName": "t", "hosts": ["a.example.com"]}],
+        },
+        "httpRoute": {
+            "enabled": True,
+            "parentRefs": [{"name": "gw", "namespace": "gateways"}],
+            "hostnames": ["a"],
+        },
         "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
         "networkPolicy": {"enabled": True, "allowedNamespaceSelectors": [{"team": "voice"}]},
         "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5},
         "topologySpreadConstraints": [
-            {"maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone", "whenUnsatisfiable": "ScheduleAnyway"}
+            {
+                "maxSkew": 1,
+                "topologyKey": "topology.kubernetes.io/zone",
+                "whenUnsatisfiable": "ScheduleAnyway",
+            }
         ],
         "runtimeClassName": "nvidia",
         "priorityClassName": "gpu-high",
@@ -47,7 +62,11 @@ MATRIX: dict[str, dict[str, Any]] = {
     "voice-presets-configmap": {"voicePresets": {"configMap": "voices"}},
     "voice-presets-volume": {"voicePresets": {"volume": {"persistentVolumeClaim": {"claimName": "voices"}}}},
     "chart-made-token": {"hfToken": {"existingSecret": "", "value": TOKEN}},
-    "recreate-no-gpu": {"strategy": {"type": "Recreate"}, "gpuCount": 0, "podDisruptionBudget": {"enabled": False}},
+    "recreate-no-gpu": {
+        "strategy": {"type": "Recreate"},
+        "gpuCount": 0,
+        "podDisruptionBudget": {"enabled": False},
+    },
     "digest-pinned": {"image": {"digest": "sha256:" + "a" * 64}},
 }
 # Kinds outside the core Kubernetes schemas: checked for the fields the chart sets instead.
@@ -103,7 +122,10 @@ def test_everything_on_renders_each_optional_object() -> None:
     assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
     assert {"namespaceSelector": {"matchLabels": {"team": "voice"}}} in peers
     pod = ck.deployment_pod(objects)
-    assert pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"] == "tts"
+    assert (
+        pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"]
+        == "tts"
+    )
     assert pod["runtimeClassName"] == "nvidia"
     annotations = one_deployment_annotations(objects)
     assert annotations["higgs.audio/hf-token-checksum"] == "abc123"
@@ -288,7 +310,7 @@ def test_helm_test_hook_pod() -> None:
     assert env["HIGGS_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "k"
     configmap = ck.one(objects, "ConfigMap")
     assert configmap["data"]["helm_test.py"] == (ck.CHART / "files" / "helm_test.py").read_text().rstrip("\n")
-    assert configmap["data"]["download_model.py"] == (ck.CHART / "files" / "download_model.py").read_text().rstrip(
-        "\n"
-    )
+    assert configmap["data"]["download_model.py"] == (
+        ck.CHART / "files" / "download_model.py"
+    ).read_text().rstrip("\n")
     assert not any(o["kind"] == "Pod" for o in ck.render({"tests": {"enabled": False}}))

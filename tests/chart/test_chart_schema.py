@@ -75,7 +75,10 @@ def test_good_edge_values_are_accepted() -> None:
         {"gpuMemoryUtilization": "0.9"},  # --set gives strings
         {"maxNumSeqs": None},
         {"hfToken": {"existingSecret": "", "value": "t"}},
-        {"modelCache": {"mode": "existing", "existing": {"hostPath": "/d"}}, "hfToken": {"existingSecret": ""}},
+        {
+            "modelCache": {"mode": "existing", "existing": {"hostPath": "/d"}},
+            "hfToken": {"existingSecret": ""},
+        },
         {"strategy": {"rollingUpdate": {"maxUnavailable": "25%", "maxSurge": 0}}},
         {"podDisruptionBudget": {"minAvailable": "50%"}},
     ):

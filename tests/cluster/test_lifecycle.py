@@ -105,6 +105,14 @@ def test_up_again_is_quick_and_says_so(private: Private) -> None:
     assert "gpu-node-0" in status.stdout
 
 
+def test_everything_listens_on_loopback_only(private: Private) -> None:
+    ours = set(processes_of(private.state_dir))
+    ports = {int(private.env[v]) for v in ("HIGGS_APISERVER_PORT", "HIGGS_ETCD_PORT", "HIGGS_SCHEDULER_PORT")}
+    listening = [lst for lst in listeners_on(set(range(1, 65536))) if lst.pid in ours]
+    assert ports <= {lst.port for lst in listening}, listening
+    assert all(lst.address.startswith("127.") for lst in listening), listening
+
+
 def test_up_recovers_after_apiserver_is_killed(private: Private) -> None:
     core = private.core()
     core.create_namespaced_config_map(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -60,6 +62,10 @@ def container_status(pod: dict, name: str | None = None) -> dict:
 
 def waiting_reason(pod: dict) -> str:
     return ((container_status(pod).get("state") or {}).get("waiting") or {}).get("reason", "")
+
+
+def waiting_message(pod: dict) -> str:
+    return ((container_status(pod).get("state") or {}).get("waiting") or {}).get("message", "")
 
 
 def is_ready(pod: dict) -> bool:
@@ -129,8 +135,9 @@ def test_gpu_deployment_ready_after_probe_and_restarts_when_killed(
         ]
         return found[0] if found and not is_ready(found[0]) else None
 
+    # Generous: other tests sharing the cluster may hold the GPUs for a while.
     pod = kubetest.wait_for(
-        running_unready, 30, describe=lambda: kubetest.namespace_report(cluster.api, namespace)
+        running_unready, 120, describe=lambda: kubetest.namespace_report(cluster.api, namespace)
     )
     name = pod["metadata"]["name"]
     assert pod["spec"]["nodeName"].startswith("gpu-node-")  # placed by the real scheduler on a GPU node
@@ -411,3 +418,132 @@ def test_liveness_failure_restarts_container(cluster: kubetest.Cluster, namespac
     events = cluster.core.list_namespaced_event(namespace, field_selector="involvedObject.name=flaky").items
     assert any(e.reason == "Killing" and "failed liveness probe" in e.message for e in events)
     assert any(e.reason == "Unhealthy" and "Liveness probe failed" in e.message for e in events)
+
+
+TALKER_SCRIPT = "if [ -f /w/ran ]; then echo second; else touch /w/ran; echo first; exit 1; fi"
+
+
+def test_kubectl_logs_through_the_kubelet_api(cluster: kubetest.Cluster, namespace: str) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "talker"},
+        "spec": {
+            "restartPolicy": "OnFailure",
+            "tolerations": [GPU_TOLERATION],
+            "volumes": [{"name": "w", "emptyDir": {}}],
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "busybox:1",
+                    # First run says "first" and fails; the second says "second" and succeeds.
+                    "command": ["sh", "-c", TALKER_SCRIPT],
+                    "volumeMounts": [{"name": "w", "mountPath": "/w"}],
+                }
+            ],
+        },
+    }
+    apply(cluster, namespace, pod)
+    wait_pod(cluster, namespace, "talker", lambda p: p["status"].get("phase") == "Succeeded", "Succeeded")
+    assert cluster.kubectl("logs", "talker", "-n", namespace).stdout == "second\n"
+    assert cluster.kubectl("logs", "talker", "-n", namespace, "--previous").stdout == "first\n"
+
+
+def test_proxy_command_forwards_to_service(cluster: kubetest.Cluster, namespace: str) -> None:
+    pod = echo_pod(
+        "behind", [], readinessProbe={"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}
+    )
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "front"},
+        "spec": {
+            "selector": {"app": "behind"},
+            "ports": [{"name": "http", "port": 8000, "targetPort": 8080}],
+        },
+    }
+    apply(cluster, namespace, pod, service)
+    kubetest.wait_for_pods_ready(cluster.api, namespace, "app=behind", 1, timeout=30)
+    cmd = [sys.executable, "-m", "localkube.proxy", "--kubeconfig", str(cluster.kubeconfig), "-n", namespace,
+           "--service", "front", "--port", "http", "--listen", "127.0.0.1:0"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline() if proc.stdout else ""
+        assert line.startswith("Forwarding from 127.0.0.1:"), (
+            line,
+            proc.stderr.read() if proc.poll() else "",
+        )
+        port = int(line.split()[2].rsplit(":", 1)[1])
+        assert http_get(f"http://127.0.0.1:{port}/via")["pod"] == "behind"
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_configmap_volume_waits_for_its_configmap(cluster: kubetest.Cluster, namespace: str) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "reader"},
+        "spec": {
+            "restartPolicy": "Never",
+            "tolerations": [GPU_TOLERATION],
+            "volumes": [
+                {"name": "cfg", "configMap": {"name": "settings", "items": [{"key": "a", "path": "x/a.txt"}]}}
+            ],
+            "containers": [
+                {
+                    "name": "r",
+                    "image": "busybox:1",
+                    "command": ["sh", "-c", "cat /etc/cfg/x/a.txt"],
+                    "volumeMounts": [{"name": "cfg", "mountPath": "/etc/cfg"}],
+                }
+            ],
+        },
+    }
+    apply(cluster, namespace, pod)
+    wait_pod(
+        cluster, namespace, "reader",
+        lambda p: 'configmap "settings" not found' in waiting_message(p),
+        "the pod waiting for its ConfigMap",
+    )  # fmt: skip
+    time.sleep(2.5)  # past the first retry: the worker must keep retrying, not give up
+    cluster.kubectl("create", "configmap", "settings", "-n", namespace, "--from-literal=a=from-configmap")
+    wait_pod(
+        cluster,
+        namespace,
+        "reader",
+        lambda p: p["status"].get("phase") == "Succeeded",
+        "Succeeded",
+        timeout=20,
+    )
+    assert cluster.kubectl("logs", "reader", "-n", namespace).stdout == "from-configmap"
+
+
+SA_SCRIPT = """
+from kubernetes import client, config
+config.load_kube_config()
+who = client.AuthenticationV1Api().create_self_subject_review({"apiVersion": "authentication.k8s.io/v1",
+                                                               "kind": "SelfSubjectReview"})
+print(who.status.user_info.username)
+"""
+
+
+def test_pod_reaches_api_as_its_service_account(cluster: kubetest.Cluster, namespace: str) -> None:
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "whoami"},
+        "spec": {
+            "restartPolicy": "Never",
+            "tolerations": [GPU_TOLERATION],
+            "containers": [{"name": "py", "image": "python:3.11", "command": ["python3", "-c", SA_SCRIPT]}],
+        },
+    }
+    apply(cluster, namespace, pod)
+    pod = wait_pod(
+        cluster, namespace, "whoami", lambda p: p["status"].get("phase") in ("Succeeded", "Failed"), "done"
+    )
+    logs = cluster.kubectl("logs", "whoami", "-n", namespace).stdout
+    assert pod["status"]["phase"] == "Succeeded", logs
+    assert logs.strip() == f"system:serviceaccount:{namespace}:default"

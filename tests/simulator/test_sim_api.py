@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -182,14 +183,24 @@ def test_metrics_count_requests(client: openai.OpenAI, sim: Sim) -> None:
     assert all(s.labels["model_name"] == MODEL for s in success)
 
 
+def wait_for_trace(path: Path, request_id: str) -> dict:
+    """The server writes the record just after the last byte leaves: poll briefly for it."""
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for line in path.read_text().splitlines():
+            if json.loads(line)["request_id"] == request_id:
+                return json.loads(line)
+        time.sleep(0.02)
+    raise AssertionError(f"no trace record for {request_id}")
+
+
 def test_trace_file_and_request_id(sim: Sim) -> None:
     r = httpx.post(
         f"{sim.base_url}/v1/audio/speech", headers={"X-Request-Id": "trace-me-1"},
         json={"model": MODEL, "input": TEXT, "voice": "mabel", "response_format": "pcm"},
     )  # fmt: skip
     assert r.status_code == 200 and r.headers["x-request-id"] == "trace-me-1"
-    lines = [json.loads(x) for x in Path(sim.trace_path).read_text().splitlines()]  # type: ignore[attr-defined]
-    rec = next(x for x in lines if x["request_id"] == "trace-me-1")
+    rec = wait_for_trace(Path(sim.trace_path), "trace-me-1")  # type: ignore[attr-defined]
     assert rec["endpoint"] == "/v1/audio/speech" and rec["status"] == 200 and rec["error"] is None
     assert rec["frames"] == TEXT_FRAMES and rec["audio_seconds"] == pytest.approx(TEXT_FRAMES / 25)
     assert rec["t_received"] <= rec["t_first_audio"] <= rec["t_done"]
@@ -239,6 +250,7 @@ def test_bad_requests(sim: Sim, path: str, body: dict, status: int, needle: str)
 def test_invalid_json_and_unknown_route(sim: Sim) -> None:
     assert "JSON" in error_of(httpx.post(sim.base_url + CHAT_URL, content=b"{not json"), 400)
     error_of(httpx.get(sim.base_url + "/v1/nothing-here"), 404)
+    assert "POST" in error_of(httpx.get(sim.base_url + CHAT_URL), 405)
 
 
 def test_openai_client_sees_errors(client: openai.OpenAI) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -38,7 +41,7 @@ async def load_and_watch(sim: Sim, requests: int) -> tuple[list[dict[str, float]
 
 
 def test_max_num_seqs_queues_requests(start_sim: StartSim) -> None:
-    sim = start_sim("--max-num-seqs", "2", "--sim-profile", "raw")
+    sim = start_sim("--max-num-seqs", "2", "--sim-slowdown", "0.5")
     samples, sizes = asyncio.run(load_and_watch(sim, 6))
     frames = -(-len(TEXT) * 25 // 15)
     assert sizes == [frames * 1920] * 6
@@ -52,9 +55,27 @@ def test_max_num_seqs_queues_requests(start_sim: StartSim) -> None:
 def test_kv_cache_budget_queues_requests(start_sim: StartSim) -> None:
     # 0.9 x 13 GiB - 12.3 GB of weights = ~2290 tokens of KV cache: about 5 of these requests fit.
     memory = ("--sim-gpu-memory-gib", "13", "--gpu-memory-utilization", "0.9", "--max-model-len", "1024")
-    sim = start_sim(*memory, "--sim-profile", "raw")
+    sim = start_sim(*memory, "--sim-slowdown", "0.5")
     samples, _ = asyncio.run(load_and_watch(sim, 9))
     running = max(s["vllm:num_requests_running"] for s in samples)
     assert 3 <= running <= 6
     assert max(s["vllm:num_requests_waiting"] for s in samples) >= 3
     assert max(s["vllm:gpu_cache_usage_perc"] for s in samples) > 0.5
+
+
+def test_client_disconnect_frees_the_slot(start_sim: StartSim, tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    sim = start_sim("--sim-profile", "raw", "--sim-slowdown", "5", "--sim-trace-file", str(trace))
+    body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}  # ~5 s of decoding
+    with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=30) as resp:
+        next(line for line in resp.iter_lines() if '"audio"' in line)
+    deadline = time.monotonic() + 5
+    while gauges(httpx.get(f"{sim.base_url}/metrics").text)["vllm:num_requests_running"] != 0:
+        assert time.monotonic() < deadline, "the aborted stream kept its slot"
+        time.sleep(0.05)
+    deadline = time.monotonic() + 5
+    while not trace.exists() or not trace.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    record = json.loads(trace.read_text().splitlines()[0])
+    assert record["error"] == "client disconnected" and record["frames"] < len(TEXT) * 25 // 15

@@ -14,6 +14,7 @@ mirror. Exit status 0 on success, 1 with one `ERROR:` line naming the cause othe
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import inspect
 import json
@@ -68,10 +69,8 @@ def dir_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for name in files:
-            try:
+            with contextlib.suppress(OSError):  # a temporary file renamed while walking
                 total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass  # a temporary file renamed while walking
     return total
 
 
@@ -159,14 +158,18 @@ def explain(error: BaseException, item: Item) -> str:
             "secret named by hfToken.existingSecret and that the account accepted the model's terms"
         )
     if isinstance(error, classes["RepositoryNotFoundError"]):
-        return f"repository {item.repo} not found on {endpoint} (or it is private and the token has no access)"
+        return (
+            f"repository {item.repo} not found on {endpoint} (or it is private and the token has no access)"
+        )
     if isinstance(error, classes["HfHubHTTPError"]):
         return f"the Hub at {endpoint} answered HTTP {_status(error)} for {item.repo}: {error}"
     name = type(error).__name__
     # Class names, not classes: requests (old hubs) and httpx (new) raise their own.
     unreachable = ("LocalEntryNotFound", "ConnectError", "ConnectTimeout", "ConnectionError", "Timeout")
     if any(part in name for part in unreachable) or isinstance(error, ConnectionError | TimeoutError):
-        return f"cannot reach {endpoint} to download {item.repo} ({name}): check network access or HF_ENDPOINT"
+        return (
+            f"cannot reach {endpoint} to download {item.repo} ({name}): check network access or HF_ENDPOINT"
+        )
     return f"downloading {item.repo}@{item.revision} failed: {name}: {error}"
 
 
@@ -221,7 +224,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="repository id, revision (commit) and destination directory",
     )
     parser.add_argument("--max-workers", type=int, default=8, help="parallel file downloads")
-    parser.add_argument("--progress-interval", type=float, default=10.0, help="seconds between progress lines")
+    parser.add_argument(
+        "--progress-interval", type=float, default=10.0, help="seconds between progress lines"
+    )
     args = parser.parse_args(argv)
     if args.max_workers < 1:
         parser.error("--max-workers must be >= 1")

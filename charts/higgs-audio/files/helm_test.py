@@ -63,7 +63,9 @@ def check_wav(data: bytes, what: str, min_seconds: float, max_seconds: float) ->
     except (wave.Error, EOFError) as error:
         raise CheckFailed(f"{what}: not a valid WAV file ({error}); first bytes {data[:16]!r}") from error
     if (rate, channels, width) != (SAMPLE_RATE, 1, 2):
-        raise CheckFailed(f"{what}: WAV is {rate} Hz, {channels} channel(s), {8 * width}-bit; expected 24000/1/16")
+        raise CheckFailed(
+            f"{what}: WAV is {rate} Hz, {channels} channel(s), {8 * width}-bit; expected 24000/1/16"
+        )
     return check_pcm(pcm, what, min_seconds, max_seconds)
 
 
@@ -78,7 +80,9 @@ def speech(base: str, model: str, text: str, voice: str, api_key: str | None, ti
     body = {"model": model, "input": text, "response_format": "wav"}
     if voice:
         body["voice"] = voice
-    with urllib.request.urlopen(_request(f"{base}/v1/audio/speech", body, api_key, timeout), timeout=timeout) as r:
+    with urllib.request.urlopen(
+        _request(f"{base}/v1/audio/speech", body, api_key, timeout), timeout=timeout
+    ) as r:
         return r.read()
 
 
@@ -103,7 +107,9 @@ def parse_sse_audio(lines: list[bytes]) -> tuple[bytes, int]:
     return bytes(pcm), chunks
 
 
-def stream_chat(base: str, model: str, text: str, voice: str, api_key: str | None, timeout: float) -> list[bytes]:
+def stream_chat(
+    base: str, model: str, text: str, voice: str, api_key: str | None, timeout: float
+) -> list[bytes]:
     audio = {"format": "pcm16"}
     if voice:
         audio["voice"] = voice
@@ -149,7 +155,9 @@ def run(env: dict[str, str]) -> int:
     try:
         started = time.monotonic()
         seconds = check_wav(speech(base, model, text, voice, api_key, timeout), "/v1/audio/speech", lo, hi)
-        print(f"ok /v1/audio/speech: {seconds:.2f} s of audio in {time.monotonic() - started:.2f} s", flush=True)
+        print(
+            f"ok /v1/audio/speech: {seconds:.2f} s of audio in {time.monotonic() - started:.2f} s", flush=True
+        )
         started = time.monotonic()
         pcm, chunks = parse_sse_audio(stream_chat(base, model, text, voice, api_key, timeout))
         if chunks == 0:

@@ -1,0 +1,48 @@
+"""The chart README: its values table matches the schema, its Python example runs."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import chartkit as ck
+
+README = ck.CHART / "README.md"
+
+
+def test_values_table_is_up_to_date() -> None:
+    proc = subprocess.run(
+        [sys.executable, str(ck.REPO_ROOT / "hack" / "gen_values_doc.py"), "--check"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_every_schema_leaf_is_in_the_table() -> None:
+    text = README.read_text()
+    for path in (
+        "modelCache.pvc.size",
+        "hfToken.existingSecret",
+        "gpuMemoryUtilization",
+        "tests.image.repository",
+    ):
+        assert f"| `{path}` |" in text, path
+
+
+def test_readme_python_example_saves_audio(simulator_no_key: str, tmp_path: Path) -> None:
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "no python example in the README"
+    code = "\n".join(line[3:] if line.startswith("   ") else line for line in blocks[0].splitlines())
+    code = code.replace("http://127.0.0.1:8000/v1", f"{simulator_no_key}/v1")
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("speech.wav", "stream.wav"):
+        with wave.open(str(tmp_path / name)) as w:
+            assert w.getframerate() == 24000 and w.getnframes() > 24000 * 0.3, name
