@@ -32,7 +32,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=USAGE_ENV,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{up,down,status,env,agent}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{up,down,status,env,agent,proxy}")
     sub.add_parser("up", help="start (or repair) the cluster and wait for Ready nodes")
     down = sub.add_parser("down", help="stop everything; certificates and data stay")
     down.add_argument("--purge", action="store_true", help="also delete the state directory")
@@ -40,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("env", help="print export lines for KUBECONFIG and PATH")
     sub.add_parser(
         "agent", help="run the fake GPU node agent (see `higgs-localkube agent --help`)", add_help=False
+    )
+    sub.add_parser(
+        "proxy",
+        help="forward a local port to a Service's ready pods (see `higgs-localkube proxy --help`)",
+        add_help=False,
     )
     return parser
 
@@ -80,6 +85,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The agent parses its own flags: hand over everything after the word `agent`.
     if argv[:1] == ["agent"]:
         return _run_agent(argv[1:])
+    if argv[:1] == ["proxy"]:  # a foreground Service proxy (see localkube.proxy)
+        from .proxy import main as proxy_main
+
+        return int(proxy_main(argv[1:]) or 0)
     args = _parser().parse_args(argv)
     try:
         settings = Settings.from_env()

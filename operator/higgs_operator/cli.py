@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import random
 import sys
 from pathlib import Path
 
@@ -38,7 +39,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--liveness", default=None, help="health endpoint URL, e.g. http://0.0.0.0:8080/healthz")
     run.add_argument("--peering", default="higgs-operator", help="kopf peering name (default: %(default)s)")
     run.add_argument("--standalone", action="store_true", help="no peering: act even if other operators run")
-    run.add_argument("--priority", type=int, default=0, help="kopf peering priority of this instance")
+    run.add_argument(
+        "--priority",
+        type=int,
+        default=None,
+        help="kopf peering priority of this instance (default: random, so exactly one replica acts)",
+    )
     run.add_argument("--resync-seconds", type=float, default=60.0, help="full re-apply period (drift repair)")
     run.add_argument("--status-seconds", type=float, default=5.0, help="status refresh period")
     run.add_argument("--kube-version", default="1.35.0", help="Kubernetes version helm renders for")
@@ -88,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                 clusterwide=args.all_namespaces,
                 namespaces=args.namespace,
                 standalone=args.standalone,
-                priority=args.priority,
+                # kopf lets peers of equal priority all act (with a warning): a random one per replica
+                # makes the highest the only active one; the next takes over when its peer record expires.
+                priority=args.priority if args.priority is not None else random.randint(1, 1_000_000),
+                identity=os.environ.get("POD_NAME") or None,
                 # A named peering is mandatory in kopf (the chart installs its CRDs); standalone needs none.
                 peering_name=None if args.standalone else args.peering,
                 liveness_endpoint=args.liveness,

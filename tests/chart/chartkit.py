@@ -32,7 +32,8 @@ TOKENIZER_REVISION = "9d4988fbd4ad07b4cac3a5fa462741a41810dbec"
 
 
 def helm_binary() -> str:
-    for candidate in (TOOLS_BIN / "helm", shutil.which("helm")):
+    """$HIGGS_HELM (e.g. a Helm 4 binary, to check both majors), else the project's helm, else PATH."""
+    for candidate in (os.environ.get("HIGGS_HELM"), TOOLS_BIN / "helm", shutil.which("helm")):
         if candidate and Path(candidate).is_file():
             return str(candidate)
     raise AssertionError(f"helm not found in {TOOLS_BIN} or on PATH: run `bash hack/install-tools.sh helm`")

@@ -1,0 +1,361 @@
+"""`make demo`: the whole system on the local stack, end to end.
+
+Local cluster -> fake Hugging Face hub -> charts/higgs-operator (CRD, RBAC) -> the operator, run as a
+local process with its own ServiceAccount's token (so the chart's RBAC is what it really has) ->
+examples/higgsdeployment-local.yaml -> wait for Available -> a 60 s step-shaped Locust load through
+the Service's ClusterIP, during which the operator scales up -> report, plots, what to do next.
+Every wait is bounded and a failure names the step and shows what the cluster says.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+REPO = Path(__file__).resolve().parent.parent
+VENV_BIN = REPO / ".venv" / "bin"
+STATE = REPO / ".cache" / "demo"
+REPORT_DIR = REPO / "reports" / "demo"
+KUBECONFIG = REPO / ".cache" / "cluster" / "kubeconfig"
+GROUP, VERSION, PLURAL = "audio.higgs.dev", "v1alpha1", "higgsdeployments"
+NAMESPACE = "higgs-demo"
+OPERATOR_NS = "higgs-system"
+HUB_LISTEN = "127.0.0.1:18089"
+HUB_TOKEN = "hf_local_fake_token"  # a fake token for the fake hub; never a real one
+RESOURCE = REPO / "examples" / "higgsdeployment-local.yaml"
+
+
+class DemoError(Exception):
+    """A failed step: printed as one clear message, no traceback."""
+
+    def __init__(self, step: str, message: str) -> None:
+        super().__init__(f"ERROR [{step}]: {message}")
+
+
+def say(msg: str) -> None:
+    print(f"==> {msg}", flush=True)
+
+
+def run(step: str, argv: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(argv, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        raise DemoError(step, f"`{' '.join(argv)}` exited {proc.returncode}:\n{proc.stderr or proc.stdout}")
+    return proc
+
+
+def start_daemon(name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    """Start a background process with its log under .cache/demo; replaces the one a previous demo left."""
+    STATE.mkdir(parents=True, exist_ok=True)
+    stop_daemon(name)
+    log = open(STATE / f"{name}.log", "ab")  # noqa: SIM115 - the child keeps it open
+    proc = subprocess.Popen(
+        argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True, env=env
+    )
+    (STATE / f"{name}.pid").write_text(str(proc.pid))
+    return proc.pid
+
+
+def stop_daemon(name: str) -> None:
+    pid_file = STATE / f"{name}.pid"
+    if not pid_file.exists():
+        return
+    try:
+        pid = int(pid_file.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        if str(REPO).encode() in cmdline or b"higgs" in cmdline:  # never kill a recycled pid
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                if not Path(f"/proc/{pid}").exists():
+                    break
+                time.sleep(0.1)
+    except (ValueError, OSError):
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+def wait_until(step: str, check, timeout: float, explain) -> object:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(1)
+    raise DemoError(step, f"not done after {timeout:.0f} s.\n{explain()}")
+
+
+def cluster_up() -> None:
+    say("local Kubernetes control plane and fake GPU nodes (higgs-localkube up)")
+    subprocess.run([str(VENV_BIN / "higgs-localkube"), "up"], check=False)
+    if subprocess.run([str(VENV_BIN / "higgs-localkube"), "status"], capture_output=True).returncode != 0:
+        raise DemoError("cluster", "the local cluster is not healthy; see `make cluster-status`")
+    os.environ["KUBECONFIG"] = str(KUBECONFIG)
+    config.load_kube_config(str(KUBECONFIG))
+
+
+def start_hub() -> None:
+    say(f"fake Hugging Face hub on {HUB_LISTEN} (the real download code runs against it)")
+    start_daemon(
+        "hub",
+        [str(VENV_BIN / "python"), "-m", "higgs_sim.hub", "--listen", HUB_LISTEN, "--token", HUB_TOKEN],
+    )
+    import httpx
+
+    def answers() -> bool:
+        try:
+            return httpx.get(f"http://{HUB_LISTEN}/api/models", timeout=1).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    wait_until("hub", answers, 20, lambda: (STATE / "hub.log").read_text()[-2000:])
+
+
+def install_operator_chart() -> str:
+    say("helm install higgs-operator (CRD, ServiceAccount, least-privilege RBAC)")
+    # replicas=0: on the local stack the operator runs as a local process (next step) with the
+    # chart's ServiceAccount token; on a real cluster the chart's Deployment runs it.
+    run(
+        "operator-chart",
+        [
+            "helm", "upgrade", "--install", "higgs-operator", str(REPO / "charts" / "higgs-operator"),
+            "-n", OPERATOR_NS, "--create-namespace", "--set", "replicas=0", "--wait", "--timeout", "2m",
+        ],
+    )  # fmt: skip
+    sas = client.CoreV1Api().list_namespaced_service_account(
+        OPERATOR_NS, label_selector="app.kubernetes.io/instance=higgs-operator"
+    )
+    if not sas.items:
+        raise DemoError("operator-chart", "the chart created no ServiceAccount")
+    return sas.items[0].metadata.name
+
+
+def operator_kubeconfig(service_account: str) -> Path:
+    token = run(
+        "operator-token",
+        ["kubectl", "create", "token", service_account, "-n", OPERATOR_NS, "--duration", "4h"],
+    ).stdout.strip()
+    admin = yaml.safe_load(KUBECONFIG.read_text())
+    cluster = admin["clusters"][0]
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [cluster],
+        "users": [{"name": service_account, "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": service_account}}],
+        "current-context": "operator",
+    }
+    path = STATE / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(kubeconfig))
+    path.chmod(0o600)
+    return path
+
+
+def start_operator(kubeconfig: Path) -> None:
+    say("higgs-operator run --all-namespaces (as the chart's ServiceAccount; log .cache/demo/operator.log)")
+    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
+    start_daemon(
+        "operator",
+        [
+            str(VENV_BIN / "higgs-operator"),
+            "run",
+            "--all-namespaces",
+            "--chart",
+            str(REPO / "charts" / "higgs-audio"),
+        ],
+        env=env,
+    )
+
+
+def apply_resource() -> str:
+    say(f"kubectl apply -f {RESOURCE.relative_to(REPO)} -n {NAMESPACE}")
+    core = client.CoreV1Api()
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    secret = client.V1Secret(
+        metadata=client.V1ObjectMeta(name="hf-token"), string_data={"hf_access_token": HUB_TOKEN}
+    )
+    try:
+        core.create_namespaced_secret(NAMESPACE, secret)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    run("apply", ["kubectl", "apply", "-n", NAMESPACE, "-f", str(RESOURCE)])
+    return yaml.safe_load(RESOURCE.read_text())["metadata"]["name"]
+
+
+def read_hd(name: str) -> dict:
+    return client.CustomObjectsApi().get_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, name)
+
+
+def summarize(hd: dict) -> str:
+    st = hd.get("status") or {}
+    conds = {c["type"]: c["status"] for c in st.get("conditions", [])}
+    flags = " ".join(f"{k}={v}" for k, v in sorted(conds.items()))
+    return (
+        f"phase={st.get('phase', '-')} ready={st.get('readyReplicas', 0)}/{st.get('replicas', 0)} "
+        f"desired={st.get('desiredReplicas', '-')} {flags}"
+    )
+
+
+def explain(name: str) -> str:
+    out = subprocess.run(
+        ["kubectl", "get", "hd,deploy,pods,events", "-n", NAMESPACE], capture_output=True, text=True
+    )
+    log = (STATE / "operator.log").read_text()[-3000:] if (STATE / "operator.log").exists() else ""
+    return f"{out.stdout}{out.stderr}\n--- operator log (tail) ---\n{log}"
+
+
+def wait_available(name: str) -> dict:
+    say(f"waiting for HiggsDeployment/{name} to be Available")
+    last = ""
+    start = time.monotonic()
+
+    def available() -> dict | None:
+        nonlocal last
+        hd = read_hd(name)
+        line = summarize(hd)
+        if line != last:
+            print(f"    {time.monotonic() - start:5.1f}s  {line}", flush=True)
+            last = line
+        conds = {c["type"]: c for c in (hd.get("status") or {}).get("conditions", [])}
+        return hd if conds.get("Available", {}).get("status") == "True" else None
+
+    return wait_until("available", available, 300, lambda: explain(name))  # type: ignore[return-value]
+
+
+def service_url(name: str) -> str:
+    svcs = client.CoreV1Api().list_namespaced_service(
+        NAMESPACE, label_selector=f"app.kubernetes.io/instance={name}"
+    )
+    for svc in svcs.items:
+        ip = svc.spec.cluster_ip
+        port = next((p.port for p in svc.spec.ports if p.name == "http"), None)
+        if ip and ip != "None" and port:
+            return f"http://{ip}:{port}"
+    raise DemoError("service", f"no Service with an http port for {name} in {NAMESPACE}")
+
+
+def watch_scaling(name: str, stop: threading.Event) -> None:
+    last = ""
+    while not stop.wait(2):
+        try:
+            st = read_hd(name).get("status") or {}
+        except ApiException:
+            continue
+        scaling = st.get("lastScaling") or {}
+        metrics = st.get("metrics") or {}
+        line = (
+            f"replicas ready={st.get('readyReplicas', 0)}/{st.get('replicas', 0)} "
+            f"desired={st.get('desiredReplicas', '-')} waiting={metrics.get('waiting', '-')} "
+            f"running={metrics.get('running', '-')} last-scaling={scaling.get('reason', '-')}"
+        )
+        if line != last:
+            print(f"    [operator] {line}", flush=True)
+            last = line
+
+
+def load_test(name: str, url: str, seconds: int) -> int:
+    levels = "1,2,4,8"
+    hold = seconds / len(levels.split(","))
+    say(f"Locust: step load {levels} users, {hold:.0f} s each, against the Service {url}")
+    if REPORT_DIR.exists():
+        shutil.rmtree(REPORT_DIR)
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_scaling, args=(name, stop), daemon=True)
+    watcher.start()
+    argv = [
+        str(VENV_BIN / "locust"), "-f", str(REPO / "loadtests" / "locustfile.py"), "--host", url,
+        "--headless", "--shape", "step", "--levels", levels, "--step-hold", str(hold),
+        "--report-dir", str(REPORT_DIR), "--only-summary", "--loglevel", "WARNING",
+        "--slo-ttfa-ms", "1500", "--slo-rtf", "1.0",
+    ]  # fmt: skip
+    try:
+        proc = subprocess.run(argv, timeout=seconds + 90, check=False)
+    except subprocess.TimeoutExpired as exc:
+        raise DemoError("load-test", f"Locust did not stop within {seconds + 90} s") from exc
+    finally:
+        stop.set()
+        watcher.join(timeout=5)
+    return proc.returncode
+
+
+def print_report(name: str, url: str) -> None:
+    summary_md = REPORT_DIR / "summary.md"
+    if not summary_md.exists():
+        raise DemoError("report", f"Locust wrote no {summary_md}; see the output above")
+    say("report")
+    print(summary_md.read_text())
+    plots = sorted(p.relative_to(REPO) for p in REPORT_DIR.glob("*.png"))
+    print("Plots: " + ", ".join(str(p) for p in plots))
+    report = REPORT_DIR.relative_to(REPO)
+    print(f"Summary: {report}/summary.json; raw per-request records: {report}/raw.jsonl")
+    hd = read_hd(name)
+    print(f"\nHiggsDeployment/{name}: {summarize(hd)}")
+    print(
+        f"""
+Explore:
+  export KUBECONFIG={KUBECONFIG}
+  kubectl get hd -n {NAMESPACE}                      # Ready, Phase, Model, Endpoint
+  kubectl describe hd {name} -n {NAMESPACE}          # conditions, scaling decisions, events
+  curl -s {url}/v1/audio/speech -H 'Content-Type: application/json' \\
+    -d '{{"model":"higgs-audio-v2-generation-3B-base","input":"Hello from the demo.","voice":"belinda","response_format":"wav"}}' -o hello.wav
+  .venv/bin/locust -f loadtests/locustfile.py --host {url}        # Locust web UI on http://127.0.0.1:8089
+  tail -f .cache/demo/operator.log
+
+Tear down:
+  make cluster-down          # stops the control plane, the node agent and every pod process
+  .venv/bin/python hack/demo.py --stop   # stops the demo's operator and fake hub
+"""
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=60, help="load-test length (default 60)")
+    parser.add_argument("--stop", action="store_true", help="stop the demo's operator and fake hub")
+    args = parser.parse_args(argv)
+    if args.stop:
+        stop_daemon("operator")
+        stop_daemon("hub")
+        return 0
+    os.environ["PATH"] = (
+        f"{VENV_BIN}:{Path(os.environ.get('HIGGS_CACHE', Path.home() / '.cache/higgs-k8s')) / 'bin'}:{os.environ['PATH']}"
+    )
+    started = time.monotonic()
+    try:
+        cluster_up()
+        start_hub()
+        sa = install_operator_chart()
+        start_operator(operator_kubeconfig(sa))
+        name = apply_resource()
+        wait_available(name)
+        url = service_url(name)
+        rc = load_test(name, url, args.seconds)
+        print_report(name, url)
+    except DemoError as exc:
+        print(f"\n{exc}", file=sys.stderr)
+        return 1
+    except ApiException as exc:
+        print(f"\nERROR [kubernetes]: {exc.status} {exc.reason}: {exc.body}", file=sys.stderr)
+        return 1
+    print(
+        f"Demo finished in {time.monotonic() - started:.0f} s" + (f" (Locust exit code {rc})" if rc else "")
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
