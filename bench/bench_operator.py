@@ -5,7 +5,6 @@ Run by `make bench` (bench/__main__.py calls main()). Bounded: about 3 minutes a
 
 from __future__ import annotations
 
-import json
 import statistics
 import sys
 import threading
@@ -164,7 +163,7 @@ def fifty_resources(cluster: kubetest.Cluster, hub: HubProcess, op: OperatorProc
     }
 
 
-def main() -> dict:
+def main() -> int:
     started = time.monotonic()
     cluster = kubetest.ensure_cluster()
     cluster.kubectl("apply", "-f", str(REPO / "charts" / "higgs-operator" / "crds"))
@@ -188,9 +187,15 @@ def main() -> dict:
         hub.stop()
         cluster.kubectl("delete", "namespace", NS, "--wait=false", check=False)
     print(yaml.safe_dump({"operator": results}, sort_keys=False))
-    (REPO / "bench" / "results").mkdir(exist_ok=True)
-    (REPO / "bench" / "results" / "operator.json").write_text(json.dumps(results, indent=2))
-    return results
+    apply_ok = results["apply_to_children"]["max_s"] < results["apply_to_children"]["target_s"]
+    scale = results["queue_to_scaling_decision"]
+    scale_ok = scale["reaction_s"] < scale["target_s"]
+    many_ok = results.get("fifty_resources", {}).get("all_reconciled", False)
+    print(
+        f"targets: apply < 2 s {'met' if apply_ok else 'MISSED'}; scaling < poll + 1 s "
+        f"{'met' if scale_ok else 'MISSED'}; 50 resources reconciled: {'yes' if many_ok else 'NO'}"
+    )
+    return 0 if apply_ok and scale_ok and many_ok else 1
 
 
 if __name__ == "__main__":

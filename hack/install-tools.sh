@@ -41,14 +41,25 @@ install_kubectl() {
 
 install_helm() {
   local v; v="$(pinned helm)"
-  [[ -x "$bin/helm" ]] && "$bin/helm" version --template '{{.Version}}' 2>/dev/null | grep -qx "$v" && return
+  local stamp="$bin/.helm-$v-k8sver"
+  [[ -x "$bin/helm" && -f "$stamp" ]] && return
   command -v go >/dev/null || die "install-tools" "Go is needed to build helm $v; install Go >= 1.24"
   step "install-tools: building helm $v from source through the Go module proxy"
+  # Upstream's Makefile stamps the Kubernetes version of its client-go as the default for
+  # `helm template` and `helm lint` (without it they assume v1.20): do the same.
+  local gomod cg minor
+  gomod="$(go mod download -json "helm.sh/helm/v3@$v" | "$py" -c 'import json,sys; print(json.load(sys.stdin)["GoMod"])')" \
+    || die "install-tools" "cannot download helm.sh/helm/v3@$v from the Go module proxy"
+  cg="$(awk '$1 == "k8s.io/client-go" {print $2}' "$gomod")"
+  minor="$(echo "$cg" | cut -d. -f2)"
+  [[ -n "$minor" ]] || die "install-tools" "cannot read the k8s.io/client-go version from $gomod"
+  local ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$v"
+  ldflags+=" -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$minor"
+  ldflags+=" -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$minor"
   local tmp; tmp="$(mktemp -d)"
-  GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$v" "helm.sh/helm/v3/cmd/helm@$v" >"$tmp/build.log" 2>&1 \
+  GOBIN="$tmp" CGO_ENABLED=0 go install -trimpath -ldflags "$ldflags" "helm.sh/helm/v3/cmd/helm@$v" >"$tmp/build.log" 2>&1 \
     || { tail -20 "$tmp/build.log" >&2; die "install-tools" "building helm $v failed"; }
-  put "$tmp/helm" helm; rm -rf "$tmp"
+  put "$tmp/helm" helm; rm -rf "$tmp"; rm -f "$bin"/.helm-*; touch "$stamp"
 }
 
 install_etcd() {

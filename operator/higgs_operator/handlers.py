@@ -16,7 +16,7 @@ from .constants import GROUP, OWNER_LABEL, PLURAL, VERSION
 from .reconcile import OperatorConfig, child_info, reconcile
 from .render import identity
 from .scaling import AutoscalingPolicy, decide
-from .state import Registry, ResourceState
+from .state import ChildInfo, Registry, ResourceState
 from .status import Condition, StatusInputs, build_status, pod_ready, rfc3339
 from .values import desired_replicas
 
@@ -63,6 +63,7 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
 
 async def _reconcile(body: kopf.Body, force: bool, logger: logging.Logger) -> None:
     st = REGISTRY.get(body["metadata"]["uid"])
+    previous_failure = st.failure
     async with st.lock:
         outcome = await asyncio.to_thread(reconcile, api(), dict(body), cfg(), st, force)
     if not outcome.secret.ready and outcome.secret.reason != st.last_secret_reason:
@@ -70,8 +71,8 @@ async def _reconcile(body: kopf.Body, force: bool, logger: logging.Logger) -> No
             body, reason=outcome.secret.reason, message=f"{outcome.secret.message}; no new pods started"
         )
     st.last_secret_reason = outcome.secret.reason if not outcome.secret.ready else None
-    if outcome.render_error:
-        kopf.warn(body, reason="RenderFailed", message=outcome.render_error[:1000])
+    if outcome.failure and outcome.failure != previous_failure:
+        kopf.warn(body, reason=outcome.failure[0], message=outcome.failure[1][:1000])
     if outcome.applied or outcome.pruned:
         logger.info("applied %d object(s), pruned %d", outcome.applied, outcome.pruned)
     st.last_resync = time.monotonic() if force else st.last_resync
@@ -174,7 +175,7 @@ async def _refresh_status(body: kopf.Body, st: ResourceState) -> None:
         models_ok=models_ok,
         models_message=models_msg,
         scaling=(st.autoscale_status.get("ScalingActive") or NOT_POLLED) if autoscaling else None,
-        render_error=st.render_error,
+        failure=st.failure,
         degraded_after_s=float(spec.get("degradedAfterSeconds", 600)),
         previous=list((body.get("status") or {}).get("conditions") or []),
     )
@@ -199,8 +200,8 @@ async def watch_resource(
         now = time.monotonic()
         try:
             if st.dirty or now - st.last_resync >= cfg().resync_s:
-                force = now - st.last_resync >= cfg().resync_s
-                st.dirty = False
+                force = st.force or now - st.last_resync >= cfg().resync_s
+                st.dirty = st.force = False
                 await _reconcile(body, force=force, logger=logger)
                 st.last_resync = time.monotonic() if force else st.last_resync
             autoscaling = body["spec"].get("autoscaling")
@@ -225,6 +226,20 @@ def _owner_uid(labels: dict) -> str | None:
     return (labels or {}).get(OWNER_LABEL)
 
 
+# Kinds whose status keeps changing: an edit shows as a new generation, not just a new resourceVersion.
+GENERATION_KINDS = ("Deployment", "PodDisruptionBudget")
+VERSION_KINDS = ("Service", "ConfigMap", "ServiceAccount", "Secret")
+
+
+def _edited(kind: str, known: ChildInfo, seen: ChildInfo) -> bool:
+    """Whether a watch event shows a child changed since the operator applied it (drift to repair)."""
+    if known.render_hash != seen.render_hash:
+        return True
+    if kind in GENERATION_KINDS:
+        return known.generation is not None and seen.generation != known.generation
+    return kind in VERSION_KINDS and seen.resource_version != known.resource_version
+
+
 def _on_child(event: dict, body: kopf.Body, labels: dict, **_: object) -> None:
     """A child changed: remember it; if it was deleted or edited away from what was rendered, repair."""
     uid = _owner_uid(labels)
@@ -245,8 +260,8 @@ def _on_child(event: dict, body: kopf.Body, labels: dict, **_: object) -> None:
     if obj["kind"] == "Deployment":
         st.deployment = obj
         st.wake.set()
-    if known is not None and known.render_hash != info.render_hash:
-        st.poke()
+    if known is not None and _edited(obj["kind"], known, info):
+        st.poke(force=True)
 
 
 for _group, _version, _plural in (*CHILD_KINDS, *CHILD_KINDS_EXTRA):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from .constants import GROUP, PLURAL
 from .render import APPLIABLE_KINDS
 
-CHILD_VERBS = ("delete", "list", "patch", "watch")  # watch events, server-side apply, prune
+# watch events; server-side apply (patch, and create when the object does not exist yet); prune.
+CHILD_VERBS = ("create", "delete", "list", "patch", "watch")
 
 
 def _group(api_version: str) -> str:

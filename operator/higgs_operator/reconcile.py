@@ -38,7 +38,7 @@ class Outcome:
     secret: SecretCheck
     applied: int  # objects whose resourceVersion moved
     pruned: int
-    render_error: str | None = None
+    failure: tuple[str, str] | None = None
 
 
 def child_info(obj: dict) -> ChildInfo:
@@ -50,6 +50,7 @@ def child_info(obj: dict) -> ChildInfo:
         meta["namespace"],
         (meta.get("annotations") or {}).get(RENDER_HASH_ANNOTATION),
         meta.get("resourceVersion"),
+        meta.get("generation"),
     )
 
 
@@ -120,6 +121,16 @@ def service_endpoint(objects: list[dict]) -> str:
     return ""
 
 
+REJECTED = (400, 403, 422)  # the object or the operator's rights are wrong: retrying will not help
+
+
+def _api_message(err: kube.ApiException) -> str:
+    try:
+        return str(json.loads(err.body or "{}").get("message", err.reason))[:800]
+    except ValueError:
+        return str(err.reason)
+
+
 def reconcile(
     api: ApiClient, body: dict, cfg: OperatorConfig, st: ResourceState, force: bool = False
 ) -> Outcome:
@@ -134,9 +145,8 @@ def reconcile(
         if mirrored is not None:
             desired = [*owned_objects([mirrored], body), *desired]
     except RenderError as err:
-        st.render_error = str(err)
-        return Outcome(check, 0, 0, str(err))
-    st.render_error = None
+        st.failure = ("RenderFailed", str(err))
+        return Outcome(check, 0, 0, st.failure)
     st.endpoint = service_endpoint(desired)
     applied = 0
     for obj in desired:
@@ -144,11 +154,21 @@ def reconcile(
         want = obj["metadata"]["annotations"][RENDER_HASH_ANNOTATION]
         if not force and live is not None and live.render_hash == want:
             continue
-        result = kube.apply(api, obj, live.resource_version if live else None)
+        try:
+            result = kube.apply(api, obj, live.resource_version if live else None)
+        except kube.ApiException as err:
+            if err.status not in REJECTED:
+                raise  # conflicts, throttling, outages: kopf retries with back-off
+            st.failure = (
+                "ApplyFailed",
+                f"{obj['kind']}/{obj['metadata']['name']} rejected: {_api_message(err)}",
+            )
+            return Outcome(check, applied, 0, st.failure)
         info = child_info(result)
         if live is None or info.resource_version != live.resource_version:
             applied += 1
         st.children[identity(result)] = info
+    st.failure = None
     names = frozenset(identity(o) for o in desired)
     pruned = 0
     if force or names != st.rendered_names:

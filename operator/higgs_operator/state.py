@@ -17,6 +17,7 @@ class ChildInfo:
     namespace: str
     render_hash: str | None
     resource_version: str | None
+    generation: int | None = None
 
 
 @dataclass
@@ -24,6 +25,7 @@ class ResourceState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     dirty: bool = False
+    force: bool = False  # next reconcile re-applies every child (a child was edited by someone else)
     children: dict[tuple[str, str, str], ChildInfo] = field(default_factory=dict)
     deployment: dict | None = None
     pods: dict[str, dict] = field(default_factory=dict)
@@ -38,12 +40,13 @@ class ResourceState:
     render_cache: tuple[str, list[dict]] | None = None
     rendered_names: frozenset = frozenset()
     endpoint: str = ""
-    render_error: str | None = None
+    failure: tuple[str, str] | None = None  # (reason, message) of the last failed render or apply
     autoscale_status: dict = field(default_factory=dict)
 
-    def poke(self) -> None:
-        """Ask the resource's daemon to reconcile now."""
+    def poke(self, force: bool = False) -> None:
+        """Ask the resource's daemon to reconcile now (``force``: re-apply unchanged children too)."""
         self.dirty = True
+        self.force = self.force or force
         self.wake.set()
 
 

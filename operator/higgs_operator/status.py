@@ -38,7 +38,7 @@ class StatusInputs:
     models_ok: bool | None = None  # None: no ready pod to ask
     models_message: str = ""
     scaling: Condition | None = None
-    render_error: str | None = None
+    failure: tuple[str, str] | None = None  # (reason, message): the chart did not render or apply
     degraded_after_s: float = 300.0
     previous: Sequence[dict] = field(default_factory=tuple)
 
@@ -102,8 +102,8 @@ def compute_conditions(inp: StatusInputs, now: datetime) -> tuple[list[Condition
             Condition("ModelCacheReady", "Unknown", "NoPods", "no pod has initialised the cache yet")
         )
 
-    if inp.render_error:
-        conds.append(Condition("Available", "False", "RenderFailed", inp.render_error))
+    if inp.failure:
+        conds.append(Condition("Available", "False", *inp.failure))
     elif ready and inp.models_ok:
         conds.append(
             Condition("Available", "True", "ModelServed", f"{ready} ready replica(s); {inp.models_message}")
@@ -141,7 +141,7 @@ def compute_conditions(inp: StatusInputs, now: datetime) -> tuple[list[Condition
         inp.scaling or Condition("ScalingActive", "False", "ScalingDisabled", "spec.replicas is set")
     )
 
-    if inp.render_error:
+    if inp.failure:
         phase = "Failed"
     elif crash or stuck:
         phase = "Degraded"

@@ -69,8 +69,11 @@ async def _serve(config: SimConfig, voices: VoiceRegistry) -> None:
         log.info("Model weights loaded (simulated)")
 
     server = SimServer(config, voices)
-    # In-flight streams get a few seconds to finish on SIGTERM, well inside a pod's grace period.
-    runner = web.AppRunner(server.make_app(), access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    # On SIGTERM the port closes and in-flight streams drain, as uvicorn does for vLLM; the pod's
+    # terminationGracePeriodSeconds is the outer bound.
+    runner = web.AppRunner(
+        server.make_app(), access_log=None, handle_signals=False, shutdown_timeout=config.shutdown_timeout
+    )
     await runner.setup()
     site = web.TCPSite(runner, config.host, config.port)
     try:

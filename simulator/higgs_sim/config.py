@@ -57,6 +57,7 @@ class SimConfig:
     profile: str
     slowdown: float
     startup_seconds: float
+    shutdown_timeout: float
     seed: int
     trace_file: str | None
     gpu_memory_gib: float
@@ -238,6 +239,13 @@ def build_parser(generation: str) -> argparse.ArgumentParser:
         default=0.0,
         help="simulated weight loading before the port opens",
     )
+    sim.add_argument(
+        "--sim-shutdown-timeout",
+        type=_number(float, 0, None),
+        default=120.0,
+        help="on SIGTERM, seconds in-flight requests get to finish (default 120, like uvicorn's drain; "
+        "the pod's grace period bounds it)",
+    )
     sim.add_argument("--sim-seed", type=int, default=0, help="seed for audio and fault draws")
     sim.add_argument("--sim-bind-host", default=None, help="listen on this address (overrides --host)")
     sim.add_argument("--sim-trace-file", default=None, help="append one JSON line per finished request")
@@ -325,6 +333,7 @@ def parse_args(argv: Sequence[str]) -> SimConfig:
         profile=ns.sim_profile,
         slowdown=slowdown_for(ns.sim_profile, ns.sim_slowdown),
         startup_seconds=ns.sim_startup_seconds,
+        shutdown_timeout=ns.sim_shutdown_timeout,
         seed=ns.sim_seed,
         trace_file=ns.sim_trace_file,
         gpu_memory_gib=ns.sim_gpu_memory_gib,

@@ -11,7 +11,7 @@ Endpoints (the ones huggingface_hub 2.4 calls):
   HEAD /{repo}/resolve/{rev}/{file}        ETag, X-Repo-Commit, Content-Length
   GET  /{repo}/resolve/{rev}/{file}        the bytes (Range supported), optionally throttled
 
-Run: python -m higgs_sim.hub --listen 127.0.0.1:8089 --token hf_fake_token
+Run: python -m higgs_sim.hub --listen 127.0.0.1:18089 --token hf_local_fake_token
 """
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Fake Hugging Face Hub (a test double) on a loopback address.",
     )
     parser.add_argument(
-        "--listen", type=_listen, default=("127.0.0.1", 8089), help="HOST:PORT, loopback only"
+        "--listen", type=_listen, default=("127.0.0.1", 18089), help="HOST:PORT, loopback only"
     )
     parser.add_argument("--token", default=None, help="require this bearer token (401 otherwise)")
     parser.add_argument(

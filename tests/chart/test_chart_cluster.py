@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
+import math
+import struct
 import threading
 import time
+import wave
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,9 @@ STARTUP_SECONDS = 5
 # Slower than real time so that one streamed request outlives the rollout of a new pod.
 SLOWDOWN = "20"
 PRESTOP_SECONDS = 30
+API_KEY_SECRET = "higgs-api-key"
+API_KEY = "k-local-0123"
+VOICE = "narrator"
 STREAM_TEXT = " ".join(["The quick brown fox jumps over the lazy dog."] * 5)
 
 
@@ -58,6 +64,8 @@ def install_args(namespace: str, hub_url: str, *extra: str) -> list[str]:
         str(ck.EXAMPLES / "values-local.yaml"),
         "--set",
         f"modelCache.hfEndpoint={hub_url}",
+        "--set",
+        f"apiKey.existingSecret={API_KEY_SECRET}",
         "--set-json",
         f'extraArgs=["--sim-startup-seconds","{STARTUP_SECONDS}","--sim-slowdown","{SLOWDOWN}"]',
         # The preStop sleep covers a whole stream: the chart's own guarantee, not the server's shutdown.
@@ -91,8 +99,9 @@ def stream_once(url: str, result: StreamResult) -> None:
         "stream": True,
     }
     result.started = time.monotonic()
+    headers = {"Authorization": f"Bearer {API_KEY}"}
     try:
-        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=120) as r:
+        with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers, timeout=120) as r:
             r.raise_for_status()
             for line in r.iter_lines():
                 if line == "data: [DONE]":
@@ -110,18 +119,41 @@ def stream_once(url: str, result: StreamResult) -> None:
     result.ended = time.monotonic()
 
 
+def create_voice_presets(cluster: kubetest.Cluster, namespace: str, tmp_path: Path) -> None:
+    """A ConfigMap with config.json and one reference WAV (binaryData): the voicePresets.configMap form."""
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    rate, seconds = 24000, 1.0
+    samples = [int(6000 * math.sin(2 * math.pi * 180 * i / rate)) for i in range(int(rate * seconds))]
+    with wave.open(str(presets / "narrator.wav"), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(struct.pack(f"<{len(samples)}h", *samples))
+    config = {VOICE: {"transcript": "A calm reference voice.", "audio_file": "narrator.wav"}}
+    (presets / "config.json").write_text(json.dumps(config))
+    cluster.kubectl("-n", namespace, "create", "configmap", "voices", f"--from-file={presets}")
+
+
 def test_install_test_upgrade_uninstall(
-    cluster: kubetest.Cluster, namespace: str, fake_hub: tuple[str, hub.HubState]
+    cluster: kubetest.Cluster, namespace: str, fake_hub: tuple[str, hub.HubState], tmp_path: Path
 ) -> None:
     hub_url, hub_state = fake_hub
     cluster.kubectl(
         "-n", namespace, "create", "secret", "generic", "hf-token", f"--from-literal=hf_access_token={TOKEN}"
     )
+    cluster.kubectl(
+        "-n", namespace, "create", "secret", "generic", API_KEY_SECRET, f"--from-literal=api_key={API_KEY}"
+    )
+    create_voice_presets(cluster, namespace, tmp_path)
     describe = lambda: kubetest.namespace_report(cluster.api, namespace)  # noqa: E731
 
     # Install: the download init container fetches both repos from the fake hub, then the server loads.
     started = time.monotonic()
-    proc = cluster.helm(*install_args(namespace, hub_url, "--set", "modelCache.pvc.keep=true"), check=False)
+    presets = ["--set", "voicePresets.configMap=voices", "--set", f"tests.voice={VOICE}"]
+    proc = cluster.helm(
+        *install_args(namespace, hub_url, "--set", "modelCache.pvc.keep=true", *presets), check=False
+    )
     assert proc.returncode == 0, f"helm install failed:\n{proc.stderr}\n{describe()}"
     install_seconds = time.monotonic() - started
     pods = server_pods(cluster, namespace)
@@ -142,6 +174,18 @@ def test_install_test_upgrade_uninstall(
     running_since = server_status.state.running.started_at
     ready_at = next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready")
     assert (ready_at - running_since).total_seconds() >= STARTUP_SECONDS - 1, (running_since, ready_at)
+    # The API key from the Secret reached --api-key through $(HIGGS_API_KEY).
+    speech = {"model": "higgs-audio-v2-generation-3B-base", "input": "Hi.", "response_format": "wav"}
+    url = f"http://{pod.status.pod_ip}:8000/v1/audio/speech"
+    assert httpx.post(url, json=speech, timeout=60).status_code == 401
+    authorized = httpx.post(url, json=speech, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
+    assert authorized.status_code == 200 and authorized.content[:4] == b"RIFF"
+    voices = httpx.get(
+        f"http://{pod.status.pod_ip}:8000/v1/audio/voices",
+        headers={"Authorization": f"Bearer {API_KEY}"},
+        timeout=10,
+    )
+    assert VOICE in voices.text, f"the preset from the ConfigMap is not served: {voices.text[:300]}"
     log = cluster.kubectl("-n", namespace, "logs", pod.metadata.name, "-c", "download-model").stdout
     assert "complete" in log and TOKEN not in log
 
@@ -159,7 +203,13 @@ def test_install_test_upgrade_uninstall(
     streamer.start()
     time.sleep(1.0)
     upgrade = install_args(
-        namespace, hub_url, "--set", "modelCache.pvc.keep=true", "--set-string", "podAnnotations.rev=2"
+        namespace,
+        hub_url,
+        "--set",
+        "modelCache.pvc.keep=true",
+        "--set-string",
+        "podAnnotations.rev=2",
+        *presets,
     )
     upgrade[0] = "upgrade"
     proc = cluster.helm(*upgrade, check=False)
@@ -227,6 +277,9 @@ def test_existing_cache_mode_needs_no_download(
             (root / name).write_bytes(data)
     _, hub_state = fake_hub
     before = sum(hub_state.downloads.values())
+    cluster.kubectl(
+        "-n", namespace, "create", "secret", "generic", API_KEY_SECRET, f"--from-literal=api_key={API_KEY}"
+    )
     args = install_args(
         namespace, "http://127.0.0.1:9", "-f", str(ck.EXAMPLES / "values-local-existing.yaml")
     )
@@ -241,6 +294,7 @@ def test_existing_cache_mode_needs_no_download(
     r = httpx.post(
         f"http://{pods[0].status.pod_ip}:8000/v1/audio/speech",
         json={"model": "higgs-audio-v2-generation-3B-base", "input": "Hello.", "response_format": "wav"},
+        headers={"Authorization": f"Bearer {API_KEY}"},
         timeout=60,
     )
     assert r.status_code == 200 and r.content[:4] == b"RIFF"

@@ -79,11 +79,11 @@ class OperatorProcess:
 class HubProcess:
     """The simulator's fake Hugging Face hub on a loopback port (the chart's download goes there)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *extra: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "higgs_sim.hub", "--listen", f"127.0.0.1:{self.port}"],
+            [sys.executable, "-m", "higgs_sim.hub", "--listen", f"127.0.0.1:{self.port}", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
         )  # fmt: skip
         deadline = time.monotonic() + 20

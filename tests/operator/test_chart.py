@@ -81,3 +81,11 @@ def test_crd_names_subresources_columns():
         "Endpoint",
         "Age",
     ]
+
+
+def test_rendered_objects_valid_against_kubernetes_schemas():
+    kubernetes_validate = pytest.importorskip("kubernetes_validate")
+    for doc in render("--include-crds"):
+        if doc["apiVersion"].startswith("kopf.dev/"):
+            continue  # a custom resource: no built-in schema
+        kubernetes_validate.validate(doc, "1.35.0", strict=True)

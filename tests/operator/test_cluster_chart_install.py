@@ -56,6 +56,14 @@ def test_helm_installed_operator_runs_a_resource(cluster: kubetest.Cluster, name
             for p in cluster.core.list_namespaced_pod(namespace, label_selector=selector).items
         )
         assert "Forbidden" not in logs and " 403" not in logs, logs[-3000:]
+    except AssertionError:
+        for p in cluster.core.list_namespaced_pod(
+            namespace, label_selector=f"app.kubernetes.io/instance={release}"
+        ).items:
+            print(
+                f"--- {p.metadata.name} ---\n{cluster.core.read_namespaced_pod_log(p.metadata.name, namespace)[-4000:]}"
+            )
+        raise
     finally:
         cluster.helm("uninstall", release, "-n", namespace, check=False)
         hub.stop()

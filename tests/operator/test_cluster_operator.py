@@ -158,12 +158,15 @@ INVALID = [
     ({"model": {"revision": "main"}}, "spec.model.revision"),
     ({"maxNumSeqs": 0}, "spec.maxNumSeqs"),
     ({"servedModelName": ""}, "spec.servedModelName"),
+    ({"modelCache": {"mode": "pvc"}, "hfToken": None}, "spec.hfToken is required"),
 ]
 
 
 def test_invalid_resources_rejected_with_field_names(cluster: kubetest.Cluster, crd: None, namespace: str):
     assert len(INVALID) >= 10
     for spec, field in INVALID:
+        spec = {"hfToken": {"secretRef": {"name": "hf"}}, **spec}
+        spec = {k: v for k, v in spec.items() if v is not None}
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "HiggsDeployment",
@@ -185,7 +188,7 @@ def test_invalid_resources_rejected_with_field_names(cluster: kubetest.Cluster, 
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "HiggsDeployment",
         "metadata": {"name": "good"},
-        "spec": {"replicas": 1},
+        "spec": {"replicas": 1, "hfToken": {"secretRef": {"name": "hf"}}},
     }
     assert apply(cluster, namespace, ok, check=False, dry_run=True).returncode == 0
 
@@ -241,6 +244,17 @@ def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, 
     cluster.core.delete_namespaced_service("tts", namespace)
     kubetest.wait_for(
         lambda: "Service/tts" in children(cluster, namespace, uid), 15, what="Service recreated"
+    )
+    # Drift: an edited child is put back (the edit is seen on the watch, not only at the periodic resync).
+    dep_spec = lambda: cluster.apps.read_namespaced_deployment("tts", namespace).spec.template.spec  # noqa: E731
+    grace = dep_spec().termination_grace_period_seconds
+    patch = '{"spec":{"template":{"spec":{"terminationGracePeriodSeconds":99}}}}'
+    cluster.kubectl("patch", "deployment", "tts", "-n", namespace, "--type=merge", "-p", patch)
+    kubetest.wait_for(lambda: dep_spec().termination_grace_period_seconds == grace, 8, what="edit reverted")
+    kubetest.wait_for(
+        lambda: get_hd(cluster, namespace, "tts")["status"].get("readyReplicas") == 2,
+        60,
+        what="2 ready again",
     )
 
     # Rotation: the checksum on the pod template changes and the pods roll.
@@ -463,3 +477,59 @@ def test_operator_killed_mid_reconcile_converges(cluster, crd, hub, namespace, t
         raise
     finally:
         op.stop()
+
+
+def test_crash_loop_sets_degraded_with_termination_reason(cluster, operator, hub, namespace):
+    create_token(cluster, namespace)
+    body = hd_body("crashy", hub, extraArgs=["--sim-startup-seconds", "0", "--sim-crash-after-seconds", "1"])
+    apply(cluster, namespace, body)
+    hd = kubetest.wait_for_condition(
+        cluster.api, "higgsdeployment/crashy", "Degraded", namespace=namespace, timeout=120
+    )
+    cond = condition(hd, "Degraded")
+    assert cond["reason"] == "CrashLoop"
+    assert "crashy-" in cond["message"] and "exit code" in cond["message"] and "server" in cond["message"]
+    assert hd["status"]["phase"] == "Degraded"
+
+
+def test_examples_accepted_by_the_api_server(cluster, crd, namespace):
+    for path in sorted((REPO / "examples").glob("higgsdeployment-*.yaml")):
+        proc = cluster.kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(path), check=False)
+        assert proc.returncode == 0, f"{path.name}: {proc.stderr}"
+
+
+def test_downloading_phase_while_cache_init_runs(cluster, operator, namespace):
+    slow_hub = HubProcess("--bytes-per-second", "200000")  # a few seconds per fake weights file
+    try:
+        create_token(cluster, namespace)
+        apply(cluster, namespace, hd_body("slow", slow_hub))
+        hd = kubetest.wait_for(
+            lambda: (
+                (h := get_hd(cluster, namespace, "slow")).get("status", {}).get("phase") == "Downloading"
+                and h
+            ),
+            60,
+            what="phase Downloading",
+        )
+        assert condition(hd, "ModelCacheReady")["reason"] == "Downloading"
+        hd = wait_available(cluster, namespace, "slow", timeout=120)
+        assert condition(hd, "ModelCacheReady")["status"] == "True"
+    finally:
+        slow_hub.stop()
+
+
+def test_chart_rejection_sets_failed_then_recovers(cluster, operator, hub, namespace):
+    create_token(cluster, namespace)
+    apply(cluster, namespace, hd_body("badpath", hub, model={"path": "/elsewhere"}))
+    hd = kubetest.wait_for(
+        lambda: (h := get_hd(cluster, namespace, "badpath")).get("status", {}).get("phase") == "Failed" and h,
+        20,
+        what="phase Failed",
+    )
+    cond = condition(hd, "Available")
+    assert cond["reason"] == "RenderFailed" and "model.path" in cond["message"]
+    assert cluster.apps.list_namespaced_deployment(namespace).items == []
+    warned = [e for e in cluster.core.list_namespaced_event(namespace).items if e.reason == "RenderFailed"]
+    assert warned and warned[0].type == "Warning"
+    apply(cluster, namespace, hd_body("badpath", hub))  # fixed spec: reconciled on update
+    wait_available(cluster, namespace, "badpath")

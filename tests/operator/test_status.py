@@ -75,7 +75,7 @@ def conds(inp):
             {"Degraded": ("True", "CrashLoop")},
         ),
         (
-            dict(deployment=DEP, pods=[], render_error="helm failed: boom"),
+            dict(deployment=DEP, pods=[], failure=("RenderFailed", "helm failed: boom")),
             "Failed",
             {"Available": ("False", "RenderFailed")},
         ),

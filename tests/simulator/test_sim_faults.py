@@ -191,3 +191,36 @@ def test_sigterm_lets_streams_finish_then_exits_0(start_sim: StartSim) -> None:
         assert "data: [DONE]" in list(lines)
     assert sim.proc.wait(timeout=15) == 0
     assert "Shutting down" in sim.log()
+
+
+def test_sigterm_drains_a_stream_longer_than_aiohttps_default_and_refuses_new_connections(
+    start_sim: StartSim,
+) -> None:
+    # ~8 s of streaming after SIGTERM: longer than aiohttp's few-second default drain, the way
+    # uvicorn lets vLLM finish in-flight requests inside the pod's grace period.
+    sim = start_sim("--sim-profile", "raw", "--sim-slowdown", "70")
+    body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}
+    with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=60) as resp:
+        lines = resp.iter_lines()
+        assert next(line for line in lines if '"audio"' in line)
+        sim.proc.terminate()
+        started = time.monotonic()
+        time.sleep(0.5)
+        with pytest.raises(httpx.TransportError):
+            httpx.get(f"{sim.base_url}/health", timeout=2)  # the port is closed while draining
+        assert "data: [DONE]" in list(lines)
+        drained_after = time.monotonic() - started
+    assert drained_after > 5, f"stream ended {drained_after:.1f} s after SIGTERM: not a real drain test"
+    assert sim.proc.wait(timeout=15) == 0
+
+
+def test_sigterm_cuts_streams_after_the_shutdown_timeout(start_sim: StartSim) -> None:
+    sim = start_sim("--sim-profile", "raw", "--sim-slowdown", "30", "--sim-shutdown-timeout", "1")
+    body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}
+    with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=60) as resp:
+        lines = resp.iter_lines()
+        assert next(line for line in lines if '"audio"' in line)
+        sim.proc.terminate()
+        with pytest.raises(httpx.TransportError):
+            list(lines)  # cut mid-stream: an error for the client, not a hang
+    assert sim.proc.wait(timeout=15) == 0

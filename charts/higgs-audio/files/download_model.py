@@ -166,7 +166,7 @@ def explain(error: BaseException, item: Item) -> str:
     name = type(error).__name__
     # Class names, not classes: requests (old hubs) and httpx (new) raise their own.
     unreachable = ("LocalEntryNotFound", "ConnectError", "ConnectTimeout", "ConnectionError", "Timeout")
-    if any(part in name for part in unreachable) or isinstance(error, ConnectionError | TimeoutError):
+    if any(part in name for part in unreachable) or isinstance(error, (ConnectionError, TimeoutError)):
         return (
             f"cannot reach {endpoint} to download {item.repo} ({name}): check network access or HF_ENDPOINT"
         )
@@ -174,10 +174,13 @@ def explain(error: BaseException, item: Item) -> str:
 
 
 def _snapshot_kwargs(snapshot: Callable[..., str], max_workers: int) -> dict[str, object]:
-    """Options that exist in the installed huggingface_hub: real files, never links into HF_HOME."""
-    params = inspect.signature(snapshot).parameters
+    """Options for the installed huggingface_hub: real files, never links into HF_HOME (releases before
+    0.23 linked local_dir files into the cache unless told not to; later ones ignore the option)."""
+    import huggingface_hub
+
     kwargs: dict[str, object] = {"max_workers": max_workers}
-    if "local_dir_use_symlinks" in params:
+    major_minor = tuple(int(p) for p in huggingface_hub.__version__.split(".")[:2] if p.isdigit())
+    if major_minor < (0, 23) and "local_dir_use_symlinks" in inspect.signature(snapshot).parameters:
         kwargs["local_dir_use_symlinks"] = False
     return kwargs
 

@@ -1,0 +1,30 @@
+"""`higgs-operator run` refuses bad input with a message naming it (no stack trace, no hang)."""
+
+import pytest
+from higgs_operator.cli import main
+
+
+def test_missing_chart(tmp_path, capsys):
+    assert main(["run", "--all-namespaces", "--chart", str(tmp_path / "nope")]) == 2
+    assert "--chart" in capsys.readouterr().err
+
+
+def test_no_helm(tmp_path, capsys, monkeypatch):
+    (tmp_path / "Chart.yaml").write_text("name: x\n")
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("HELM", raising=False)
+    assert main(["run", "--all-namespaces", "--chart", str(tmp_path)]) == 2
+    assert "helm not found" in capsys.readouterr().err
+
+
+def test_bad_periods(tmp_path, capsys, monkeypatch):
+    (tmp_path / "Chart.yaml").write_text("name: x\n")
+    monkeypatch.setenv("HELM", "/bin/true")
+    assert main(["run", "-A", "--chart", str(tmp_path), "--resync-seconds", "0"]) == 2
+    assert "--resync-seconds" in capsys.readouterr().err
+
+
+def test_namespace_and_all_namespaces_exclusive(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "-A", "-n", "x"])
+    assert "not allowed with" in capsys.readouterr().err
