@@ -1,7 +1,7 @@
 """`make demo`: the whole system on the local stack, end to end.
 
-Local cluster -> fake Hugging Face hub -> charts/higgs-operator (CRD, RBAC) -> the operator, run as a
-local process with its own ServiceAccount's token (so the chart's RBAC is what it really has) ->
+Local cluster -> fake Hugging Face hub -> charts/higgs-operator (CRD, RBAC, two peered operator pods,
+which the node agent runs as local processes with their ServiceAccount's token) ->
 examples/higgsdeployment-local.yaml -> wait for Available -> a 60 s step-shaped Locust load through
 the Service's ClusterIP, during which the operator scales up -> report, plots, what to do next.
 Every wait is bounded and a failure names the step and shows what the cluster says.
@@ -120,60 +120,21 @@ def start_hub() -> None:
     wait_until("hub", answers, 20, lambda: (STATE / "hub.log").read_text()[-2000:])
 
 
-def install_operator_chart() -> str:
-    say("helm install higgs-operator (CRD, ServiceAccount, least-privilege RBAC)")
-    # replicas=0: on the local stack the operator runs as a local process (next step) with the
-    # chart's ServiceAccount token; on a real cluster the chart's Deployment runs it.
+def install_operator() -> None:
+    say("helm install higgs-operator: CRD, least-privilege RBAC, two peered operator pods")
+    helm = shutil.which("helm")
+    if not helm:
+        raise DemoError("operator", "helm is not on PATH; run `make tools`")
     run(
-        "operator-chart",
-        [
-            "helm", "upgrade", "--install", "higgs-operator", str(REPO / "charts" / "higgs-operator"),
-            "-n", OPERATOR_NS, "--create-namespace", "--set", "replicas=0", "--wait", "--timeout", "2m",
-        ],
-    )  # fmt: skip
-    sas = client.CoreV1Api().list_namespaced_service_account(
-        OPERATOR_NS, label_selector="app.kubernetes.io/instance=higgs-operator"
-    )
-    if not sas.items:
-        raise DemoError("operator-chart", "the chart created no ServiceAccount")
-    return sas.items[0].metadata.name
-
-
-def operator_kubeconfig(service_account: str) -> Path:
-    token = run(
-        "operator-token",
-        ["kubectl", "create", "token", service_account, "-n", OPERATOR_NS, "--duration", "4h"],
-    ).stdout.strip()
-    admin = yaml.safe_load(KUBECONFIG.read_text())
-    cluster = admin["clusters"][0]
-    kubeconfig = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [cluster],
-        "users": [{"name": service_account, "user": {"token": token}}],
-        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": service_account}}],
-        "current-context": "operator",
-    }
-    path = STATE / "operator.kubeconfig"
-    path.write_text(yaml.safe_dump(kubeconfig))
-    path.chmod(0o600)
-    return path
-
-
-def start_operator(kubeconfig: Path) -> None:
-    say("higgs-operator run --all-namespaces (as the chart's ServiceAccount; log .cache/demo/operator.log)")
-    env = dict(os.environ, KUBECONFIG=str(kubeconfig))
-    start_daemon(
         "operator",
         [
-            str(VENV_BIN / "higgs-operator"),
-            "run",
-            "--all-namespaces",
-            "--chart",
-            str(REPO / "charts" / "higgs-audio"),
+            "helm", "upgrade", "--install", "higgs-operator", str(REPO / "charts" / "higgs-operator"),
+            "-n", OPERATOR_NS, "--create-namespace", "-f", str(REPO / "examples" / "values-operator-local.yaml"),
+            "--set", f"chartPath={REPO / 'charts' / 'higgs-audio'}",
+            "--set", "extraEnv[0].name=HELM", "--set", f"extraEnv[0].value={helm}",
+            "--wait", "--timeout", "3m",
         ],
-        env=env,
-    )
+    )  # fmt: skip
 
 
 def apply_resource() -> str:
@@ -214,8 +175,12 @@ def explain(name: str) -> str:
     out = subprocess.run(
         ["kubectl", "get", "hd,deploy,pods,events", "-n", NAMESPACE], capture_output=True, text=True
     )
-    log = (STATE / "operator.log").read_text()[-3000:] if (STATE / "operator.log").exists() else ""
-    return f"{out.stdout}{out.stderr}\n--- operator log (tail) ---\n{log}"
+    log = subprocess.run(
+        ["kubectl", "logs", "-n", OPERATOR_NS, "-l", "app.kubernetes.io/name=higgs-operator", "--tail", "40"],
+        capture_output=True,
+        text=True,
+    )
+    return f"{out.stdout}{out.stderr}\n--- operator log (tail) ---\n{log.stdout}{log.stderr}"
 
 
 def wait_available(name: str) -> dict:
@@ -313,11 +278,11 @@ Explore:
   curl -s {url}/v1/audio/speech -H 'Content-Type: application/json' \\
     -d '{{"model":"higgs-audio-v2-generation-3B-base","input":"Hello from the demo.","voice":"belinda","response_format":"wav"}}' -o hello.wav
   .venv/bin/locust -f loadtests/locustfile.py --host {url}        # Locust web UI on http://127.0.0.1:8089
-  tail -f .cache/demo/operator.log
+  kubectl logs -n {OPERATOR_NS} -l app.kubernetes.io/name=higgs-operator -f   # the operator's decisions
 
 Tear down:
   make cluster-down          # stops the control plane, the node agent and every pod process
-  .venv/bin/python hack/demo.py --stop   # stops the demo's operator and fake hub
+  .venv/bin/python hack/demo.py --stop   # stops the demo's fake hub
 """
     )
 
@@ -325,10 +290,9 @@ Tear down:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60, help="load-test length (default 60)")
-    parser.add_argument("--stop", action="store_true", help="stop the demo's operator and fake hub")
+    parser.add_argument("--stop", action="store_true", help="stop the demo's fake hub")
     args = parser.parse_args(argv)
     if args.stop:
-        stop_daemon("operator")
         stop_daemon("hub")
         return 0
     os.environ["PATH"] = (
@@ -338,8 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cluster_up()
         start_hub()
-        sa = install_operator_chart()
-        start_operator(operator_kubeconfig(sa))
+        install_operator()
         name = apply_resource()
         wait_available(name)
         url = service_url(name)

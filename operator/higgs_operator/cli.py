@@ -47,7 +47,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--resync-seconds", type=float, default=60.0, help="full re-apply period (drift repair)")
     run.add_argument("--status-seconds", type=float, default=5.0, help="status refresh period")
-    run.add_argument("--kube-version", default="1.35.0", help="Kubernetes version helm renders for")
+    run.add_argument(
+        "--kube-version",
+        default=None,
+        help="Kubernetes version helm renders for (default: the API server's own, read at start)",
+    )
     run.add_argument("--verbose", "-v", action="store_true")
     return parser
 
@@ -57,8 +61,29 @@ class _QuietSuccess(logging.Filter):
         return not (record.levelno <= logging.INFO and str(record.msg).endswith("succeeded."))
 
 
+def _server_kube_version() -> str:
+    """The API server's version (e.g. 1.35.4), so `helm template` renders for the real cluster."""
+    from kubernetes import client, config
+
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return str(client.VersionApi().get_code().git_version).lstrip("v").split("+")[0]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.kube_version is None:
+        try:
+            args.kube_version = _server_kube_version()
+        except Exception as err:  # config or connection: one clear line, not a traceback
+            print(
+                f"higgs-operator: cannot read the API server's version ({type(err).__name__}: {err}); "
+                "check KUBECONFIG or pass --kube-version",
+                file=sys.stderr,
+            )
+            return 2
     chart = Path(args.chart)
     if not (chart / "Chart.yaml").is_file():
         print(f"higgs-operator: --chart {chart}: no Chart.yaml there", file=sys.stderr)

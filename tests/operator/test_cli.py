@@ -28,3 +28,13 @@ def test_namespace_and_all_namespaces_exclusive(capsys):
     with pytest.raises(SystemExit):
         main(["run", "-A", "-n", "x"])
     assert "not allowed with" in capsys.readouterr().err
+
+
+def test_unreachable_api_server_for_kube_version(tmp_path, capsys, monkeypatch):
+    (tmp_path / "Chart.yaml").write_text("name: x\n")
+    monkeypatch.setenv("HELM", "/bin/true")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert main(["run", "-A", "--chart", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the API server's version" in err and "--kube-version" in err
