@@ -74,16 +74,6 @@ def _server_kube_version() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.kube_version is None:
-        try:
-            args.kube_version = _server_kube_version()
-        except Exception as err:  # config or connection: one clear line, not a traceback
-            print(
-                f"higgs-operator: cannot read the API server's version ({type(err).__name__}: {err}); "
-                "check KUBECONFIG or pass --kube-version",
-                file=sys.stderr,
-            )
-            return 2
     chart = Path(args.chart)
     if not (chart / "Chart.yaml").is_file():
         print(f"higgs-operator: --chart {chart}: no Chart.yaml there", file=sys.stderr)
@@ -96,6 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.resync_seconds <= 0 or args.status_seconds <= 0:
         print("higgs-operator: --resync-seconds and --status-seconds must be > 0", file=sys.stderr)
         return 2
+    if args.kube_version is None:
+        try:
+            args.kube_version = _server_kube_version()
+        except Exception as err:  # config or connection: one clear line, not a traceback
+            print(
+                f"higgs-operator: cannot read the API server's version ({type(err).__name__}: {err}); "
+                "check KUBECONFIG or pass --kube-version",
+                file=sys.stderr,
+            )
+            return 2
     handlers.CONFIG = OperatorConfig(
         chart=str(chart.resolve()),
         operator_namespace=args.operator_namespace,

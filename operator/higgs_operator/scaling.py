@@ -113,6 +113,9 @@ def decide(
         desired = current
         reason += f"; scale-down held: {failed_scrapes} scrape(s) failed"
     raw = _clamp(desired, policy)
+    if raw != desired:
+        bound = "maxReplicas" if desired > raw else "minReplicas"
+        reason += f"; capped at {bound} {raw}"
     if not kept:
         # No history (first poll, or the operator restarted): the running count counts as a recent
         # recommendation, so a restart cannot skip the scale-down window.

@@ -29,6 +29,7 @@ POLICY = AutoscalingPolicy(
         (2, pods(3, 3), 0, 3, "-> 3"),  # 50% over
         (1, pods(40), 0, 5, "step bounded to +4"),  # wants 8 (max), bounded to +4
         (1, pods(400), 0, 5, "step bounded"),  # clamped to max 8 then bounded
+        (6, pods(40, 40, 40, 40, 40, 40), 0, 8, "capped at maxReplicas 8"),  # wants 120: the max says why
         (4, [], 3, 4, "no metrics"),  # all scrapes failed: hold
         (3, pods(0), 2, 3, "scale-down held"),  # some failed: never scale down
         (12, [], 0, 8, "outside"),  # above max: clamp even without metrics
