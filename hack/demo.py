@@ -95,7 +95,11 @@ def wait_until(step: str, check, timeout: float, explain) -> object:  # type: ig
 
 
 def cluster_up() -> None:
-    say("local Kubernetes control plane and fake GPU nodes (higgs-localkube up)")
+    # Room for the resource's maxReplicas (3) plus a rolling update's surge pod: 2 nodes x 2 GPUs.
+    os.environ.setdefault("HIGGS_GPUS_PER_NODE", "2")
+    say(
+        f"local Kubernetes control plane and fake GPU nodes, {os.environ['HIGGS_GPUS_PER_NODE']} GPUs each (higgs-localkube up)"
+    )
     subprocess.run([str(VENV_BIN / "higgs-localkube"), "up"], check=False)
     if subprocess.run([str(VENV_BIN / "higgs-localkube"), "status"], capture_output=True).returncode != 0:
         raise DemoError("cluster", "the local cluster is not healthy; see `make cluster-status`")
