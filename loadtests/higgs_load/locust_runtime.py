@@ -436,12 +436,10 @@ class HiggsUser(FastHttpUser):
             if delay > 0:
                 gevent.sleep(delay)
         prompt = self.rng.choice(self.cfg.prompts)
-        rec = self.measure(kind, prompt)
-        if rec is not None:
-            _report(self.environment, rec)
+        _report(self.environment, self.measure(kind, prompt))
 
-    def measure(self, kind: str, prompt: Prompt) -> RequestRecord | None:
-        """Send one request and measure it; None when the test stopped it midway (not a result)."""
+    def measure(self, kind: str, prompt: Prompt) -> RequestRecord:
+        """Send one request and measure it (a stop midway raises GreenletExit: no record)."""
         path, body = request_for(kind, prompt, self.cfg.settings, self.cfg.reference)
         payload = json.dumps(body).encode()
         client = self.client.client.clientpool.get_client(URL(self.host + path))
@@ -457,7 +455,7 @@ class HiggsUser(FastHttpUser):
                 "POST", URL(self.host + path).request_uri, body=payload, headers=self.headers
             )
             rec.status = resp.status_code
-            rec.request_id = resp.headers.get("x-request-id")
+            rec.request_id = resp.get("x-request-id")
             if resp.status_code >= 400:
                 detail = _read_all(resp)[:300].decode("utf-8", "replace")
                 m.fail(f"http_{resp.status_code}", detail, time.perf_counter())
@@ -475,9 +473,11 @@ class HiggsUser(FastHttpUser):
             else:
                 m.fail("truncated_stream", repr(exc), time.perf_counter())
         except gevent.GreenletExit:
+            # The test is stopping this user: an interrupted request is not a result. Re-raise, or
+            # the user would swallow Locust's kill, keep looping, and the run would never end.
             if resp is not None:
                 _drop_connection(resp)
-            return None
+            raise
         finally:
             if resp is not None and not rec.ok:
                 _drop_connection(resp)
