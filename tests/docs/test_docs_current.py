@@ -11,7 +11,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_generated_docs_match_the_sources() -> None:
     proc = subprocess.run(
-        [sys.executable, str(REPO / "hack" / "gen_docs.py"), "--check"], capture_output=True, text=True, cwd=REPO
+        [sys.executable, str(REPO / "hack" / "gen_docs.py"), "--check"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
     )
     assert proc.returncode == 0, f"docs are stale; run `make docs`:\n{proc.stdout}{proc.stderr}"
 
@@ -19,7 +22,9 @@ def test_generated_docs_match_the_sources() -> None:
 def test_crd_reference_covers_every_spec_field_and_rule() -> None:
     import yaml
 
-    crd = yaml.safe_load((REPO / "charts/higgs-operator/crds/higgsdeployments.audio.higgs.dev.yaml").read_text())
+    crd = yaml.safe_load(
+        (REPO / "charts/higgs-operator/crds/higgsdeployments.audio.higgs.dev.yaml").read_text()
+    )
     spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     doc = (REPO / "docs" / "crd-reference.md").read_text()
     for field in spec["properties"]:

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import pytest
-
 from higgs_load.audio import make_wav
 from higgs_load.measure import measurement_for
 from higgs_load.records import RequestRecord
@@ -23,8 +22,15 @@ def sse(obj) -> bytes:
 
 
 def chunk_event(audio: bytes | None, finish=None):
-    delta = {"audio": {"data": base64.b64encode(audio).decode()}} if audio is not None else {"role": "assistant"}
-    return sse({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+    delta = (
+        {"audio": {"data": base64.b64encode(audio).decode()}} if audio is not None else {"role": "assistant"}
+    )
+    return sse(
+        {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+    )
 
 
 def run(kind, pieces, t0=100.0):
@@ -121,7 +127,16 @@ def test_pcm_body_with_odd_split():
 
 def test_chat_json_ttfa_is_full_body():
     body = json.dumps(
-        {"choices": [{"message": {"role": "assistant", "audio": {"data": base64.b64encode(make_wav(pcm(0.7))).decode()}}}]}
+        {
+            "choices": [
+                {
+                    "message": {
+                        "role": "assistant",
+                        "audio": {"data": base64.b64encode(make_wav(pcm(0.7))).decode()},
+                    }
+                }
+            ]
+        }
     ).encode()
     r = run("chat", [(100.2, body[:50]), (100.9, body[50:])])
     assert r.ok and r.ttfa_s == pytest.approx(0.9) and not r.streamed

@@ -1,7 +1,6 @@
 """Underrun simulation (hand-computed), percentiles, goodput, steps and capacity."""
 
 import pytest
-
 from higgs_load.metrics import (
     SLO,
     Step,
@@ -46,8 +45,16 @@ def test_percentiles_exact():
 
 
 def rec(t, ok=True, ttfa=0.1, dur=2.0, audio=4.0, stall=0.0, error=None, streamed=True):
-    r = RequestRecord(kind="stream", t_start=t, ok=ok, error=error, ttfa_s=ttfa if ok else None,
-                      duration_s=dur, audio_s=audio if ok else 0.0, streamed=streamed)
+    r = RequestRecord(
+        kind="stream",
+        t_start=t,
+        ok=ok,
+        error=error,
+        ttfa_s=ttfa if ok else None,
+        duration_s=dur,
+        audio_s=audio if ok else 0.0,
+        streamed=streamed,
+    )
     r.chunks = [[ttfa, int(audio * SR)]] if ok else []
     r.stall_s, r.underruns = stall, int(stall > 0)
     return r

@@ -4,7 +4,6 @@ import json
 import random
 
 import pytest
-
 from higgs_load.metrics import SLO, Step
 from higgs_load.payloads import DEFAULT_PROMPTS, Prompt, Settings, load_prompts, parse_mix, request_for
 from higgs_load.plans import PoissonArrivals, StepPlan, doubling_levels, parse_levels
@@ -20,8 +19,14 @@ def make_records(n=40, seed=1):
     out = []
     for i in range(n):
         ok = i % 10 != 0
-        r = RequestRecord(kind="stream", t_start=1000.0 + i * 0.5, ok=ok, streamed=True,
-                          error=None if ok else "http_500", duration_s=rng.uniform(1, 3))
+        r = RequestRecord(
+            kind="stream",
+            t_start=1000.0 + i * 0.5,
+            ok=ok,
+            streamed=True,
+            error=None if ok else "http_500",
+            duration_s=rng.uniform(1, 3),
+        )
         if ok:
             r.ttfa_s = rng.uniform(0.05, 0.4)
             r.audio_s = rng.uniform(2, 5)
@@ -44,7 +49,7 @@ def test_report_files_and_markdown(tmp_path):
     steps = [Step(1, 1000.0, 1010.0), Step(2, 1010.0, 1021.0)]
     summary = build_summary(records, SLO(ttfa_ms=300, rtf=1.0), steps, min_good_share=0.1)
     summary["gates"] = ["error_rate <= 0.01: 0.1 MISSED"]
-    paths = write_report(tmp_path, summary, records, raw_out=tmp_path / "raw.jsonl")
+    write_report(tmp_path, summary, records, raw_out=tmp_path / "raw.jsonl")
     for name in ("summary.json", "summary.md", "raw.jsonl", *PLOTS):
         assert (tmp_path / name).stat().st_size > 0, name
     data = json.loads((tmp_path / "summary.json").read_text())
@@ -96,7 +101,7 @@ def test_poisson_rate_and_drops():
     # a user busy for 10 s at rate 5/s per user drops the arrivals older than 1 s
     a = PoissonArrivals(5.0, 1, 0.0, random.Random(1))
     at, dropped = a.take(10.0, 1.0)
-    assert 9.0 <= at and dropped > 30
+    assert at >= 9.0 and dropped > 30
 
 
 def test_mix_prompts_and_bodies(tmp_path):
@@ -110,11 +115,15 @@ def test_mix_prompts_and_bodies(tmp_path):
     assert all(p.length == "short" for p in load_prompts(DEFAULT_PROMPTS, {"short"}))
     bad = tmp_path / "p.jsonl"
     bad.write_text('{"text": "ok"}\n{"txt": "oops"}\n')
-    with pytest.raises(ValueError, match="p.jsonl:2"):
+    with pytest.raises(ValueError, match=r"p\.jsonl:2"):
         load_prompts(bad)
     settings = Settings("m", "belinda", 512, 0.7, 42)
     path, body = request_for("stream", Prompt("hi", voice="other"), settings, None)
-    assert path == "/v1/chat/completions" and body["stream"] and body["audio"] == {"format": "pcm16", "voice": "other"}
+    assert (
+        path == "/v1/chat/completions"
+        and body["stream"]
+        and body["audio"] == {"format": "pcm16", "voice": "other"}
+    )
     assert (body["max_tokens"], body["temperature"], body["seed"]) == (512, 0.7, 42)
     path, body = request_for("clone", Prompt("hi"), settings, ("ref text", "UklGRg=="))
     assert body["messages"][2]["content"][0]["input_audio"]["data"] == "UklGRg=="

@@ -460,7 +460,16 @@ def test_autoscale_up_on_queue_and_down_after_window(cluster, operator, hub, nam
         90,
         what="scale down",
     )
-    down = get_hd(cluster, namespace, "auto")["status"]["lastScaling"]
+    # The decision reaches the status just after the scale write: wait for it, don't race it.
+    down = kubetest.wait_for(
+        lambda: (
+            (ls := get_hd(cluster, namespace, "auto")["status"].get("lastScaling") or {}).get("to") == 1
+            and ls
+        ),
+        15,
+        describe=lambda: json.dumps(get_hd(cluster, namespace, "auto").get("status"), indent=1),
+        what="scale-down decision in status",
+    )
     assert (down["from"], down["to"]) == (2, 1)
     held = (parse_time(down["time"]) - parse_time(up["time"])).total_seconds()
     assert held >= 7, f"scaled down {held}s after scaling up: inside the 8 s stabilization window"

@@ -1,0 +1,11 @@
+"""Reliability suite: reuse the chart, simulator and operator test helpers (their folders go on sys.path)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+for helper_dir in ("chart", "simulator", "operator"):
+    if str(TESTS / helper_dir) not in sys.path:
+        sys.path.append(str(TESTS / helper_dir))

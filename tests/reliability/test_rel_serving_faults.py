@@ -1,0 +1,219 @@
+"""Faults while serving, on the local cluster with the operator running: a serving process killed
+mid-stream, the token Secret deleted, the operator killed while scaling, a fake GPU node deleted.
+Every wait is bounded; figures (time to error, recovery) are printed (`pytest -s` shows them)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import kubetest
+import pytest
+import yaml
+from faultkit import pids_listening_on, sigkill, start_stream
+from kubernetes import client
+from operator_proc import REPO, HubProcess, OperatorProcess
+from test_cluster_operator import OWNER_LABEL, condition, create_token, get_hd, hd_body, wait_available
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
+
+STREAM_ERROR_WITHIN_S = 5.0  # a killed server must surface to a streaming client this fast
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: kubetest.Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts/higgs-operator/crds")
+    )
+    op = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log")
+    op.start()
+    yield op
+    op.stop()
+
+
+@pytest.fixture(scope="module")
+def hub() -> Iterator[HubProcess]:
+    h = HubProcess()
+    yield h
+    h.stop()
+
+
+def deploy(cluster: kubetest.Cluster, ns: str, hub: HubProcess, name: str = "tts", **spec: object) -> str:
+    """Token + HiggsDeployment, waited to Available; returns its uid."""
+    create_token(cluster, ns)
+    cluster.kubectl("apply", "-n", ns, "-f", "-", input=yaml.safe_dump(hd_body(name, hub, **spec)))
+    wait_available(cluster, ns, name, timeout=120)
+    return get_hd(cluster, ns, name)["metadata"]["uid"]
+
+
+def ready_pods(cluster: kubetest.Cluster, ns: str, uid: str) -> list[client.V1Pod]:
+    pods = cluster.core.list_namespaced_pod(ns, label_selector=f"{OWNER_LABEL}={uid}").items
+    return [p for p in pods if kubetest._pod_ready(p) and p.metadata.deletion_timestamp is None]
+
+
+def owned_counts(cluster: kubetest.Cluster, ns: str, uid: str) -> dict[str, int]:
+    sel = f"{OWNER_LABEL}={uid}"
+    return {
+        "Deployment": len(cluster.apps.list_namespaced_deployment(ns, label_selector=sel).items),
+        "Service": len(cluster.core.list_namespaced_service(ns, label_selector=sel).items),
+        "ConfigMap": len(cluster.core.list_namespaced_config_map(ns, label_selector=sel).items),
+        "ReplicaSet": len(cluster.apps.list_namespaced_replica_set(ns, label_selector=sel).items),
+    }
+
+
+def test_server_killed_mid_stream_errors_promptly_and_recovers(
+    cluster: kubetest.Cluster, namespace: str, operator: OperatorProcess, hub: HubProcess
+) -> None:
+    uid = deploy(cluster, namespace, hub)
+    pod = kubetest.wait_for(lambda: ready_pods(cluster, namespace, uid), 30, what="a ready pod")[0]
+    ip = pod.status.pod_ip
+    result, thread = start_stream(f"http://{ip}:8000", max_tokens=4000)
+    assert result.first_event.wait(30) and result.first_audio, f"no audio streamed: {result.error}"
+    pids = pids_listening_on(ip)
+    assert pids, f"no server process found for pod IP {ip}"
+    killed_at = time.monotonic()
+    sigkill(pids)
+    thread.join(STREAM_ERROR_WITHIN_S + 5)
+    assert not thread.is_alive(), "the streaming client hangs after its server was killed"
+    time_to_error = result.ended - killed_at
+    print(f"\n[figure] killed mid-stream: client error after {time_to_error:.2f} s ({result.error})")
+    assert not result.done and result.error, "a killed stream looked complete"
+    assert time_to_error < STREAM_ERROR_WITHIN_S
+
+    # The resource reports fewer ready replicas than desired (or Degraded), then recovers by itself.
+    def not_ready() -> bool:
+        hd = get_hd(cluster, namespace, "tts")
+        status = hd.get("status") or {}
+        return status.get("readyReplicas", 0) < 1 or condition(hd, "Available").get("status") != "True"
+
+    kubetest.wait_for(not_ready, 30, what="HiggsDeployment to notice the dead server")
+    wait_available(cluster, namespace, "tts", timeout=90)
+    recovered = time.monotonic() - killed_at
+    print(f"[figure] killed mid-stream: Available again after {recovered:.1f} s")
+    new_pod = ready_pods(cluster, namespace, uid)[0]
+    restarts = sum(cs.restart_count for cs in new_pod.status.container_statuses or [])
+    assert new_pod.metadata.uid != pod.metadata.uid or restarts >= 1, "recovered without a restart?"
+    again, t2 = start_stream(f"http://{new_pod.status.pod_ip}:8000", max_tokens=50)
+    t2.join(60)
+    assert again.done and again.frames > 0, f"no complete stream after recovery: {again.error}"
+
+
+def test_token_secret_deleted_while_serving(
+    cluster: kubetest.Cluster, namespace: str, operator: OperatorProcess, hub: HubProcess
+) -> None:
+    uid = deploy(cluster, namespace, hub)
+    before = {p.metadata.uid for p in ready_pods(cluster, namespace, uid)}
+    cluster.core.delete_namespaced_secret("hf-token", namespace)
+    hd = kubetest.wait_for_condition(
+        cluster.api, "higgsdeployment/tts", "SecretReady", "False", namespace=namespace, timeout=30
+    )
+    assert "hf-token" in condition(hd, "SecretReady")["message"]
+    events = kubetest.wait_for(
+        lambda: [
+            e
+            for e in cluster.core.list_namespaced_event(namespace).items
+            if e.type == "Warning"
+            and e.involved_object.kind == "HiggsDeployment"
+            and "hf-token" in (e.message or "")
+        ],
+        30,
+        what="a Warning event naming the missing Secret",
+    )
+    assert events
+    # Serving goes on: the same pods, ready, answering.
+    time.sleep(3)
+    pods = ready_pods(cluster, namespace, uid)
+    assert {p.metadata.uid for p in pods} == before, "pods were replaced after the Secret disappeared"
+    result, thread = start_stream(f"http://{pods[0].status.pod_ip}:8000", max_tokens=50)
+    thread.join(60)
+    assert result.done, f"serving stopped after the Secret was deleted: {result.error}"
+    # Putting the Secret back clears the condition.
+    create_token(cluster, namespace)
+    kubetest.wait_for_condition(
+        cluster.api, "higgsdeployment/tts", "SecretReady", namespace=namespace, timeout=30
+    )
+
+
+def test_operator_killed_while_scaling_converges_without_duplicates(
+    cluster: kubetest.Cluster, namespace: str, operator: OperatorProcess, hub: HubProcess, tmp_path: Path
+) -> None:
+    uid = deploy(cluster, namespace, hub)
+    baseline = owned_counts(cluster, namespace, uid)
+    operator.stop(kill=True)
+    try:
+        cluster.kubectl("scale", "hd/tts", "-n", namespace, "--replicas=3")
+        time.sleep(0.5)
+        extra = OperatorProcess(tmp_path / "op2.log")
+        extra.start()  # a restart that races with the scale-up ...
+        time.sleep(1.0)
+        extra.stop(kill=True)  # ... killed again mid-reconcile
+    finally:
+        operator.start()
+    t0 = time.monotonic()
+    kubetest.wait_for(
+        lambda: (
+            len(ready_pods(cluster, namespace, uid)) == 3
+            and (get_hd(cluster, namespace, "tts")["status"] or {}).get("readyReplicas") == 3
+        ),
+        120,
+        describe=lambda: kubetest.namespace_report(cluster.api, namespace),
+        what="3 ready replicas after the operator restarts",
+    )
+    print(f"\n[figure] operator killed while scaling: converged {time.monotonic() - t0:.1f} s after restart")
+    counts = owned_counts(cluster, namespace, uid)
+    assert {k: counts[k] for k in ("Deployment", "Service", "ConfigMap")} == {
+        k: baseline[k] for k in ("Deployment", "Service", "ConfigMap")
+    }, (baseline, counts)
+    assert counts["Deployment"] == 1
+    deployment = cluster.apps.read_namespaced_deployment("tts", namespace)
+    assert deployment.spec.replicas == 3
+
+
+def test_fake_gpu_node_deleted_is_reregistered_and_serving_recovers(
+    cluster: kubetest.Cluster, namespace: str, operator: OperatorProcess, hub: HubProcess
+) -> None:
+    uid = deploy(cluster, namespace, hub, replicas=2)
+    pods = ready_pods(cluster, namespace, uid)
+    node = pods[0].spec.node_name
+    old_uid = cluster.core.read_node(node).metadata.uid
+    t0 = time.monotonic()
+    cluster.core.delete_node(node)
+    # The agent notices (404 on its heartbeat) and registers the node again: a new object, new uid.
+    back = kubetest.wait_for(
+        lambda: (n := cluster.core.read_node(node)).metadata.uid != old_uid and n,
+        60,
+        what=f"node {node} re-registered",
+    )
+    reregistered = time.monotonic() - t0
+    ready = kubetest.wait_for(
+        lambda: (
+            any(c.type == "Ready" and c.status == "True" for c in back.status.conditions or [])
+            and cluster.core.read_node(node)
+        ),
+        60,
+        what=f"node {node} Ready",
+    )
+    assert ready.spec.taints is None or all(
+        t.key != "node.kubernetes.io/unreachable" for t in ready.spec.taints
+    )
+    # Pods that were bound to the deleted node are garbage collected or keep running; either way the
+    # Deployment is back to 2 ready replicas and the resource Available.
+    kubetest.wait_for(
+        lambda: len(ready_pods(cluster, namespace, uid)) == 2,
+        120,
+        describe=lambda: kubetest.namespace_report(cluster.api, namespace),
+        what="2 ready replicas after the node came back",
+    )
+    wait_available(cluster, namespace, "tts", timeout=60)
+    print(
+        f"\n[figure] node deleted: re-registered after {reregistered:.1f} s, "
+        f"serving whole again after {time.monotonic() - t0:.1f} s"
+    )
+    result, thread = start_stream(
+        f"http://{ready_pods(cluster, namespace, uid)[0].status.pod_ip}:8000", max_tokens=50
+    )
+    thread.join(60)
+    assert result.done, result.error
