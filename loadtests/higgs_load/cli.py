@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--slo-ttfa-ms", type=_non_negative, default=None, help="SLO: time to first audio, ms")
     p.add_argument("--slo-rtf", type=_non_negative, default=None, help="SLO: real-time factor (wall / audio)")
-    p.add_argument("--slo-underrun-s", type=_non_negative, default=None, help="SLO: allowed stall s per stream")
+    p.add_argument(
+        "--slo-underrun-s", type=_non_negative, default=None, help="SLO: allowed stall s per stream"
+    )
     p.add_argument("--min-good-share", type=_non_negative, default=0.95, help="sweep: share meeting SLOs")
     p.add_argument("--replicas", type=_replicas, default=1, help="serving replicas (per-replica capacity)")
     p.add_argument("--fail-on", default="", help="gates, e.g. 'ttfa_p99_ms<=800,error_rate<=0.01' (exit 3)")

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import gevent
+import gevent.event
 from geventhttpclient.url import URL
 from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
@@ -44,6 +45,7 @@ from higgs_load.thresholds import EXIT_THRESHOLD_MISSED, evaluate, parse_gates
 log = logging.getLogger("higgs_load")
 RECORDS_MESSAGE = "higgs_records"
 FLUSH_INTERVAL_S = 0.5
+FINAL_BATCH_WAIT_S = 10.0
 DEFAULT_MODEL = "higgs-audio-v2-generation-3B-base"
 DEFAULT_MIX = "stream=4,chat=1,speech_pcm=1,speech_wav=1,clone=1"
 _READ_SIZE = 65536
@@ -190,11 +192,13 @@ class Collector:
         self.steps: list[tuple[int, float]] = []  # (users, unix time the level began)
         self.t_start = 0.0
         self.exit_code: int | None = None
+        self.final_batches = 0  # master: workers whose last records arrived
+        self.worker_ids: list[str] = []  # master: the workers of this run
 
     def reset(self, raw_out: Path | None) -> None:
         self.close()
         self.records, self.outbox, self.steps = [], [], []
-        self.dropped_arrivals = self.outbox_dropped = 0
+        self.dropped_arrivals = self.outbox_dropped = self.final_batches = 0
         self.t_start = time.time()
         if raw_out is not None:
             raw_out.parent.mkdir(parents=True, exist_ok=True)
@@ -254,27 +258,54 @@ def _on_records_message(environment, msg, **_kw) -> None:
     for data in msg.data["records"]:
         COLLECTOR.keep(RequestRecord.from_dict(data))
     COLLECTOR.dropped_arrivals += msg.data.get("dropped", 0)
+    if msg.data.get("final"):
+        COLLECTOR.final_batches += 1
 
 
-def _flush(environment) -> None:
-    if COLLECTOR.outbox or COLLECTOR.outbox_dropped:
+def _flush(environment, final: bool = False) -> None:
+    if COLLECTOR.outbox or COLLECTOR.outbox_dropped or final:
         batch, COLLECTOR.outbox = COLLECTOR.outbox, []
         dropped, COLLECTOR.outbox_dropped = COLLECTOR.outbox_dropped, 0
-        environment.runner.send_message(RECORDS_MESSAGE, {"records": batch, "dropped": dropped})
+        environment.runner.send_message(
+            RECORDS_MESSAGE, {"records": batch, "dropped": dropped, "final": final}
+        )
 
 
-def _flush_loop(environment) -> None:
-    while True:
-        gevent.sleep(FLUSH_INTERVAL_S)
+def _flush_loop(environment, stop: gevent.event.Event) -> None:
+    # Ends on `stop` between sends: killing it mid-send could lose the batch it had taken.
+    while not stop.wait(FLUSH_INTERVAL_S):
         _flush(environment)
 
 
+def _collect_final_batches(runner: MasterRunner) -> None:
+    """Master: make sure every worker's last records are in before the report is built.
+
+    A headless master ends with runner.quit(), which fires test_stop here *before* telling the workers
+    anything, so their users would still be running. Stop them ourselves (each worker's test_stop then
+    sends a final batch, before Locust's client_stopped), wait for the batches (bounded), and hand out
+    the quit Locust would have sent, which carries their final stats."""
+    expected = COLLECTOR.worker_ids
+    if COLLECTOR.final_batches < len(expected):
+        for client_id in expected:
+            runner.send_message("stop", None, client_id)
+    deadline = time.monotonic() + FINAL_BATCH_WAIT_S
+    while COLLECTOR.final_batches < len(expected) and time.monotonic() < deadline:
+        gevent.sleep(0.05)
+    if COLLECTOR.final_batches < len(expected):
+        log.warning("only %d of %d workers sent their last records", COLLECTOR.final_batches, len(expected))
+    opts = runner.environment.parsed_options
+    if opts is not None and opts.headless:
+        for client_id in expected:
+            runner.send_message("quit", None, client_id)
+
+
 _flusher = None
+_flusher_stop: gevent.event.Event | None = None
 
 
 @events.test_start.add_listener
 def on_test_start(environment, **_kw) -> None:
-    global CONFIG, WORKER_ID, _flusher
+    global CONFIG, WORKER_ID, _flusher, _flusher_stop
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
         CONFIG = None  # rebuild from the options the master just sent
@@ -285,9 +316,12 @@ def on_test_start(environment, **_kw) -> None:
             raise
         WORKER_ID = runner.client_id
         COLLECTOR.reset(None)
-        _flusher = gevent.spawn(_flush_loop, environment)
+        _flusher_stop = gevent.event.Event()
+        _flusher = gevent.spawn(_flush_loop, environment, _flusher_stop)
         return
     COLLECTOR.reset(_config(environment).raw_out)
+    if isinstance(runner, MasterRunner):
+        COLLECTOR.worker_ids = [c.id for c in runner.clients.all]
 
 
 @events.test_stop.add_listener
@@ -295,12 +329,15 @@ def on_test_stop(environment, **_kw) -> None:
     global _flusher
     runner = environment.runner
     if isinstance(runner, WorkerRunner):
-        if _flusher is not None:
-            _flusher.kill(block=True)
+        if _flusher is not None and _flusher_stop is not None:
+            _flusher_stop.set()
+            _flusher.join(timeout=5.0)
             _flusher = None
-        _flush(environment)  # sent before Locust's client_stopped message, so the master has it all
+        _flush(environment, final=True)  # sent before Locust's client_stopped message
         return
     cfg = _config(environment)
+    if isinstance(runner, MasterRunner):
+        _collect_final_batches(runner)
     COLLECTOR.close()
     t_stop = time.time()
     steps = COLLECTOR.step_list(t_stop)

@@ -6,6 +6,6 @@ import sys
 from pathlib import Path
 
 TESTS = Path(__file__).resolve().parents[1]
-for helper_dir in ("chart", "simulator", "operator"):
+for helper_dir in ("chart", "simulator", "operator", "cluster"):
     if str(TESTS / helper_dir) not in sys.path:
         sys.path.append(str(TESTS / helper_dir))

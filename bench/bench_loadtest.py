@@ -1,0 +1,151 @@
+"""The load-test instrument: TTFA accuracy at 500 streams, and agreement with an independent client.
+
+(a) One Locust process runs 500 concurrent streaming users (short prompts) against one simulator
+    (`--max-num-seqs 512 --sim-trace-file`). Each client record is joined with the simulator's trace
+    line by request id (the X-Request-Id response header). TTFA measurement error, per request:
+
+        error = client TTFA - server TTFA
+              = (client first-audio time - client send time) - (server t_first_audio - server t_received)
+
+    i.e. the time the client counts that the server did not: sending the request until the server has
+    read it, plus delivery of the first audio bytes until the client's measurement sees them (both
+    clocks are this host's). Target: p99 <= 5 ms.
+(b) tests/reference_client.py (asyncio + aiohttp) runs the same concurrency and duration against a fresh
+    simulator with the same flags; audio throughput and TTFA p50/p90 are printed beside Locust's.
+    Target: within 5%.
+
+Figures are printed as measured; a missed target is reported with its likely reason, and the benchmark
+returns 1 (python -m bench marks it failed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "tests" / "loadtests"))
+
+from load_helpers import locust_cmd, run_bounded, start_sim  # noqa: E402
+from reference_client import run as reference_run  # noqa: E402
+from reference_client import summarize as reference_summary  # noqa: E402
+
+USERS = 500
+DURATION_S = 20
+SIM_FLAGS = ("--max-num-seqs", "512")
+TTFA_ERROR_P99_MS = 5.0
+AGREEMENT = 0.05
+
+
+def ttfa_errors_ms(raw: list[dict], trace: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per joined request: (total error, send part, delivery part) in ms, and the unmatched count."""
+    by_id = {t["request_id"]: t for t in trace}
+    total, send, deliver, unmatched = [], [], [], 0
+    for rec in raw:
+        srv = by_id.get(rec.get("request_id"))
+        if not rec["ok"] or srv is None or srv.get("t_first_audio") is None or rec["ttfa_s"] is None:
+            unmatched += rec["ok"]
+            continue
+        server_ttfa = srv["t_first_audio"] - srv["t_received"]
+        total.append((rec["ttfa_s"] - server_ttfa) * 1000)
+        send.append((srv["t_received"] - rec["t_start"]) * 1000)
+        deliver.append((rec["t_start"] + rec["ttfa_s"] - srv["t_first_audio"]) * 1000)
+    return np.array(total), np.array(send), np.array(deliver), unmatched
+
+
+def _pct(values: np.ndarray, p: float) -> float:
+    return float(np.percentile(values, p)) if values.size else float("nan")
+
+
+def run_locust(tmp: Path) -> tuple[dict, list[dict], list[dict]]:
+    sim = start_sim(tmp, *SIM_FLAGS)
+    try:
+        out = tmp / "locust"
+        cmd = locust_cmd(
+            sim.url, out, "--headless", "-u", str(USERS), "-r", str(USERS), "-t", f"{DURATION_S}s"
+        )
+        cmd += ["--mix", "stream=1", "--prompt-lengths", "short", "--no-plots", "--stop-timeout", "0"]
+        rc = run_bounded(cmd, DURATION_S + 60, tmp / "locust.log")
+    finally:
+        sim.stop()
+    if rc not in (0, 1):
+        raise RuntimeError(f"locust exited {rc}:\n{(tmp / 'locust.log').read_text()[-3000:]}")
+    summary = json.loads((out / "summary.json").read_text())
+    raw = [json.loads(x) for x in (out / "raw.jsonl").read_text().splitlines() if x.strip()]
+    trace = [json.loads(x) for x in sim.trace_path.read_text().splitlines() if x.strip()]
+    return summary, raw, trace
+
+
+def run_reference(tmp: Path) -> dict:
+    sim = start_sim(tmp, *SIM_FLAGS)
+    try:
+        return reference_summary(asyncio.run(reference_run(sim.url, USERS, DURATION_S)))
+    finally:
+        sim.stop()
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-loadtest-") as d:
+        tmp = Path(d)
+        summary, raw, trace = run_locust(tmp)
+        total, send, deliver, unmatched = ttfa_errors_ms(raw, trace)
+        print(
+            f"(a) Locust, 1 process, {USERS} streaming users, {DURATION_S} s: {summary['requests']} requests, "
+            f"error rate {summary['error_rate']:.3f}, {total.size} joined with the simulator trace "
+            f"({unmatched} successful requests unmatched)"
+        )
+        print("    TTFA error = client TTFA - (server t_first_audio - server t_received), ms:")
+        print(f"    {'':22} {'p50':>8} {'p99':>8} {'max':>8}")
+        for name, vals in (
+            ("total", total),
+            ("  send -> server read", send),
+            ("  server write -> seen", deliver),
+        ):
+            print(
+                f"    {name:22} {_pct(vals, 50):8.2f} {_pct(vals, 99):8.2f} {(vals.max() if vals.size else float('nan')):8.2f}"
+            )
+        ok_a = total.size > 0 and _pct(total, 99) <= TTFA_ERROR_P99_MS
+        print(f"    target p99 <= {TTFA_ERROR_P99_MS} ms: {'met' if ok_a else 'MISSED'}")
+        if not ok_a:
+            print(
+                "    reason: see the parts. 'send -> server read' is time before the simulator's handler "
+                "stamps t_received: TCP accept, HTTP parsing and its own event loop, busy with 500 streams "
+                "on a shared 2-core host (server-side queueing the server's own TTFA does not see). "
+                "'server write -> seen' is the client's part: gevent scheduling of 500 users in one process.\n"
+            )
+
+        ref = run_reference(tmp)
+        print(
+            f"(b) same load ({USERS} users, {DURATION_S} s, fresh simulator each): Locust vs reference client"
+        )
+        print(f"    {'':24} {'Locust':>10} {'reference':>10} {'diff':>8}")
+        ok_b = True
+        for key, label in (
+            ("audio_throughput", "audio-s/s"),
+            ("ttfa_p50_ms", "TTFA p50 (ms)"),
+            ("ttfa_p90_ms", "TTFA p90 (ms)"),
+        ):
+            a, b = summary.get(key), ref.get(key)
+            diff = (a - b) / b if a is not None and b else float("nan")
+            ok_b = ok_b and abs(diff) <= AGREEMENT
+            print(f"    {label:24} {a:10.2f} {b:10.2f} {100 * diff:7.1f}%")
+        print(
+            f"    requests: Locust {summary['requests']}, reference {ref['requests']} ({ref.get('successes')} ok)"
+        )
+        print(f"    target within {100 * AGREEMENT:.0f}%: {'met' if ok_b else 'MISSED'}")
+        if not ok_b:
+            print(
+                "    reason: the two clients differ in scheduling (gevent greenlets vs asyncio) on a loaded "
+                "2-core host, and a 20 s closed loop holds few requests per user"
+            )
+    return 0 if ok_a and ok_b else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

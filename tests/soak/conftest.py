@@ -1,0 +1,11 @@
+"""Soak suite: reuse the operator and reliability helpers (their folders go on sys.path)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+TESTS = Path(__file__).resolve().parents[1]
+for helper_dir in ("operator", "reliability"):
+    if str(TESTS / helper_dir) not in sys.path:
+        sys.path.append(str(TESTS / helper_dir))
