@@ -57,7 +57,22 @@ class AudioRequestFailure(Exception):
 
 @events.init_command_line_parser.add_listener
 def add_options(parser) -> None:
-    g = parser.add_argument_group("Higgs Audio load test")
+    group = parser.add_argument_group("Higgs Audio load test")
+
+    class _EnvGroup:
+        """Every option also reads LOCUST_<NAME> (e.g. LOCUST_SLO_TTFA_MS), like Locust's own, so a
+        ConfigMap can carry them (charts/higgs-loadtest), and shows in the web UI's swarm form (an
+        argument group bypasses LocustArgumentParser.add_argument, which would mark it so)."""
+
+        def add_argument(self, flag: str, **kw):
+            kw.setdefault("env_var", "LOCUST_" + flag.lstrip("-").upper().replace("-", "_"))
+            action = group.add_argument(flag, **kw)
+            action.include_in_web_ui = True
+            action.is_secret = flag == "--api-key"
+            action.is_required = action.is_multiple = False
+            return action
+
+    g = _EnvGroup()
     g.add_argument("--model", default=DEFAULT_MODEL, help="served model name sent in each request")
     g.add_argument(
         "--api-key", default=os.environ.get("HIGGS_API_KEY", ""), help="Bearer token (or HIGGS_API_KEY)"
@@ -130,15 +145,39 @@ class RunConfig:
     plots: bool = True
 
 
+OPTIONAL_NUMBERS: dict[str, type] = {
+    "slo_ttfa_ms": float,
+    "slo_rtf": float,
+    "slo_underrun_s": float,
+    "max_tokens": int,
+    "temperature": float,
+    "seed": int,
+}
+
+
+def _optional_number(name: str, value: object, kind: type) -> float | int | None:
+    flag = "--" + name.replace("_", "-")
+    if value is None or value == "":
+        return None
+    try:
+        number = kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{flag} must be {'an integer' if kind is int else 'a number'}, got {value!r}"
+        ) from None
+    if number < 0:
+        raise ValueError(f"{flag} must be >= 0, got {value}")
+    return number
+
+
 def build_config(o) -> RunConfig:
     """Parsed options -> RunConfig; ValueError with the option's name on bad input."""
     mix = parse_mix(o.mix)
     lengths = {x.strip() for x in o.prompt_lengths.split(",") if x.strip()} or None
     prompts = load_prompts(Path(o.prompts), lengths)
-    for name in ("slo_ttfa_ms", "slo_rtf", "slo_underrun_s", "max_tokens", "temperature"):
-        value = getattr(o, name)
-        if value is not None and value < 0:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 0, got {value}")
+    # Options whose default is None arrive as strings from the web UI's form: coerce them here (and leave
+    # the parsed options as they are, so the next form is read the same way).
+    num = {name: _optional_number(name, getattr(o, name), kind) for name, kind in OPTIONAL_NUMBERS.items()}
     if o.request_timeout <= 0:
         raise ValueError(f"--request-timeout must be > 0, got {o.request_timeout}")
     if o.replicas < 1:
@@ -158,8 +197,8 @@ def build_config(o) -> RunConfig:
     return RunConfig(
         mix=mix,
         prompts=prompts,
-        settings=Settings(o.model, o.voice or None, o.max_tokens, o.temperature, o.seed),
-        slo=SLO(o.slo_ttfa_ms, o.slo_rtf, o.slo_underrun_s),
+        settings=Settings(o.model, o.voice or None, num["max_tokens"], num["temperature"], num["seed"]),
+        slo=SLO(num["slo_ttfa_ms"], num["slo_rtf"], num["slo_underrun_s"]),
         api_key=o.api_key,
         request_timeout=o.request_timeout,
         reference=load_reference() if "clone" in mix else None,
@@ -319,7 +358,17 @@ def on_test_start(environment, **_kw) -> None:
         _flusher_stop = gevent.event.Event()
         _flusher = gevent.spawn(_flush_loop, environment, _flusher_stop)
         return
-    COLLECTOR.reset(_config(environment).raw_out)
+    if environment.web_ui is not None:
+        CONFIG = None  # the swarm form may have changed the options: rebuild from them
+    try:
+        cfg = _config(environment)
+    except ValueError as exc:
+        # Only the web UI can get here (the command line was checked at start): the shape then
+        # spawns nobody and the run ends at once.
+        log.error("bad option in the swarm form: %s; the run stops", exc)
+        gevent.spawn(runner.stop)
+        return
+    COLLECTOR.reset(cfg.raw_out)
     if isinstance(runner, MasterRunner):
         COLLECTOR.worker_ids = [c.id for c in runner.clients.all]
 
@@ -335,7 +384,9 @@ def on_test_stop(environment, **_kw) -> None:
             _flusher = None
         _flush(environment, final=True)  # sent before Locust's client_stopped message
         return
-    cfg = _config(environment)
+    if CONFIG is None:
+        return  # the run never started (bad options in the swarm form)
+    cfg = CONFIG
     if isinstance(runner, MasterRunner):
         _collect_final_batches(runner)
     COLLECTOR.close()
@@ -415,24 +466,33 @@ class HiggsUser(FastHttpUser):
     host = "http://127.0.0.1:8000"
 
     def __init__(self, environment) -> None:
-        cfg = _config(environment)
-        self.network_timeout = cfg.request_timeout
-        self.connection_timeout = min(cfg.request_timeout, 30.0)
+        try:
+            cfg: RunConfig | None = _config(environment)
+        except ValueError:
+            cfg = None  # bad options from the web UI's form: logged at test_start; on_start stops us
+        timeout = cfg.request_timeout if cfg else 120.0
+        self.network_timeout = timeout
+        self.connection_timeout = min(timeout, 30.0)
         super().__init__(environment)
         self.cfg = cfg
         self.rng = random.Random()
         self.arrivals: PoissonArrivals | None = None
         self.headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
-        if cfg.api_key:
+        if cfg and cfg.api_key:
             self.headers["Authorization"] = f"Bearer {cfg.api_key}"
 
     def on_start(self) -> None:
+        # A user with nothing to do stops in its first task (StopUser raised here would be logged with a
+        # traceback by Locust; raised in a task it is a quiet stop).
+        self.weights: dict[str, int] = {}
+        if self.cfg is None:
+            return
         # Tags (--tags/--exclude-tags) decide which kinds may run; --mix gives their weights.
         allowed = {t.__name__ for t in type(self).tasks}
         self.weights = {k: w for k, w in self.cfg.mix.items() if k in allowed}
         if not self.weights:
             log.error("--mix %s and the selected tags leave no request kind to run", self.cfg.mix)
-            raise StopUser()
+            return
         if self.cfg.shape == "poisson":
             self.arrivals = PoissonArrivals(self.cfg.arrival_rate, self.cfg.pool_users, time.time(), self.rng)
 
@@ -464,6 +524,8 @@ class HiggsUser(FastHttpUser):
         self._go()
 
     def _go(self) -> None:
+        if not self.weights:
+            raise StopUser()
         kind = weighted_choice(self.weights, self.rng)
         if self.arrivals is not None:
             at, dropped = self.arrivals.take(time.time(), self.cfg.max_lateness)

@@ -95,6 +95,27 @@ def _optional_int(body: dict[str, Any], name: str, minimum: int) -> int | None:
     return value
 
 
+# Sampling parameters vLLM validates (pydantic) even though the simulator does not sample: a client that
+# sends a wrong type must fail here as it would against the real server. name -> (min, max) inclusive.
+SAMPLING_RANGES: dict[str, tuple[float, float]] = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "frequency_penalty": (-2.0, 2.0),
+    "presence_penalty": (-2.0, 2.0),
+}
+
+
+def _check_sampling(body: dict[str, Any]) -> None:
+    for name, (low, high) in SAMPLING_RANGES.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise bad_request(f"'{name}' must be a number, got {value!r}", name)
+        if not low <= value <= high:
+            raise bad_request(f"'{name}' must be between {low} and {high}, got {value!r}", name)
+
+
 def _plan_frames(text: str, prompt_tokens: int, max_tokens: int | None, limits: Limits) -> tuple[int, str]:
     """Frames to generate and the finish reason, with vLLM's context-length checks."""
     if prompt_tokens >= limits.max_model_len:
@@ -153,6 +174,7 @@ def parse_chat(body: Any, limits: Limits, voices: VoiceRegistry) -> tuple[Genera
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     _check_model(body, limits)
+    _check_sampling(body)
     messages = body.get("messages")
     if messages is None:
         raise bad_request("'messages' is required", "messages")
@@ -268,6 +290,7 @@ def parse_speech(body: Any, limits: Limits, voices: VoiceRegistry) -> tuple[Gene
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
     _check_model(body, limits)
+    _check_sampling(body)
     text = body.get("input")
     if text is None:
         raise bad_request("'input' is required", "input")

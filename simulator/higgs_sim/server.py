@@ -225,6 +225,12 @@ class SimServer:
             self._finish(rec)
 
     async def _json(self, request: web.Request) -> Any:
+        # vLLM's FastAPI routes validate the content type before the body.
+        if request.content_type != "application/json":
+            raise ApiError(
+                400,
+                f"the request body must be JSON (Content-Type: application/json), got {request.content_type or 'none'!r}",
+            )
         try:
             return await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):

@@ -25,15 +25,46 @@ def render(*args: str) -> list[dict]:
     return [d for d in yaml.safe_load_all(out) if d]
 
 
+def granted(*roles: dict) -> dict[tuple[str, str], frozenset[str]]:
+    out: dict[tuple[str, str], set[str]] = {}
+    for role in roles:
+        for rule in role["rules"]:
+            for group in rule["apiGroups"]:
+                for res in rule["resources"]:
+                    out.setdefault((group, res), set()).update(rule["verbs"])
+    return {k: frozenset(v) for k, v in out.items()}
+
+
 def test_rbac_is_exactly_what_the_operator_uses():
-    role = next(d for d in render() if d["kind"] == "ClusterRole")
-    granted: dict[tuple[str, str], set[str]] = {}
-    for rule in role["rules"]:
-        for group in rule["apiGroups"]:
-            for res in rule["resources"]:
-                granted.setdefault((group, res), set()).update(rule["verbs"])
-    assert {k: frozenset(v) for k, v in granted.items()} == required_rules()
-    assert not any("*" in v for v in granted.values())
+    docs = render()
+    role = next(d for d in docs if d["kind"] == "ClusterRole")
+    assert granted(role) == required_rules()
+    assert not any("*" in v for v in granted(role).values())
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")]
+
+
+def test_namespaced_watch_confines_rbac_to_the_watched_namespaces():
+    docs = render("--set", "watchNamespaces={a,b}")
+    cluster_role = next(d for d in docs if d["kind"] == "ClusterRole")
+    # Cluster-wide: only reading CRDs and namespaces (kopf's scanning), nothing namespaced.
+    assert set(granted(cluster_role)) == {
+        ("apiextensions.k8s.io", "customresourcedefinitions"),
+        ("", "namespaces"),
+    }
+    roles = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "Role"}
+    bindings = {d["metadata"]["namespace"]: d for d in docs if d["kind"] == "RoleBinding"}
+    assert set(roles) == set(bindings) == {"a", "b", "higgs-system"}
+    wanted = {k: v for k, v in required_rules().items() if k[1] != "clusterkopfpeerings"}
+    assert granted(roles["a"], cluster_role) == granted(roles["b"], cluster_role) == wanted
+    # The release's namespace only for reading the Secrets mirrored tokens are copied from.
+    assert granted(roles["higgs-system"]) == {("", "secrets"): frozenset({"get"})}
+    for ns, binding in bindings.items():
+        assert binding["roleRef"] == {
+            "apiGroup": "rbac.authorization.k8s.io",
+            "kind": "Role",
+            "name": roles[ns]["metadata"]["name"],
+        }
+        assert binding["subjects"][0]["namespace"] == "higgs-system"
 
 
 def test_two_replicas_with_peering_and_probes():

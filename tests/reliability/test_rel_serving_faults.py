@@ -172,44 +172,44 @@ def test_operator_killed_while_scaling_converges_without_duplicates(
     assert deployment.spec.replicas == 3
 
 
-def test_fake_gpu_node_deleted_is_reregistered_and_serving_recovers(
+def test_fake_gpu_node_removed_pods_are_rescheduled_and_serving_recovers(
     cluster: kubetest.Cluster, namespace: str, operator: OperatorProcess, hub: HubProcess
 ) -> None:
+    """A node taken out the way a cluster autoscaler or an operator does it: drained (evictions honour
+    the PodDisruptionBudget), then its Node object deleted. Its pods are replaced by new ones, and the
+    resource serves again; the agent then registers the machine as a new node."""
     uid = deploy(cluster, namespace, hub, replicas=2)
     pods = ready_pods(cluster, namespace, uid)
     node = pods[0].spec.node_name
-    old_uid = cluster.core.read_node(node).metadata.uid
+    evicted = {p.metadata.uid for p in pods if p.spec.node_name == node}
+    old_node_uid = cluster.core.read_node(node).metadata.uid
     t0 = time.monotonic()
+    cluster.kubectl(
+        "drain", node, "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=90s", "--pod-selector",
+        f"{OWNER_LABEL}={uid}",
+    )  # fmt: skip
     cluster.core.delete_node(node)
-    # The agent notices (404 on its heartbeat) and registers the node again: a new object, new uid.
-    back = kubetest.wait_for(
-        lambda: (n := cluster.core.read_node(node)).metadata.uid != old_uid and n,
-        60,
-        what=f"node {node} re-registered",
-    )
-    reregistered = time.monotonic() - t0
-    ready = kubetest.wait_for(
-        lambda: (
-            any(c.type == "Ready" and c.status == "True" for c in back.status.conditions or [])
-            and cluster.core.read_node(node)
-        ),
-        60,
-        what=f"node {node} Ready",
-    )
-    assert ready.spec.taints is None or all(
-        t.key != "node.kubernetes.io/unreachable" for t in ready.spec.taints
-    )
-    # Pods that were bound to the deleted node are garbage collected or keep running; either way the
-    # Deployment is back to 2 ready replicas and the resource Available.
+    drained = time.monotonic() - t0
+    # The agent notices (404 on its heartbeat) and registers the machine again: a new object, new uid.
     kubetest.wait_for(
-        lambda: len(ready_pods(cluster, namespace, uid)) == 2,
+        lambda: cluster.core.read_node(node).metadata.uid != old_node_uid,
+        60,
+        what=f"node {node} registered again",
+    )
+
+    def replaced() -> bool:
+        now = ready_pods(cluster, namespace, uid)
+        return len(now) == 2 and not evicted & {p.metadata.uid for p in now}
+
+    kubetest.wait_for(
+        replaced,
         120,
         describe=lambda: kubetest.namespace_report(cluster.api, namespace),
-        what="2 ready replicas after the node came back",
+        what="2 ready replicas, none of them a pod of the removed node",
     )
     wait_available(cluster, namespace, "tts", timeout=60)
     print(
-        f"\n[figure] node deleted: re-registered after {reregistered:.1f} s, "
+        f"\n[figure] node removed: drained and deleted in {drained:.1f} s, "
         f"serving whole again after {time.monotonic() - t0:.1f} s"
     )
     result, thread = start_stream(

@@ -127,13 +127,6 @@ def test_operator_cannot_do_what_it_does_not_need(
     assert not allowed, f"the operator's ServiceAccount may also: {allowed}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="charts/higgs-operator/templates/rbac.yaml always renders a ClusterRole+ClusterRoleBinding, even "
-    "with watchNamespaces set: an operator told to watch one namespace may still get/delete Secrets "
-    "(and patch Deployments) in every namespace, kube-system included; namespaced Roles per watched "
-    "namespace would confine it",
-)
 def test_namespaced_operator_cannot_touch_secrets_elsewhere(
     cluster: kubetest.Cluster, namespace: str
 ) -> None:

@@ -248,7 +248,11 @@ def test_bad_requests(sim: Sim, path: str, body: dict, status: int, needle: str)
 
 
 def test_invalid_json_and_unknown_route(sim: Sim) -> None:
-    assert "JSON" in error_of(httpx.post(sim.base_url + CHAT_URL, content=b"{not json"), 400)
+    json_type = {"Content-Type": "application/json"}
+    assert "JSON" in error_of(
+        httpx.post(sim.base_url + CHAT_URL, content=b"{not json", headers=json_type), 400
+    )
+    assert "application/json" in error_of(httpx.post(sim.base_url + CHAT_URL, content=b"{}"), 400)
     error_of(httpx.get(sim.base_url + "/v1/nothing-here"), 404)
     assert "POST" in error_of(httpx.get(sim.base_url + CHAT_URL), 405)
 

@@ -1,0 +1,32 @@
+{{- define "higgs-loadtest.fullname" -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 52 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "higgs-loadtest.labels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "higgs-loadtest.selector" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* The Service name as Kubernetes turns it into env var names: FOO_BAR_SERVICE_HOST. */}}
+{{- define "higgs-loadtest.masterEnvPrefix" -}}
+{{- printf "%s-master" (include "higgs-loadtest.fullname" .) | upper | replace "-" "_" -}}
+{{- end -}}
+
+{{- define "higgs-loadtest.image" -}}
+{{ printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- end -}}
+
+{{- define "higgs-loadtest.containerSecurity" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: false
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
