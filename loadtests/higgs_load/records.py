@@ -32,7 +32,7 @@ class RequestRecord:
     t_first_audio: float | None = None  # unix time of the first audio byte
     audio_s: float = 0.0  # PCM samples received / 24000
     # (seconds since t_start, samples) per arrival of audio bytes: the underrun simulation input
-    chunks: list[list[float]] = field(default_factory=list)
+    chunks: list[tuple[float, int]] = field(default_factory=list)
     underruns: int = 0
     stall_s: float = 0.0
     bytes_received: int = 0
@@ -60,7 +60,8 @@ class RequestRecord:
         unknown = set(data) - set(known)
         if unknown:
             raise ValueError(f"raw record has unknown fields {sorted(unknown)}")
-        return cls(**data)
+        chunks = [(float(t), int(n)) for t, n in data.get("chunks") or []]
+        return cls(**{**data, "chunks": chunks})
 
 
 def write_jsonl(path: Path, records: Iterable[RequestRecord]) -> int:

@@ -55,7 +55,7 @@ def test_ttfa_is_first_audio_not_first_event():
     assert r.ok, r.error_detail
     assert r.ttfa_s == pytest.approx(0.40)
     assert r.audio_s == pytest.approx(2.28)
-    assert r.chunks == [[pytest.approx(0.40), len(a) // 2], [pytest.approx(1.30), len(b) // 2]]
+    assert r.chunks == [(pytest.approx(0.40), len(a) // 2), (pytest.approx(1.30), len(b) // 2)]
     assert r.duration_s == pytest.approx(1.31)
     assert r.streamed and r.underruns == 0
 

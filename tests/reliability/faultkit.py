@@ -28,9 +28,15 @@ class StreamResult:
 
 
 def stream_chat(
-    base_url: str, result: StreamResult, max_tokens: int = 1500, read_timeout: float = 30
+    base_url: str,
+    result: StreamResult,
+    max_tokens: int = 1500,
+    read_timeout: float = 30,
+    client: httpx.Client | None = None,
 ) -> None:
-    """One streamed chat completion; records when audio started and how it ended (never raises)."""
+    """One streamed chat completion; records when audio started and how it ended (never raises).
+    A long-running load passes its own `client`, so connections (and their TLS contexts) are reused
+    rather than built per request."""
     body = {
         "messages": [{"role": "user", "content": "Read a long story aloud, slowly."}],
         "stream": True,
@@ -39,7 +45,8 @@ def stream_chat(
     result.started = time.monotonic()
     timeout = httpx.Timeout(connect=5, read=read_timeout, write=5, pool=5)
     try:
-        with httpx.stream("POST", base_url + CHAT, json=body, timeout=timeout) as resp:
+        send = client.stream if client is not None else httpx.stream
+        with send("POST", base_url + CHAT, json=body, timeout=timeout) as resp:
             if resp.status_code != 200:
                 result.error = f"HTTP {resp.status_code}: {resp.read()[:200]!r}"
                 return

@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import kubetest
 import pytest
 import yaml
@@ -97,14 +98,16 @@ def test_soak_autoscaling_no_lost_requests_flat_memory(
     stop_at = start + LOAD_SECONDS
 
     def worker(index: int) -> None:
-        while (now := time.monotonic()) < stop_at:
-            if index >= concurrency_at(now - start):
-                time.sleep(0.5)
-                continue
-            result = StreamResult()
-            stream_chat(url, result, max_tokens=300, read_timeout=60)
-            with lock:
-                results.append(result)
+        # One client per simulated listener, as a load generator keeps its connections.
+        with httpx.Client() as client:
+            while (now := time.monotonic()) < stop_at:
+                if index >= concurrency_at(now - start):
+                    time.sleep(0.5)
+                    continue
+                result = StreamResult()
+                stream_chat(url, result, max_tokens=300, read_timeout=60, client=client)
+                with lock:
+                    results.append(result)
 
     workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(MAX_WORKERS)]
     for w in workers:
