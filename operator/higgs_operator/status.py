@@ -58,7 +58,10 @@ def _crash_loop(pod: dict) -> str | None:
             waiting = (cs.get("state") or {}).get("waiting") or {}
             last = (cs.get("lastState") or {}).get("terminated") or {}
             restarts = int(cs.get("restartCount") or 0)
-            if waiting.get("reason") == "CrashLoopBackOff" or (last and restarts >= CRASH_RESTARTS):
+            # lastState keeps the last termination for the pod's whole life: it counts only while the
+            # container is not ready again, or a pod that once restarted 3 times stays "Degraded".
+            repeated = bool(last) and restarts >= CRASH_RESTARTS and not cs.get("ready")
+            if waiting.get("reason") == "CrashLoopBackOff" or repeated:
                 code = last.get("exitCode", "?")
                 detail = f"last terminated: {last.get('reason', 'Unknown')} (exit code {code})"
                 who = f"pod {pod['metadata']['name']} {kind} {cs.get('name')}"

@@ -160,3 +160,25 @@ def test_build_status_fields():
     assert s["observedGeneration"] == 4
     assert (s["replicas"], s["readyReplicas"], s["ready"]) == (1, 1, "1/2")
     assert s["selector"] == "app=x,inst=y"
+
+
+def test_restarts_long_recovered_are_not_a_crash_loop():
+    """A container that restarted a few times and runs ready again keeps its lastState for ever; the
+    resource must read Ready, not Degraded."""
+    recovered = pod(ready=True)
+    recovered["status"]["containerStatuses"] = [
+        {
+            "name": "server",
+            "ready": True,
+            "restartCount": 5,
+            "state": {"running": {}},
+            "lastState": {"terminated": {"reason": "Error", "exitCode": 137}},
+        }
+    ]
+    c, phase = conds(StatusInputs(1, OK, DEP, [recovered], 1, models_ok=True))
+    assert phase == "Ready" and c["Degraded"].status == "False"
+    # Between back-offs (not ready, not yet in CrashLoopBackOff) the same history is a crash loop.
+    recovered["status"]["containerStatuses"][0].update(ready=False, state={"running": {}})
+    recovered["status"]["conditions"][0]["status"] = "False"
+    c, phase = conds(StatusInputs(1, OK, DEP, [recovered], 1, models_ok=True))
+    assert phase == "Degraded" and c["Degraded"].reason == "CrashLoop"
