@@ -12,7 +12,7 @@ from pathlib import Path
 
 import kopf
 
-from . import handlers
+from . import handlers, kube
 from .reconcile import OperatorConfig
 from .render import RenderError, helm_binary
 
@@ -68,7 +68,7 @@ def _server_kube_version() -> str:
     try:
         config.load_incluster_config()
     except config.ConfigException:
-        config.load_kube_config()
+        config.load_kube_config(config_file=kube.kubeconfig_path())
     return str(client.VersionApi().get_code().git_version).lstrip("v").split("+")[0]
 
 

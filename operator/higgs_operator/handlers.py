@@ -39,7 +39,7 @@ def api() -> client.ApiClient:
         try:
             config.load_incluster_config()
         except config.ConfigException:
-            config.load_kube_config()
+            config.load_kube_config(config_file=kube.kubeconfig_path())
         _api = client.ApiClient()
     return _api
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import threading
 from urllib.parse import quote
 
@@ -18,6 +19,11 @@ TIMEOUT_S = 10
 # Writes sent by this process, by verb and kind: reported on the health endpoint and by the benchmark.
 WRITES: collections.Counter[str] = collections.Counter()
 _writes_lock = threading.Lock()
+
+
+def kubeconfig_path() -> str:
+    """KUBECONFIG as it is now (the client library reads it once, at import), else ~/.kube/config."""
+    return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
 
 
 def _count(verb: str, kind: str) -> None:
