@@ -21,7 +21,7 @@ import kubetest  # noqa: E402
 import yaml  # noqa: E402
 from higgs_operator.metrics import parse_pod_metrics  # noqa: E402
 from kubernetes import client  # noqa: E402
-from operator_proc import HubProcess, OperatorProcess  # noqa: E402
+from operator_proc import HubProcess, OperatorProcess, speech_load  # noqa: E402
 
 NS = "bench-operator"
 GROUP, VERSION, PLURAL = "audio.higgs.dev", "v1alpha1", "higgsdeployments"
@@ -103,20 +103,7 @@ def scaling_reaction(cluster: kubetest.Cluster, hub: HubProcess, poll_s: int = 2
     url = f"http://{pod.status.pod_ip}:8000"
     stop = threading.Event()
 
-    def load() -> None:
-        with httpx.Client(timeout=30) as c:
-            while not stop.is_set():
-                try:
-                    c.post(
-                        f"{url}/v1/audio/speech",
-                        json={"model": MODEL, "input": "hello " * 40, "response_format": "pcm"},
-                    )
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-
-    threads = [threading.Thread(target=load, daemon=True) for _ in range(6)]
-    for t in threads:
-        t.start()
+    threads = speech_load(url, MODEL, "hello " * 40, 6, stop)
     try:
         # Queue build-up: the moment the pod's own /metrics shows more waiting than the target.
         queued = _wait(

@@ -7,8 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -102,3 +106,49 @@ class HubProcess:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+
+
+@contextmanager
+def operator_running(cluster: Any, log_path: Path) -> Iterator[OperatorProcess]:
+    """The CRD applied (server-side, so a rerun updates it) and the operator running until the block ends."""
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts/higgs-operator/crds")
+    )
+    op = OperatorProcess(log_path)
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+
+
+@contextmanager
+def hub_running() -> Iterator[HubProcess]:
+    hub = HubProcess()
+    try:
+        yield hub
+    finally:
+        hub.stop()
+
+
+def speech_load(
+    url: str, model: str, text: str, workers: int, stop: threading.Event
+) -> list[threading.Thread]:
+    """`workers` closed-loop threads posting /v1/audio/speech to `url` until `stop` is set: a queue for
+    the autoscaler to see."""
+
+    def worker() -> None:
+        with httpx.Client(timeout=30) as c:
+            while not stop.is_set():
+                try:
+                    c.post(
+                        f"{url}/v1/audio/speech",
+                        json={"model": model, "input": text, "response_format": "pcm"},
+                    )
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    return threads

@@ -9,13 +9,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import kubetest
 import pytest
 import yaml
 from higgs_operator.status import parse_time
 from kubernetes import client
-from operator_proc import REPO, HubProcess, OperatorProcess
+from operator_proc import REPO, HubProcess, OperatorProcess, speech_load
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
@@ -405,24 +404,6 @@ def test_mirrored_token(cluster, operator, hub, namespace):
 
 
 # --- autoscaling ------------------------------------------------------------------------------------------
-def _load(url: str, stop: threading.Event, workers: int) -> list[threading.Thread]:
-    def worker() -> None:
-        with httpx.Client(timeout=30) as c:
-            while not stop.is_set():
-                try:
-                    c.post(
-                        f"{url}/v1/audio/speech",
-                        json={"model": MODEL, "input": "hello there " * 20, "response_format": "pcm"},
-                    )
-                except httpx.HTTPError:
-                    time.sleep(0.2)
-
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
-    for t in threads:
-        t.start()
-    return threads
-
-
 def test_autoscale_up_on_queue_and_down_after_window(cluster, operator, hub, namespace):
     create_token(cluster, namespace)
     spec = {
@@ -440,7 +421,7 @@ def test_autoscale_up_on_queue_and_down_after_window(cluster, operator, hub, nam
     wait_available(cluster, namespace, "auto")
     pod = cluster.core.list_namespaced_pod(namespace).items[0]
     stop = threading.Event()
-    threads = _load(f"http://{pod.status.pod_ip}:8000", stop, workers=6)
+    threads = speech_load(f"http://{pod.status.pod_ip}:8000", MODEL, "hello there " * 20, 6, stop)
     try:
         hd = kubetest.wait_for(
             lambda: (h := get_hd(cluster, namespace, "auto"))["status"].get("desiredReplicas") == 2 and h,

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from faultkit import pids_listening_on, sigkill, start_stream
 from kubernetes import client
-from operator_proc import REPO, HubProcess, OperatorProcess
+from operator_proc import HubProcess, OperatorProcess, hub_running, operator_running
 from test_cluster_operator import OWNER_LABEL, condition, create_token, get_hd, hd_body, wait_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
@@ -25,20 +25,14 @@ STREAM_ERROR_WITHIN_S = 5.0  # a killed server must surface to a streaming clien
 def operator(
     cluster: kubetest.Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[OperatorProcess]:
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts/higgs-operator/crds")
-    )
-    op = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    yield op
-    op.stop()
+    with operator_running(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
+        yield op
 
 
 @pytest.fixture(scope="module")
 def hub() -> Iterator[HubProcess]:
-    h = HubProcess()
-    yield h
-    h.stop()
+    with hub_running() as h:
+        yield h
 
 
 def deploy(cluster: kubetest.Cluster, ns: str, hub: HubProcess, name: str = "tts", **spec: object) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import kubetest
 import pytest
 import yaml
-from operator_proc import REPO, HubProcess, OperatorProcess
+from operator_proc import REPO, HubProcess, OperatorProcess, hub_running, operator_running
 from test_cluster_operator import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
@@ -27,20 +27,14 @@ ALLOWED_KINDS = {"secrets"}  # the token's home (and the operator's mirrored cop
 
 @pytest.fixture
 def operator(cluster: kubetest.Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts/higgs-operator/crds")
-    )
-    op = OperatorProcess(tmp_path / "operator.log")
-    op.start()
-    yield op
-    op.stop()
+    with operator_running(cluster, tmp_path / "operator.log") as op:
+        yield op
 
 
 @pytest.fixture
 def hub() -> Iterator[HubProcess]:
-    h = HubProcess()
-    yield h
-    h.stop()
+    with hub_running() as h:
+        yield h
 
 
 def _namespaced_objects(cluster: kubetest.Cluster, namespace: str) -> dict[str, str]:

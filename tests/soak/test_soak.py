@@ -18,7 +18,7 @@ import kubetest
 import pytest
 import yaml
 from faultkit import StreamResult, stream_chat
-from operator_proc import REPO, HubProcess, OperatorProcess
+from operator_proc import HubProcess, OperatorProcess, hub_running, operator_running
 from test_cluster_operator import create_token, get_hd, hd_body, wait_available
 
 LOAD_SECONDS = min(float(os.environ.get("SOAK_SECONDS", "600")), 780.0)
@@ -66,20 +66,14 @@ def growth(samples: list[int]) -> tuple[float, float, float]:
 
 @pytest.fixture
 def operator(cluster: kubetest.Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts/higgs-operator/crds")
-    )
-    op = OperatorProcess(tmp_path / "operator.log")
-    op.start()
-    yield op
-    op.stop()
+    with operator_running(cluster, tmp_path / "operator.log") as op:
+        yield op
 
 
 @pytest.fixture
 def hub() -> Iterator[HubProcess]:
-    h = HubProcess()
-    yield h
-    h.stop()
+    with hub_running() as h:
+        yield h
 
 
 def test_soak_autoscaling_no_lost_requests_flat_memory(
