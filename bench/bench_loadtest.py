@@ -5,11 +5,14 @@
     line by request id (the X-Request-Id response header). TTFA measurement error, per request:
 
         error = client TTFA - server TTFA
-              = (client first-audio time - client send time) - (server t_first_audio - server t_received)
+              = (client first-audio arrival - client send) - (server first-audio write - server arrival)
 
-    i.e. the time the client counts that the server did not: sending the request until the server has
-    read it, plus delivery of the first audio bytes until the client's measurement sees them (both
-    clocks are this host's). Target: p99 <= 5 ms.
+    i.e. what the client counts that the server did not: sending the request until it reached the
+    server's socket, plus delivery of the first audio bytes until the client's stamp (both clocks are
+    this host's). Arrivals are kernel receive timestamps on both sides (higgs_load.body_reader,
+    higgs_sim.arrival), so neither process's event-loop lag hides in them; how long requests waited in
+    the simulator before its handler ran is printed beside it, as the share a handler-start reference
+    would have got wrong. Target: p99 of |error| <= 5 ms once all users run.
 (b) tests/reference_client.py (asyncio + aiohttp) runs the same concurrency and duration against a fresh
     simulator with the same flags; audio throughput and TTFA p50/p90 are printed beside Locust's.
     Target: within 5%.
@@ -24,6 +27,7 @@ import asyncio
 import json
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -47,11 +51,12 @@ AGREEMENT = 0.05
 
 def ttfa_errors_ms(
     raw: list[dict], trace: list[dict], after: float = 0.0
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """Per joined request sent `after` seconds or more into the run: (total error, send part, delivery
-    part) in ms, and the unmatched count."""
+) -> tuple[dict[str, np.ndarray], int]:
+    """Per joined request sent `after` seconds or more into the run, in ms: the total error, its two
+    parts, and the simulator's queue (arrival to handler start); and the unmatched count."""
     by_id = {t["request_id"]: t for t in trace}
-    total, send, deliver, unmatched = [], [], [], 0
+    parts: dict[str, list[float]] = {"total": [], "send": [], "deliver": [], "queue": []}
+    unmatched = 0
     first = min((r["t_start"] for r in raw), default=0.0)
     for rec in raw:
         if rec["t_start"] - first < after:
@@ -61,10 +66,11 @@ def ttfa_errors_ms(
             unmatched += rec["ok"]
             continue
         server_ttfa = srv["t_first_audio"] - srv["t_received"]
-        total.append((rec["ttfa_s"] - server_ttfa) * 1000)
-        send.append((srv["t_received"] - rec["t_start"]) * 1000)
-        deliver.append((rec["t_start"] + rec["ttfa_s"] - srv["t_first_audio"]) * 1000)
-    return np.array(total), np.array(send), np.array(deliver), unmatched
+        parts["total"].append((rec["ttfa_s"] - server_ttfa) * 1000)
+        parts["send"].append((srv["t_received"] - rec["t_start"]) * 1000)
+        parts["deliver"].append((rec["t_start"] + rec["ttfa_s"] - srv["t_first_audio"]) * 1000)
+        parts["queue"].append((srv["t_handler"] - srv["t_received"]) * 1000)
+    return {k: np.array(v) for k, v in parts.items()}, unmatched
 
 
 def _pct(values: np.ndarray, p: float) -> float:
@@ -108,35 +114,42 @@ def main() -> int:
             f"(a) Locust, 1 process, {USERS} streaming users (ramp {SPAWN_RATE}/s), {DURATION_S} s: "
             f"{summary['requests']} requests, error rate {summary['error_rate']:.3f}"
         )
-        print("    TTFA error = client TTFA - (server t_first_audio - server t_received), ms:")
-        print(f"    {'':34} {'n':>6} {'p50':>8} {'p99':>8} {'max':>8}")
+        clocks = Counter(r.get("ttfa_clock") for r in raw if r["ok"])
+        print(f"    first audio stamped by: {dict(clocks)}")
+        print("    TTFA error = client TTFA - (server first-audio write - server arrival), ms:")
+        print(f"    {'':38} {'n':>6} {'p50':>8} {'p99':>8} {'max':>8} {'p99 |e|':>8}")
         ok_a = True
         for window, after in (
             ("all requests", 0.0),
             (f"steady state (>= {STEADY_AFTER_S:g} s)", STEADY_AFTER_S),
         ):
-            total, send, deliver, unmatched = ttfa_errors_ms(raw, trace, after)
+            parts, unmatched = ttfa_errors_ms(raw, trace, after)
             print(f"    {window} ({unmatched} successful requests not in the server trace)")
-            for name, vals in (
-                ("  total", total),
-                ("    send -> server read", send),
-                ("    server write -> seen", deliver),
+            for key, name in (
+                ("total", "  total"),
+                ("send", "    send -> server socket"),
+                ("deliver", "    server write -> client socket"),
+                ("queue", "  (simulator: socket -> handler start)"),
             ):
+                vals = parts[key]
                 worst = vals.max() if vals.size else float("nan")
                 print(
-                    f"    {name:34} {vals.size:6d} {_pct(vals, 50):8.2f} {_pct(vals, 99):8.2f} {worst:8.2f}"
+                    f"    {name:38} {vals.size:6d} {_pct(vals, 50):8.2f} {_pct(vals, 99):8.2f} {worst:8.2f}"
+                    f" {_pct(np.abs(vals), 99):8.2f}"
                 )
             if after:
-                ok_a = total.size > 0 and _pct(total, 99) <= TTFA_ERROR_P99_MS
-        print(f"    target (steady state) p99 <= {TTFA_ERROR_P99_MS} ms: {'met' if ok_a else 'MISSED'}")
+                total = parts["total"]
+                ok_a = total.size > 0 and _pct(np.abs(total), 99) <= TTFA_ERROR_P99_MS
+        print(
+            f"    target (steady state) p99 |error| <= {TTFA_ERROR_P99_MS} ms: {'met' if ok_a else 'MISSED'}"
+        )
         if not ok_a:
             print(
-                "    reason: see the parts. 'send -> server read' is time before the simulator's handler "
-                "stamps t_received: TCP accept, HTTP parsing and its own event loop, busy with 500 streams "
-                "on a shared 2-core host (server-side queueing the server's own TTFA does not see). "
-                "'server write -> seen' is the client's part: a decode step hands 500 streams their chunks "
-                "at once, and one process reads them one after another (gevent), so the last in a burst "
-                "is stamped after the others are parsed.\n"
+                "    reason: see the parts. 'send -> server socket' is the client's time from its clock "
+                "reading to the request's arrival (connection set-up, the greenlet resumed late by a busy "
+                "process, a garbage collection); 'server write -> client socket' should be loopback "
+                "delivery, microseconds. A 'process' first-audio clock (no kernel stamps) adds the "
+                "client's own read lag.\n"
             )
 
         ref = run_reference(tmp)

@@ -25,6 +25,7 @@ from locust.exception import StopUser
 from locust.runners import MasterRunner, WorkerRunner
 
 from higgs_load.audio import AudioError
+from higgs_load.body_reader import BodyReader
 from higgs_load.measure import Measurement, measurement_for
 from higgs_load.metrics import SLO, Step, summarize
 from higgs_load.payloads import (
@@ -48,7 +49,6 @@ FLUSH_INTERVAL_S = 0.5
 FINAL_BATCH_WAIT_S = 10.0
 DEFAULT_MODEL = "higgs-audio-v2-generation-3B-base"
 DEFAULT_MIX = "stream=4,chat=1,speech_pcm=1,speech_wav=1,clone=1"
-_READ_SIZE = 65536
 
 
 class AudioRequestFailure(Exception):
@@ -426,29 +426,6 @@ def on_quitting(environment, **_kw) -> None:
         environment.process_exit_code = COLLECTOR.exit_code
 
 
-def _read_available(resp) -> bytes:
-    """Return the body bytes available now, waiting only until at least one byte arrives.
-
-    geventhttpclient's read(n) blocks until n bytes are buffered, which would delay TTFA; this reads
-    one socket recv at a time through the response's own parser (chunked decoding included).
-    b"" means the body is complete. Pinned geventhttpclient internals (_body_buffer, _sock, feed).
-    """
-    while True:
-        if resp._body_buffer:
-            data = bytes(resp._body_buffer)
-            del resp._body_buffer[:]
-            return data
-        if resp.message_complete:
-            return b""
-        sock = resp._sock
-        if sock is None:
-            raise ConnectionResetError("connection released before the body ended")
-        data = sock.recv(_READ_SIZE)
-        if not data:
-            raise ConnectionResetError("server closed the connection before the body ended")
-        resp.feed(data)
-
-
 def _drop_connection(resp) -> None:
     """Close a connection whose body was not read to the end (never return it to the pool)."""
     pool, sock = getattr(resp, "_pool", None), getattr(resp, "_sock", None)
@@ -541,27 +518,30 @@ class HiggsUser(FastHttpUser):
         """Send one request and measure it (a stop midway raises GreenletExit: no record)."""
         path, body = request_for(kind, prompt, self.cfg.settings, self.cfg.reference)
         payload = json.dumps(body).encode()
-        client = self.client.client.clientpool.get_client(URL(self.host + path))
+        url = URL(self.host + path)
+        client = self.client.client.clientpool.get_client(url)
         rec = RequestRecord(kind=kind, t_start=0.0, prompt_class=prompt.length, worker=WORKER_ID)
         rec.users = self.environment.runner.user_count if self.environment.runner else None
         resp = None
+        # The request is built before the clock starts: TTFA counts sending it, not preparing it.
         wall0 = time.time()
         t0 = time.perf_counter()
         rec.t_start = wall0
         m: Measurement = measurement_for(kind, rec, t0)
         try:
-            resp = client.request(
-                "POST", URL(self.host + path).request_uri, body=payload, headers=self.headers
-            )
+            resp = client.request("POST", url.request_uri, body=payload, headers=self.headers)
             rec.status = resp.status_code
             rec.request_id = resp.get("x-request-id")
+            reader = BodyReader(resp)
             if resp.status_code >= 400:
-                detail = _read_all(resp)[:300].decode("utf-8", "replace")
+                detail = reader.read_all()[:300].decode("utf-8", "replace")
                 m.fail(f"http_{resp.status_code}", detail, time.perf_counter())
             else:
-                while data := _read_available(resp):
-                    m.feed(data, time.perf_counter())
-                m.finish(time.perf_counter())
+                while data := reader.read():
+                    m.feed(data, reader.arrived)
+                    if rec.ttfa_clock is None and rec.ttfa_s is not None:
+                        rec.ttfa_clock = reader.clock
+                m.finish(reader.arrived)
         except AudioError as exc:
             m.fail(exc.error_class, exc.detail, time.perf_counter())
         except (TimeoutError, gevent.Timeout) as exc:
@@ -583,13 +563,6 @@ class HiggsUser(FastHttpUser):
         if rec.t_first_audio is None and rec.ttfa_s is not None:
             rec.t_first_audio = wall0 + rec.ttfa_s
         return rec
-
-
-def _read_all(resp, limit: int = 65536) -> bytes:
-    out = b""
-    while len(out) < limit and (data := _read_available(resp)):
-        out += data
-    return out
 
 
 def _count_dropped(environment, n: int) -> None:

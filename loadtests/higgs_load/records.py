@@ -30,6 +30,8 @@ class RequestRecord:
     duration_s: float | None = None  # wall time, request sent to last byte
     ttfa_s: float | None = None  # request sent to the first byte of audio
     t_first_audio: float | None = None  # unix time of the first audio byte
+    # whose clock stamped the first audio: "kernel" (the socket's receive timestamp) or "process"
+    ttfa_clock: str | None = None
     audio_s: float = 0.0  # PCM samples received / 24000
     # (seconds since t_start, samples) per arrival of audio bytes: the underrun simulation input
     chunks: list[tuple[float, int]] = field(default_factory=list)

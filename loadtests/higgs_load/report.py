@@ -6,6 +6,7 @@ Every figure is computed from the raw records (exact percentiles), never from Lo
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,6 +36,9 @@ def build_summary(
             k: sub.get(k) for k in ("requests", "error_rate", "ttfa_p50_ms", "ttfa_p99_ms", "rtf_p50")
         }
     summary["by_kind"] = by_kind
+    # Which clock stamped the first audio (higgs_load.body_reader): "process" stamps include the load
+    # generator's own read lag.
+    summary["ttfa_clock"] = dict(Counter(r.ttfa_clock for r in records if r.ttfa_clock))
     summary["steps"] = summarize_steps(records, steps, slo) if steps else []
     cap = capacity(summary["steps"], min_good_share, replicas) if len(steps) > 1 else None
     summary["capacity"] = cap
@@ -75,6 +79,13 @@ def markdown(summary: dict) -> str:
     ]
     if s.get("arrivals_dropped") is not None:
         lines.append(f"| Poisson arrivals dropped (pool busy) | {s['arrivals_dropped']} |")
+    by_process = s.get("ttfa_clock", {}).get("process")
+    if by_process:
+        lines += [
+            "",
+            f"TTFA of {by_process} requests was stamped by the load generator's clock, not the kernel's "
+            "(TLS to the server, or not Linux), so it includes the generator's own read lag.",
+        ]
     slo = s["slo"]
     lines += [
         "",

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from aiohttp import web
 
 from higgs_sim import __version__
+from higgs_sim.arrival import new_event_loop
 from higgs_sim.audio import ensure_voice_loop, timbre_of
 from higgs_sim.config import SimConfig, StartupError, check_startup, parse_args
 from higgs_sim.server import EMULATES, SimServer
@@ -98,7 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_startup(config)
         voices = VoiceRegistry(config.voice_presets_dir)
         _banner(config)
-        asyncio.run(_serve(config, voices))
+        # The loop stamps each request's arrival with the kernel's receive time (higgs_sim.arrival).
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(_serve(config, voices))
     except (StartupError, PresetError) as exc:
         log.error("higgs-sim cannot start: %s", exc)
         return 1

@@ -16,6 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from higgs_sim import __version__
+from higgs_sim.arrival import take_arrival
 from higgs_sim.audio import (
     FRAMES_PER_SECOND,
     SAMPLES_PER_FRAME,
@@ -53,6 +54,20 @@ def error_response(exc: ApiError, request_id: str | None = None) -> web.Response
 def sse(payload: dict[str, Any] | str) -> bytes:
     text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
     return b"data: " + text.encode() + b"\n\n"
+
+
+def _trace_record(request: web.Request, rid: str, **fields: Any) -> TraceRecord:
+    now = time.time()
+    arrived = take_arrival(request.transport)
+    received = now if arrived is None else min(arrived, now)
+    return TraceRecord(rid, request.path, received, t_handler=now, **fields)
+
+
+async def _write_audio(resp: web.StreamResponse, rec: TraceRecord, data: bytes) -> None:
+    if rec.t_first_audio is None:
+        # Stamped before the write: the bytes reach the socket inside it, before any wait to drain.
+        rec.t_first_audio = time.time()
+    await resp.write(data)
 
 
 class Truncated(Exception):
@@ -147,6 +162,8 @@ class SimServer:
             return error_response(
                 ApiError(500, "unexpected error in the simulator (see its log)", "InternalServerError")
             )
+        finally:
+            take_arrival(request.transport)  # what arrived during this request is not the next one's start
 
     # --- simple endpoints ---
 
@@ -187,7 +204,7 @@ class SimServer:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         rid = request.headers.get("X-Request-Id") or f"chatcmpl-{uuid.uuid4().hex}"
-        rec = TraceRecord(rid, "/v1/chat/completions", time.time())
+        rec = _trace_record(request, rid)
         try:
             spec, opts = parse_chat(await self._json(request), self.limits, self.voices)
             rec.stream = opts["stream"]
@@ -209,7 +226,7 @@ class SimServer:
 
     async def speech(self, request: web.Request) -> web.StreamResponse:
         rid = request.headers.get("X-Request-Id") or f"speech-{uuid.uuid4().hex}"
-        rec = TraceRecord(rid, "/v1/audio/speech", time.time(), stream=True)
+        rec = _trace_record(request, rid, stream=True)
         try:
             spec, opts = parse_speech(await self._json(request), self.limits, self.voices)
             self._inject_error()
@@ -273,8 +290,6 @@ class SimServer:
             yield chunk
             rec.frames = chunk.end
             rec.audio_seconds = chunk.end / FRAMES_PER_SECOND
-            if rec.t_first_audio is None:
-                rec.t_first_audio = time.time()
             if faults.truncate_after_frames is not None and chunk.end >= faults.truncate_after_frames:
                 rec.error = f"truncated after {chunk.end} frames (--sim-truncate-after-frames)"
                 raise Truncated()
@@ -338,7 +353,7 @@ class SimServer:
                     {"audio": {"id": audio_id, "data": data, "expires_at": expires, "transcript": ""}}
                 )
                 first = False
-                await resp.write(out)
+                await _write_audio(resp, rec, out)
             tail = chunk_of({}, job.finish_reason)
             if opts["include_usage"]:
                 usage = self._usage(job)
@@ -439,7 +454,7 @@ class SimServer:
                     # The planned length is known up front, so the header carries the true size.
                     data = wav_header(job.frames * SAMPLES_PER_FRAME) + data
                 first = False
-                await resp.write(data)
+                await _write_audio(resp, rec, data)
             await resp.write_eof()
         except Truncated:
             self._cut(request)

@@ -11,9 +11,12 @@ from typing import TextIO
 class TraceRecord:
     request_id: str
     endpoint: str
-    t_received: float  # time.time() when the handler started
+    # When the request's first bytes reached the server's socket (the kernel's receive stamp, see
+    # higgs_sim.arrival); t_handler where there is none.
+    t_received: float
+    t_handler: float | None = None  # time.time() when the handler started
     stream: bool = False
-    t_first_audio: float | None = None  # time.time() right after the first audio bytes went to the transport
+    t_first_audio: float | None = None  # time.time() as the first audio bytes were handed to the transport
     t_done: float | None = None
     audio_seconds: float = 0.0
     frames: int = 0

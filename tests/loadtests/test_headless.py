@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from higgs_load.body_reader import KERNEL_STAMPS
 from higgs_load.report import PLOTS
 from load_helpers import kill_group, locust_cmd, run_bounded, start_sim
 
@@ -87,8 +88,14 @@ def test_report_figures_equal_those_recomputed_from_raw(single_run, sim):
     # Locust's own request counter saw the same requests as the raw records.
     assert locust_post_counts(single_run / "locust.json") == (len(raw), 0)
     # Every client record joins the simulator's trace by X-Request-Id.
-    traced = {json.loads(line)["request_id"] for line in sim.trace_path.read_text().splitlines()}
-    assert {r["request_id"] for r in raw} <= traced
+    traced = {t["request_id"]: t for t in map(json.loads, sim.trace_path.read_text().splitlines())}
+    assert {r["request_id"] for r in raw} <= set(traced)
+    # The client's TTFA is the server's own plus the loopback trip: both ends stamp arrivals with the
+    # kernel's receive time, so neither process's scheduling shows up in it.
+    for r in raw:
+        srv = traced[r["request_id"]]
+        assert r["ttfa_clock"] == ("kernel" if KERNEL_STAMPS else "process")
+        assert -0.001 <= r["ttfa_s"] - (srv["t_first_audio"] - srv["t_received"]) < 0.05
     assert "| requests (ok / failed) |" in (single_run / "summary.md").read_text()
     for png in PLOTS:  # the plots rendered: real PNG files
         assert (single_run / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png

@@ -29,6 +29,7 @@ def make_records(n=40, seed=1):
         )
         if ok:
             r.ttfa_s = rng.uniform(0.05, 0.4)
+            r.ttfa_clock = "process" if i % 10 == 1 else "kernel"
             r.audio_s = rng.uniform(2, 5)
             r.chunks = [[r.ttfa_s, int(r.audio_s * SR)]]
         out.append(r)
@@ -55,7 +56,9 @@ def test_report_files_and_markdown(tmp_path):
     data = json.loads((tmp_path / "summary.json").read_text())
     assert data["requests"] == 40 and data["failures"] == 4
     assert data["errors"] == {"http_500": 4}
+    assert data["ttfa_clock"] == {"kernel": 32, "process": 4}
     md = (tmp_path / "summary.md").read_text()
+    assert "TTFA of 4 requests was stamped by the load generator's clock" in md
     assert "| error rate | 10.00 %" in md
     assert "Capacity:" in md and "MISSED" in md
     from PIL import Image

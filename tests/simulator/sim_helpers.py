@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import socket
 import subprocess
 import sys
@@ -86,3 +87,15 @@ def make_wav(seconds: float = 1.0, rate: int = 24000) -> bytes:
 
 def wav_b64(seconds: float = 1.0) -> str:
     return base64.b64encode(make_wav(seconds)).decode()
+
+
+def wait_for_trace(path: Path, request_id: str, timeout: float = 5.0) -> dict:
+    """The simulator's trace line for one request (written when the request ends)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            for line in path.read_text().splitlines():
+                if json.loads(line)["request_id"] == request_id:
+                    return json.loads(line)
+        time.sleep(0.02)
+    raise AssertionError(f"no trace record for {request_id}")

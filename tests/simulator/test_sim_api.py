@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +12,7 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sim_helpers import Sim, launch, wav_b64
+from sim_helpers import Sim, launch, wait_for_trace, wav_b64
 
 MODEL = "higgs-audio-v2-generation-3B-base"
 TEXT = "The quick brown fox jumps over the lazy dog."  # 44 chars -> ceil(44 / 15 * 25) = 74 frames
@@ -183,17 +181,6 @@ def test_metrics_count_requests(client: openai.OpenAI, sim: Sim) -> None:
     assert all(s.labels["model_name"] == MODEL for s in success)
 
 
-def wait_for_trace(path: Path, request_id: str) -> dict:
-    """The server writes the record just after the last byte leaves: poll briefly for it."""
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        for line in path.read_text().splitlines():
-            if json.loads(line)["request_id"] == request_id:
-                return json.loads(line)
-        time.sleep(0.02)
-    raise AssertionError(f"no trace record for {request_id}")
-
-
 def test_trace_file_and_request_id(sim: Sim) -> None:
     r = httpx.post(
         f"{sim.base_url}/v1/audio/speech", headers={"X-Request-Id": "trace-me-1"},
@@ -203,7 +190,7 @@ def test_trace_file_and_request_id(sim: Sim) -> None:
     rec = wait_for_trace(Path(sim.trace_path), "trace-me-1")  # type: ignore[attr-defined]
     assert rec["endpoint"] == "/v1/audio/speech" and rec["status"] == 200 and rec["error"] is None
     assert rec["frames"] == TEXT_FRAMES and rec["audio_seconds"] == pytest.approx(TEXT_FRAMES / 25)
-    assert rec["t_received"] <= rec["t_first_audio"] <= rec["t_done"]
+    assert rec["t_received"] <= rec["t_handler"] <= rec["t_first_audio"] <= rec["t_done"]
 
 
 def error_of(resp: httpx.Response, status: int) -> str:
