@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+import urllib3
 import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
@@ -28,6 +29,7 @@ VENV_BIN = REPO / ".venv" / "bin"
 STATE = REPO / ".cache" / "demo"
 REPORT_DIR = REPO / "reports" / "demo"
 KUBECONFIG = REPO / ".cache" / "cluster" / "kubeconfig"
+TOOLS_BIN = Path(os.environ.get("HIGGS_CACHE", Path.home() / ".cache/higgs-k8s")) / "bin"
 GROUP, VERSION, PLURAL = "audio.higgs.dev", "v1alpha1", "higgsdeployments"
 NAMESPACE = "higgs-demo"
 OPERATOR_NS = "higgs-system"
@@ -92,6 +94,45 @@ def wait_until(step: str, check, timeout: float, explain) -> object:  # type: ig
             return result
         time.sleep(1)
     raise DemoError(step, f"not done after {timeout:.0f} s.\n{explain()}")
+
+
+def remove_workload() -> None:
+    """Take what the demo put into the cluster back out (its namespace, then the operator release), so
+    the GPU nodes are free again. The cluster's state outlives `make cluster-down`, so this is the way
+    to remove it. Does nothing when the cluster is not running."""
+    if not KUBECONFIG.exists():
+        return
+    api = config.new_client_from_config(config_file=str(KUBECONFIG))
+    core = client.CoreV1Api(api)
+    try:
+        core.read_namespace(NAMESPACE, _request_timeout=5)
+        say(f"deleting namespace {NAMESPACE} (the demo's HiggsDeployment and its pods)")
+        for pod in core.list_namespaced_pod(NAMESPACE).items:
+            core.delete_namespaced_pod(pod.metadata.name, NAMESPACE, grace_period_seconds=0)
+        core.delete_namespace(NAMESPACE)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+    except (urllib3.exceptions.HTTPError, OSError) as exc:  # connection refused, timeout: not running
+        print(f"the local cluster is not running ({type(exc).__name__}); nothing to remove", flush=True)
+        return
+
+    def namespace_gone() -> bool:
+        try:
+            core.read_namespace(NAMESPACE)
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_until("remove", namespace_gone, 120, lambda: f"namespace {NAMESPACE} is still terminating")
+    helm = shutil.which("helm") or str(TOOLS_BIN / "helm")
+    env = {**os.environ, "KUBECONFIG": str(KUBECONFIG)}
+    listed = subprocess.run(
+        [helm, "status", "higgs-operator", "-n", OPERATOR_NS], capture_output=True, text=True, env=env
+    )
+    if listed.returncode == 0:
+        say(f"helm uninstall higgs-operator -n {OPERATOR_NS}")
+        run("remove", [helm, "uninstall", "higgs-operator", "-n", OPERATOR_NS, "--wait"], env=env)
 
 
 def cluster_up() -> None:
@@ -291,8 +332,8 @@ Explore:
   kubectl logs -n {OPERATOR_NS} -l app.kubernetes.io/name=higgs-operator -f   # the operator's decisions
 
 Tear down:
+  .venv/bin/python hack/demo.py --stop   # removes the demo's workload, stops its fake hub
   make cluster-down          # stops the control plane, the node agent and every pod process
-  .venv/bin/python hack/demo.py --stop   # stops the demo's fake hub
 """
     )
 
@@ -300,14 +341,22 @@ Tear down:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=int, default=60, help="load-test length (default 60)")
-    parser.add_argument("--stop", action="store_true", help="stop the demo's fake hub")
+    parser.add_argument(
+        "--stop",
+        action="store_true",
+        help="remove the demo's workload from the cluster and stop its fake hub",
+    )
     args = parser.parse_args(argv)
     if args.stop:
-        stop_daemon("hub")
+        try:
+            remove_workload()
+        except (DemoError, ApiException) as exc:
+            print(f"\n{exc}", file=sys.stderr)
+            return 1
+        finally:
+            stop_daemon("hub")
         return 0
-    os.environ["PATH"] = (
-        f"{VENV_BIN}:{Path(os.environ.get('HIGGS_CACHE', Path.home() / '.cache/higgs-k8s')) / 'bin'}:{os.environ['PATH']}"
-    )
+    os.environ["PATH"] = f"{VENV_BIN}:{TOOLS_BIN}:{os.environ['PATH']}"
     started = time.monotonic()
     try:
         cluster_up()

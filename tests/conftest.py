@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import sys
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,15 +23,16 @@ if str(TESTS_DIR) not in sys.path:
 
 import kubetest  # noqa: E402
 
-NAMESPACE_LABEL = "higgs.test/namespace"
-
 
 @pytest.fixture(scope="session")
 def cluster() -> kubetest.Cluster:
     try:
-        return kubetest.ensure_cluster()
+        cluster = kubetest.ensure_cluster()
+        for what in kubetest.clear_leftovers(cluster):
+            warnings.warn(f"removed from the local cluster before the tests: {what}", stacklevel=1)
     except AssertionError as exc:
         pytest.fail(str(exc), pytrace=False)
+    return cluster
 
 
 def _namespace_name(test_name: str) -> str:
@@ -44,7 +46,7 @@ def namespace(cluster: kubetest.Cluster, request: pytest.FixtureRequest) -> Iter
     core = client.CoreV1Api(cluster.api)
     name = _namespace_name(request.node.name)
     core.create_namespace(
-        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={NAMESPACE_LABEL: "true"}))
+        client.V1Namespace(metadata=client.V1ObjectMeta(name=name, labels={kubetest.NAMESPACE_LABEL: "true"}))
     )
     # Pods are refused until the serviceaccount controller has made `default` in the new namespace.
     kubetest.wait_for(

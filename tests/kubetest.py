@@ -110,6 +110,54 @@ def ensure_cluster() -> Cluster:
 
 
 # --- waiting -------------------------------------------------------------------------------------------
+NAMESPACE_LABEL = "higgs.test/namespace"  # on every namespace a test creates
+CLEAR_TIMEOUT_S = 180
+
+
+def gpu_holders(core: client.CoreV1Api) -> list[str]:
+    """namespace/pod of every pod that asks for a GPU."""
+    held = []
+    for pod in core.list_pod_for_all_namespaces().items:
+        if any("nvidia.com/gpu" in ((c.resources and c.resources.limits) or {}) for c in pod.spec.containers):
+            held.append(f"{pod.metadata.namespace}/{pod.metadata.name}")
+    return held
+
+
+def clear_leftovers(cluster: Cluster) -> list[str]:
+    """Give the test session the GPU nodes to itself, and say what was removed.
+
+    The cluster's state outlives `make cluster-down`, so it may still hold the demo's workload
+    (removed by the demo's own teardown, `hack/demo.py --stop`) or namespaces a killed session left
+    behind. Anything else still asking for a GPU afterwards fails the session with its name."""
+    removed: list[str] = []
+    core = client.CoreV1Api(cluster.api)
+    proc = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "hack" / "demo.py"), "--stop"],
+        capture_output=True, text=True, timeout=CLEAR_TIMEOUT_S,
+    )  # fmt: skip
+    assert proc.returncode == 0, f"could not remove the demo's workload:\n{proc.stdout}\n{proc.stderr}"
+    removed += [f"the demo's workload: {line[4:]} (`make demo` brings it back)"
+                for line in proc.stdout.splitlines() if line.startswith("==> ")]  # fmt: skip
+    for ns in core.list_namespace(label_selector=f"{NAMESPACE_LABEL}=true").items:
+        name = ns.metadata.name
+        for pod in core.list_namespaced_pod(name).items:
+            core.delete_namespaced_pod(pod.metadata.name, name, grace_period_seconds=0)
+        if ns.metadata.deletion_timestamp is None:
+            core.delete_namespace(name)
+        removed.append(f"namespace {name}, left by an earlier test session")
+    wait_for(
+        lambda: not gpu_holders(core),
+        CLEAR_TIMEOUT_S,
+        lambda: (
+            "pods the tests did not create still ask for GPUs the tests need: "
+            f"{', '.join(gpu_holders(core))}; delete them (this is the project's own local cluster)"
+        ),
+        interval=1,
+        what="free GPU nodes",
+    )
+    return removed
+
+
 def wait_for(
     predicate: Callable[[], T],
     timeout: float,
