@@ -125,14 +125,15 @@ def remove_workload() -> None:
         return False
 
     wait_until("remove", namespace_gone, 120, lambda: f"namespace {NAMESPACE} is still terminating")
+    # Helm keeps a release's record in Secrets labelled owner=helm: no record, nothing to uninstall.
+    if not core.list_namespaced_secret(OPERATOR_NS, label_selector="owner=helm,name=higgs-operator").items:
+        return
     helm = shutil.which("helm") or str(TOOLS_BIN / "helm")
+    if not Path(helm).exists():
+        raise DemoError("remove", f"helm is not on PATH nor in {TOOLS_BIN}; run `make tools`")
+    say(f"helm uninstall higgs-operator -n {OPERATOR_NS}")
     env = {**os.environ, "KUBECONFIG": str(KUBECONFIG)}
-    listed = subprocess.run(
-        [helm, "status", "higgs-operator", "-n", OPERATOR_NS], capture_output=True, text=True, env=env
-    )
-    if listed.returncode == 0:
-        say(f"helm uninstall higgs-operator -n {OPERATOR_NS}")
-        run("remove", [helm, "uninstall", "higgs-operator", "-n", OPERATOR_NS, "--wait"], env=env)
+    run("remove", [helm, "uninstall", "higgs-operator", "-n", OPERATOR_NS, "--wait"], env=env)
 
 
 def cluster_up() -> None:
