@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 
 import kubetest
 import pytest
 import yaml
 from faultkit import StreamResult, start_stream, stream_chat
-from operator_proc import HubProcess, OperatorProcess, hub_running, operator_running
+from operator_proc import HubProcess, OperatorProcess
 from test_cluster_operator import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
@@ -31,20 +30,6 @@ DRAINING = {
     "lifecycle": {"preStopSleepSeconds": 2},
     "terminationGracePeriodSeconds": 30,
 }
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: kubetest.Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    with operator_running(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
-        yield op
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[HubProcess]:
-    with hub_running() as h:
-        yield h
 
 
 def _deploy(cluster: kubetest.Cluster, ns: str, hub: HubProcess, replicas: int, **spec: object) -> str:

@@ -5,7 +5,6 @@ Every wait is bounded; figures (time to error, recovery) are printed (`pytest -s
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import kubetest
@@ -13,26 +12,12 @@ import pytest
 import yaml
 from faultkit import pids_listening_on, sigkill, start_stream
 from kubernetes import client
-from operator_proc import HubProcess, OperatorProcess, hub_running, operator_running
+from operator_proc import HubProcess, OperatorProcess
 from test_cluster_operator import OWNER_LABEL, condition, create_token, get_hd, hd_body, wait_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 
 STREAM_ERROR_WITHIN_S = 5.0  # a killed server must surface to a streaming client this fast
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: kubetest.Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[OperatorProcess]:
-    with operator_running(cluster, tmp_path_factory.mktemp("operator") / "operator.log") as op:
-        yield op
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[HubProcess]:
-    with hub_running() as h:
-        yield h
 
 
 def deploy(cluster: kubetest.Cluster, ns: str, hub: HubProcess, name: str = "tts", **spec: object) -> str:

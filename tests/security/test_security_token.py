@@ -10,31 +10,17 @@ import base64
 import json
 import secrets
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import kubetest
 import pytest
 import yaml
-from operator_proc import REPO, HubProcess, OperatorProcess, hub_running, operator_running
+from operator_proc import REPO, HubProcess, OperatorProcess
 from test_cluster_operator import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 CLUSTER_STATE = REPO / ".cache" / "cluster"
 ALLOWED_KINDS = {"secrets"}  # the token's home (and the operator's mirrored copies)
-
-
-@pytest.fixture
-def operator(cluster: kubetest.Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
-    with operator_running(cluster, tmp_path / "operator.log") as op:
-        yield op
-
-
-@pytest.fixture
-def hub() -> Iterator[HubProcess]:
-    with hub_running() as h:
-        yield h
 
 
 def _namespaced_objects(cluster: kubetest.Cluster, namespace: str) -> dict[str, str]:

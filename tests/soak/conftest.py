@@ -9,3 +9,5 @@ TESTS = Path(__file__).resolve().parents[1]
 for helper_dir in ("operator", "reliability"):
     if str(TESTS / helper_dir) not in sys.path:
         sys.path.append(str(TESTS / helper_dir))
+
+from operator_fixtures import hub, operator  # noqa: E402, F401 - the suite's module-scoped fixtures

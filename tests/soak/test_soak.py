@@ -10,7 +10,6 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,7 @@ import kubetest
 import pytest
 import yaml
 from faultkit import StreamResult, stream_chat
-from operator_proc import HubProcess, OperatorProcess, hub_running, operator_running
+from operator_proc import HubProcess, OperatorProcess
 from test_cluster_operator import create_token, get_hd, hd_body, wait_available
 
 LOAD_SECONDS = min(float(os.environ.get("SOAK_SECONDS", "600")), 780.0)
@@ -62,18 +61,6 @@ def growth(samples: list[int]) -> tuple[float, float, float]:
     third = max(1, len(samples) // 3)
     first, last = statistics.mean(samples[:third]), statistics.mean(samples[-third:])
     return first, last, (last - first) / first
-
-
-@pytest.fixture
-def operator(cluster: kubetest.Cluster, tmp_path: Path) -> Iterator[OperatorProcess]:
-    with operator_running(cluster, tmp_path / "operator.log") as op:
-        yield op
-
-
-@pytest.fixture
-def hub() -> Iterator[HubProcess]:
-    with hub_running() as h:
-        yield h
 
 
 def test_soak_autoscaling_no_lost_requests_flat_memory(
