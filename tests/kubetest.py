@@ -142,9 +142,9 @@ def clear_leftovers(cluster: Cluster) -> list[str]:
         name = ns.metadata.name
         for pod in core.list_namespaced_pod(name).items:
             core.delete_namespaced_pod(pod.metadata.name, name, grace_period_seconds=0)
-        if ns.metadata.deletion_timestamp is None:
+        if ns.metadata.deletion_timestamp is None:  # else already going: the last session deleted it
             core.delete_namespace(name)
-        removed.append(f"namespace {name}, left by an earlier test session")
+            removed.append(f"namespace {name}, left by an earlier test session")
     wait_for(
         lambda: not gpu_holders(core),
         CLEAR_TIMEOUT_S,
