@@ -16,7 +16,9 @@ class TraceRecord:
     t_received: float
     t_handler: float | None = None  # time.time() when the handler started
     stream: bool = False
-    t_first_audio: float | None = None  # time.time() as the first audio bytes were handed to the transport
+    # time.time() as the first audio bytes were handed to the transport; for a non-streamed body (audio
+    # usable only whole) once the whole body was written
+    t_first_audio: float | None = None
     t_done: float | None = None
     audio_seconds: float = 0.0
     frames: int = 0
