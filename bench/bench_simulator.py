@@ -25,7 +25,7 @@ from higgs_sim.config import parse_args
 from higgs_sim.protocol import TOKENS_PER_MESSAGE, frames_for_text, text_tokens
 from higgs_sim.timing import FRAMES_PER_SECOND, StepTimeModel
 
-SIM_ARGS = ["bosonai/higgs-audio-v2-generation-3B-base", "--max-num-seqs", "256"]
+SIM_ARGS = ["--model", "bosonai/higgs-audio-v2-generation-3B-base", "--max-num-seqs", "256"]
 BATCHES = ((1, 4.0), (64, 8.0), (256, 16.0))  # (concurrent streams, seconds of audio each)
 TOLERANCE = 0.05
 BYTES_PER_FRAME = 960 * 2

@@ -327,8 +327,8 @@ Explore:
   export KUBECONFIG={KUBECONFIG}
   kubectl get hd -n {NAMESPACE}                      # Ready, Phase, Model, Endpoint
   kubectl describe hd {name} -n {NAMESPACE}          # conditions, scaling decisions, events
-  curl -s {url}/v1/audio/speech -H 'Content-Type: application/json' \\
-    -d '{{"model":"higgs-audio-v2-generation-3B-base","input":"Hello from the demo.","voice":"belinda","response_format":"wav"}}' -o hello.wav
+  curl -s {url}/v1/audio/voices                     # the voice presets speech may name
+{speech_curl(url, first_voice(url))}
   .venv/bin/locust -f loadtests/locustfile.py --host {url}        # Locust web UI on http://127.0.0.1:8089
   kubectl logs -n {OPERATOR_NS} -l app.kubernetes.io/name=higgs-operator -f   # the operator's decisions
 
@@ -336,6 +336,40 @@ Tear down:
   .venv/bin/python hack/demo.py --stop   # removes the demo's workload, stops its fake hub
   make cluster-down          # stops the control plane, the node agent and every pod process
 """
+    )
+
+
+WAV_WRITER = (
+    'python3 -c \'import sys, wave; w = wave.open("hello.wav", "wb"); w.setnchannels(1); '
+    "w.setsampwidth(2); w.setframerate(24000); w.writeframes(sys.stdin.buffer.read()); w.close()'"
+)
+
+
+def first_voice(url: str) -> str:
+    """`belinda` (a built-in preset) when the server lists it, else the first voice it lists."""
+    import httpx
+
+    try:
+        voices = httpx.get(f"{url}/v1/audio/voices", timeout=5).json()
+    except (httpx.HTTPError, ValueError):
+        return "belinda"
+    if not isinstance(voices, list) or not voices or "belinda" in voices:
+        return "belinda"
+    return str(voices[0])
+
+
+def speech_curl(url: str, voice: str) -> str:
+    """A shell command that writes hello.wav: speech asks for raw PCM (16-bit, 24 kHz, mono; the
+    server's default) and a WAV header is put around it. A `wav` response would be one WAV file per
+    chunk of audio, joined, which most players stop reading after the first second."""
+    body = (
+        '{"model":"higgs-audio-v2-generation-3B-base","input":"Hello from the demo.",'
+        f'"voice":"{voice}","response_format":"pcm"}}'
+    )
+    return (
+        f"  curl -s {url}/v1/audio/speech -H 'Content-Type: application/json' \\\n"
+        f"    -d '{body}' \\\n"
+        f"    | {WAV_WRITER}   # or: | sox -t raw -r 24000 -e signed -b 16 -c 1 -L - hello.wav"
     )
 
 

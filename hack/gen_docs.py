@@ -112,14 +112,15 @@ def metrics_reference() -> str:
     lines += [
         "## Server metrics (`GET /metrics`)",
         "",
-        "The names, types and labels of Boson's vLLM server, as the simulator exposes them (fork generation);",
-        "the operator scales on `vllm:num_requests_waiting` and `vllm:num_requests_running`. Current vLLM names",
-        "the KV-cache gauge `vllm:kv_cache_usage_perc` (a fraction) and adds an `engine` label: consumers accept both.",
+        "The names, types and labels of Boson's vLLM server (its vLLM 0.8 V1 engine labels every series",
+        "`{model_name, engine}`), as the simulator exposes them; the operator scales on",
+        "`vllm:num_requests_waiting` and `vllm:num_requests_running`, and reads the KV-cache gauge",
+        "`vllm:gpu_cache_usage_perc` (a fraction; later vLLM's name `vllm:kv_cache_usage_perc` is read too).",
         "",
         "| name | type | labels | help |",
         "| --- | --- | --- | --- |",
     ]
-    registry = SimMetrics("higgs-audio-v2-generation-3B-base", "fork").registry
+    registry = SimMetrics("higgs-audio-v2-generation-3B-base").registry
     for family in registry.collect():
         label_names = sorted({k for s in family.samples for k in s.labels if k not in ("le", "quantile")})
         suffix = "_total" if family.type == "counter" else ""

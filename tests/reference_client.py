@@ -14,6 +14,7 @@ import base64
 import json
 import random
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,8 +52,10 @@ async def one_request(session: aiohttp.ClientSession, url: str, prompt: Prompt) 
     res = Result(t0, t0, False)
     samples = 0
     try:
-        async with session.post(url, json=body_for(prompt)) as resp:
-            res.request_id = resp.headers.get("x-request-id")
+        # Our own id, as the load test sends: the server echoes it only with --enable-request-id-headers,
+        # but always uses it for the request (and the simulator's trace).
+        res.request_id = uuid.uuid4().hex
+        async with session.post(url, json=body_for(prompt), headers={"X-Request-Id": res.request_id}) as resp:
             if resp.status != 200:
                 await resp.read()
                 res.t_end = time.time()

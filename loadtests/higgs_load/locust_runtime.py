@@ -15,7 +15,8 @@ import os
 import random
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+import uuid
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import gevent
@@ -27,21 +28,25 @@ from locust.runners import MasterRunner, WorkerRunner
 from higgs_load.audio import AudioError
 from higgs_load.body_reader import BodyReader
 from higgs_load.measure import Measurement, measurement_for
-from higgs_load.metrics import SLO, Step, summarize
+from higgs_load.metrics import SLO, Step, plausible_audio_limit_s, summarize
 from higgs_load.payloads import (
     DEFAULT_PROMPTS,
+    KIND_TAGS,
+    SPEECH_FORMATS,
     Prompt,
     Settings,
     load_prompts,
     load_reference,
     parse_mix,
     request_for,
+    runnable_kinds,
     weighted_choice,
 )
 from higgs_load.plans import SHAPES, ConstantPlan, PoissonArrivals, StepPlan, doubling_levels, parse_levels
 from higgs_load.records import RequestRecord
 from higgs_load.report import build_summary, write_report
 from higgs_load.thresholds import EXIT_THRESHOLD_MISSED, evaluate, parse_gates
+from higgs_load.voices import VOICES_PATH, check_voices, fetch_voices
 
 log = logging.getLogger("higgs_load")
 RECORDS_MESSAGE = "higgs_records"
@@ -80,16 +85,28 @@ def add_options(parser) -> None:
     g.add_argument(
         "--mix",
         default=DEFAULT_MIX,
-        help="request kinds and weights: stream, chat, speech_pcm, speech_wav, clone",
+        help="request kinds and weights: stream, chat, speech_pcm, speech_wav, speech_mp3, clone",
     )
     g.add_argument(
         "--prompts", default=str(DEFAULT_PROMPTS), help="JSONL prompt file (text, length, voice, ...)"
     )
     g.add_argument("--prompt-lengths", default="", help="only prompts of these lengths, e.g. short,medium")
-    g.add_argument("--voice", default="", help="voice preset for every request (a prompt's own voice wins)")
+    g.add_argument(
+        "--voice",
+        default="",
+        help="voice preset of every speech request, one of GET /v1/audio/voices (default: a listed voice "
+        "drawn per request; a prompt's own voice wins); chat sends no preset",
+    )
     g.add_argument("--max-tokens", type=int, default=None, help="max_tokens per request")
     g.add_argument("--temperature", type=float, default=None, help="sampling temperature per request")
     g.add_argument("--seed", type=int, default=None, help="sampling seed sent with each request")
+    g.add_argument(
+        "--max-audio-factor",
+        type=float,
+        default=3.0,
+        help="implausible_length: audio longer than this many times its text's length at 15 characters "
+        "per second (and than 5 s) fails the request; 0 turns the check off",
+    )
     g.add_argument("--slo-ttfa-ms", type=float, default=None, help="SLO: time to first audio, ms")
     g.add_argument("--slo-rtf", type=float, default=None, help="SLO: real-time factor (wall / audio)")
     g.add_argument("--slo-underrun-s", type=float, default=None, help="SLO: allowed stall seconds per stream")
@@ -140,6 +157,7 @@ class RunConfig:
     min_good_share: float = 0.95
     sweep_continue: bool = False
     replicas: int = 1
+    max_audio_factor: float = 3.0
     report_dir: Path = Path("loadtest-report")
     raw_out: Path = Path("loadtest-report/raw.jsonl")
     plots: bool = True
@@ -182,6 +200,8 @@ def build_config(o) -> RunConfig:
         raise ValueError(f"--request-timeout must be > 0, got {o.request_timeout}")
     if o.replicas < 1:
         raise ValueError(f"--replicas must be >= 1, got {o.replicas}")
+    if o.max_audio_factor < 0:
+        raise ValueError(f"--max-audio-factor must be >= 0, got {o.max_audio_factor}")
     users = int(o.num_users or 1)
     run_time = float(o.run_time) if o.run_time else None
     if o.shape in ("step", "sweep"):
@@ -212,10 +232,26 @@ def build_config(o) -> RunConfig:
         min_good_share=o.min_good_share,
         sweep_continue=o.sweep_continue,
         replicas=o.replicas,
+        max_audio_factor=o.max_audio_factor,
         report_dir=report_dir,
         raw_out=Path(o.raw_out) if o.raw_out else report_dir / "raw.jsonl",
         plots=not o.no_plots,
     )
+
+
+def with_server_voices(
+    cfg: RunConfig, host: str, tags: list[str] | None = None, exclude_tags: list[str] | None = None
+) -> RunConfig:
+    """Read the server's voices when speech requests may run or a voice was asked for, and check the
+    asked ones against them (VoiceError, a ValueError, names the list)."""
+    wanted = [("--voice", cfg.settings.voice)] if cfg.settings.voice else []
+    wanted += [("the prompts' voice", p.voice) for p in cfg.prompts if p.voice]
+    speech = runnable_kinds(cfg.mix, tags, exclude_tags) & set(SPEECH_FORMATS)
+    if not speech and not wanted:
+        return cfg
+    names = fetch_voices(host, cfg.api_key, timeout=min(cfg.request_timeout, 30.0))
+    check_voices(names, wanted, host.rstrip("/") + VOICES_PATH)
+    return replace(cfg, settings=replace(cfg.settings, voices=tuple(names)))
 
 
 class Collector:
@@ -270,10 +306,16 @@ CONFIG: RunConfig | None = None
 WORKER_ID = "local"
 
 
-def _config(environment) -> RunConfig:
+def _config(environment, *, voices: bool = True) -> RunConfig:
+    """The run's config, built once from the options; with `voices`, also the server's voice list."""
     global CONFIG
     if CONFIG is None:
-        CONFIG = build_config(environment.parsed_options)
+        o = environment.parsed_options
+        cfg = build_config(o)
+        if voices:
+            host = environment.host or HiggsUser.host
+            cfg = with_server_voices(cfg, host, getattr(o, "tags", None), getattr(o, "exclude_tags", None))
+        CONFIG = cfg
     return CONFIG
 
 
@@ -285,7 +327,8 @@ def on_init(environment, **_kw) -> None:
     if environment.parsed_options is None:
         return
     try:
-        _config(environment)
+        # A headless run knows its host now; the web UI's form may change it: voices at test start.
+        _config(environment, voices=bool(environment.parsed_options.headless))
     except ValueError as exc:
         sys.stderr.write(f"ERROR: {exc}\n")
         sys.exit(2)
@@ -351,7 +394,7 @@ def on_test_start(environment, **_kw) -> None:
         try:
             _config(environment)
         except ValueError as exc:
-            log.error("bad options from master: %s", exc)
+            log.error("cannot start with the master's options: %s", exc)
             raise
         WORKER_ID = runner.client_id
         COLLECTOR.reset(None)
@@ -363,9 +406,10 @@ def on_test_start(environment, **_kw) -> None:
     try:
         cfg = _config(environment)
     except ValueError as exc:
-        # Only the web UI can get here (the command line was checked at start): the shape then
+        # Only the web UI can get here (the command line and a headless run's voices were checked at
+        # start): a bad option in the swarm form, or voices the server does not list. The shape then
         # spawns nobody and the run ends at once.
-        log.error("bad option in the swarm form: %s; the run stops", exc)
+        log.error("cannot start: %s; the run stops", exc)
         gevent.spawn(runner.stop)
         return
     COLLECTOR.reset(cfg.raw_out)
@@ -475,27 +519,32 @@ class HiggsUser(FastHttpUser):
 
     # One task per kind so `--tags stream` (or --exclude-tags) selects kinds. Each task draws the kind
     # from --mix among the kinds left, so Locust's equal task weights do not matter.
-    @tag("stream")
+    @tag(*KIND_TAGS["stream"])
     @task
     def stream(self) -> None:
         self._go()
 
-    @tag("chat")
+    @tag(*KIND_TAGS["chat"])
     @task
     def chat(self) -> None:
         self._go()
 
-    @tag("speech", "speech_pcm")
+    @tag(*KIND_TAGS["speech_pcm"])
     @task
     def speech_pcm(self) -> None:
         self._go()
 
-    @tag("speech", "speech_wav")
+    @tag(*KIND_TAGS["speech_wav"])
     @task
     def speech_wav(self) -> None:
         self._go()
 
-    @tag("clone")
+    @tag(*KIND_TAGS["speech_mp3"])
+    @task
+    def speech_mp3(self) -> None:
+        self._go()
+
+    @tag(*KIND_TAGS["clone"])
     @task
     def clone(self) -> None:
         self._go()
@@ -516,22 +565,28 @@ class HiggsUser(FastHttpUser):
 
     def measure(self, kind: str, prompt: Prompt) -> RequestRecord:
         """Send one request and measure it (a stop midway raises GreenletExit: no record)."""
-        path, body = request_for(kind, prompt, self.cfg.settings, self.cfg.reference)
+        path, body = request_for(kind, prompt, self.cfg.settings, self.cfg.reference, self.rng)
         payload = json.dumps(body).encode()
         url = URL(self.host + path)
         client = self.client.client.clientpool.get_client(url)
         rec = RequestRecord(kind=kind, t_start=0.0, prompt_class=prompt.length, worker=WORKER_ID)
         rec.users = self.environment.runner.user_count if self.environment.runner else None
+        rec.text_chars, rec.voice = len(prompt.text), body.get("voice")
+        max_audio_s = plausible_audio_limit_s(len(prompt.text), self.cfg.max_audio_factor)
+        # Our own X-Request-Id names the request on the server (its logs, `chatcmpl-<id>`; E8), so the
+        # record joins the server's traces whether or not it echoes the header.
+        own_id = uuid.uuid4().hex
+        headers = {**self.headers, "X-Request-Id": own_id}
         resp = None
         # The request is built before the clock starts: TTFA counts sending it, not preparing it.
         wall0 = time.time()
         t0 = time.perf_counter()
         rec.t_start = wall0
-        m: Measurement = measurement_for(kind, rec, t0)
+        m: Measurement = measurement_for(kind, rec, t0, max_audio_s)
         try:
-            resp = client.request("POST", url.request_uri, body=payload, headers=self.headers)
+            resp = client.request("POST", url.request_uri, body=payload, headers=headers)
             rec.status = resp.status_code
-            rec.request_id = resp.get("x-request-id")
+            rec.request_id = resp.get("x-request-id") or own_id
             reader = BodyReader(resp)
             if resp.status_code >= 400:
                 detail = reader.read_all()[:300].decode("utf-8", "replace")

@@ -2,7 +2,9 @@
 
 Transport-agnostic (no Locust, no HTTP client): the caller feeds each read's bytes with the clock
 reading taken right after the read returned, so TTFA is when the first audio byte arrived, not when
-the response was parsed at the end.
+the response was parsed at the end. The bodies are those of docs/server-contract.md: SSE read to
+`data: [DONE]` (CH6-CH8), speech `pcm` as one stream and `wav`/`mp3` as complete files joined (SP7),
+a server error inside a 200 body as `stream_error` (CH8, SP10).
 """
 
 from __future__ import annotations
@@ -10,15 +12,16 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from bisect import bisect_left
 
-from higgs_load.audio import (
-    SAMPLE_WIDTH,
-    AudioError,
-    check_chunks_consistent,
-    check_format,
-    check_pcm,
-    parse_wav_header,
-    wav_pcm,
+from higgs_load.audio import SAMPLE_WIDTH, AudioError, check_chunks_consistent, check_pcm, wav_pcm
+from higgs_load.formats import (
+    ERROR_MARKER,
+    ERROR_TEXT_LIMIT,
+    JoinedWavParser,
+    decode_mp3,
+    error_message,
+    split_mp3,
 )
 from higgs_load.metrics import simulate_underruns
 from higgs_load.records import RequestRecord
@@ -26,15 +29,20 @@ from higgs_load.sse import SSEParser
 
 
 class Measurement:
-    """Base: collects (arrival, samples) chunks; subclasses decode their wire format."""
+    """Base: collects (arrival, samples) chunks; subclasses decode their wire format.
+
+    `max_audio_s` is the implausible-length limit for the request's text (None: not checked).
+    """
 
     streamed = True
 
-    def __init__(self, record: RequestRecord, t0: float) -> None:
+    def __init__(self, record: RequestRecord, t0: float, max_audio_s: float | None = None) -> None:
         self.rec = record
         self.t0 = t0  # clock reading (same clock as feed's `now`) when the request was sent
+        self.max_audio_s = max_audio_s
         self.pcm = bytearray()
         self.bytes = 0
+        self.server_error: bytes | None = None  # the server's own error text inside the body
 
     def _audio(self, pcm: bytes, now: float) -> None:
         if not pcm:
@@ -61,17 +69,29 @@ class Measurement:
         rec.streamed = self.streamed
         try:
             self._complete()
+            if self.server_error is not None:
+                return self.fail("stream_error", "", now)
             check_chunks_consistent([c[1] for c in rec.chunks], len(self.pcm))
             rec.audio_s = check_pcm(bytes(self.pcm))
         except AudioError as exc:
             return self.fail(exc.error_class, exc.detail, now)
+        if self.max_audio_s is not None and rec.audio_s > self.max_audio_s:
+            detail = (
+                f"{rec.audio_s:.1f} s of audio for {rec.text_chars} characters of text "
+                f"(limit {self.max_audio_s:.1f} s; known fault K1)"
+            )
+            return self.fail("implausible_length", detail, now)
         under = simulate_underruns(rec.chunks)
         rec.underruns, rec.stall_s = under.count, under.stall_s
         rec.ok = True
         return rec
 
     def fail(self, error: str, detail: str, now: float) -> RequestRecord:
+        """Record a failure. Once the server has said in the body that it failed, that is the cause,
+        whatever went wrong after it (a cut body, a timeout)."""
         rec = self.rec
+        if self.server_error is not None:
+            error, detail = "stream_error", f"server error in the body: {error_message(self.server_error)}"
         rec.ok = False
         rec.error = error
         rec.error_detail = detail[:300]
@@ -89,10 +109,13 @@ class Measurement:
 
 
 class ChatStreamMeasurement(Measurement):
-    """OpenAI-style SSE: choices[0].delta.audio.data is base64 int16 PCM; ends with `data: [DONE]`."""
+    """OpenAI-style SSE, one event per generated token (CH6): most carry `"audio": null`; those with
+    audio carry base64 int16 PCM in `choices[0].delta.audio.data`. The last audio may come with or
+    after `finish_reason` (CH7), so the stream is read to `data: [DONE]`; `data: {"error": ...}`
+    (CH8) is a `stream_error`."""
 
-    def __init__(self, record: RequestRecord, t0: float) -> None:
-        super().__init__(record, t0)
+    def __init__(self, record: RequestRecord, t0: float, max_audio_s: float | None = None) -> None:
+        super().__init__(record, t0, max_audio_s)
         self.parser = SSEParser()
         self.done = False
         self.finish_reason: str | None = None
@@ -100,27 +123,36 @@ class ChatStreamMeasurement(Measurement):
     def feed(self, data: bytes, now: float) -> None:
         self.bytes += len(data)
         for event in self.parser.feed(data):
-            if event == b"[DONE]":
-                self.done = True
-                continue
-            try:
-                obj = json.loads(event)
-                choice = obj["choices"][0] if obj.get("choices") else {}
-            except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-                raise AudioError("invalid_audio", f"SSE event is not a chat.completion.chunk: {exc}") from exc
-            if "error" in obj:
-                raise AudioError("invalid_audio", f"error event in stream: {str(obj['error'])[:200]}")
+            if not self.done:  # nothing after [DONE] belongs to the response
+                self._event(event, now)
+
+    def _event(self, event: bytes, now: float) -> None:
+        if event == b"[DONE]":
+            self.done = True
+            return
+        if _NO_AUDIO in event and _NOT_FINISHED in event:
+            return  # most per-token events (pydantic's compact JSON): nothing to parse
+        try:
+            obj = json.loads(event)
+        except ValueError as exc:
+            raise AudioError("invalid_audio", f"SSE event is not JSON: {exc}") from exc
+        if not isinstance(obj, dict):
+            raise AudioError("invalid_audio", f"SSE event is not a JSON object: {event[:80]!r}")
+        if "error" in obj:
+            self.server_error = event[:ERROR_TEXT_LIMIT]
+            return
+        choices = obj.get("choices")
+        if not choices:  # the usage event of stream_options.include_usage has none
+            return
+        try:
+            choice = choices[0]
             self.finish_reason = choice.get("finish_reason") or self.finish_reason
-            audio = (choice.get("delta") or {}).get("audio") or {}
-            b64 = audio.get("data")
-            if b64:
-                try:
-                    pcm = base64.b64decode(b64, validate=True)
-                except (binascii.Error, ValueError) as exc:
-                    raise AudioError("invalid_audio", f"delta.audio.data is not base64: {exc}") from exc
-                if len(pcm) % SAMPLE_WIDTH:
-                    raise AudioError("invalid_audio", f"audio chunk of {len(pcm)} bytes is not whole int16")
-                self._audio(pcm, now)
+            audio = (choice.get("delta") or {}).get("audio")
+            b64 = audio.get("data") if audio else None
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise AudioError("invalid_audio", f"SSE event is not a chat.completion.chunk: {exc!r}") from exc
+        if b64 and self.server_error is None:
+            self._audio(_b64_pcm(b64), now)
 
     def _complete(self) -> None:
         if not self.done:
@@ -129,72 +161,105 @@ class ChatStreamMeasurement(Measurement):
             raise AudioError("truncated_stream", "stream ended inside an event")
 
 
-class WavBodyMeasurement(Measurement):
-    """A WAV body (`/v1/audio/speech` response_format=wav), read as it arrives."""
+_NO_AUDIO = b'"audio":null'
+_NOT_FINISHED = b'"finish_reason":null'
 
-    def __init__(self, record: RequestRecord, t0: float) -> None:
-        super().__init__(record, t0)
-        self.buf = bytearray()
-        self.header_len: int | None = None
-        self.carry = b""
+
+def _b64_pcm(b64: object) -> bytes:
+    try:
+        pcm = base64.b64decode(b64, validate=True)  # type: ignore[arg-type]
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise AudioError("invalid_audio", f"delta.audio.data is not base64: {exc}") from exc
+    if len(pcm) % SAMPLE_WIDTH:
+        raise AudioError("invalid_audio", f"audio chunk of {len(pcm)} bytes is not whole int16")
+    return pcm
+
+
+class WavBodyMeasurement(Measurement):
+    """A `/v1/audio/speech` `wav` body: complete WAV files joined (one per chunk the server encoded),
+    read as it arrives; `{"error": ...}` where a file should start is a `stream_error` (SP10)."""
+
+    def __init__(self, record: RequestRecord, t0: float, max_audio_s: float | None = None) -> None:
+        super().__init__(record, t0, max_audio_s)
+        self.wav = JoinedWavParser()
 
     def feed(self, data: bytes, now: float) -> None:
         self.bytes += len(data)
-        self.buf += data
-        if self.header_len is None:
-            try:
-                info = parse_wav_header(bytes(self.buf))
-            except AudioError:
-                if len(self.buf) < 4096:  # header not complete yet
-                    return
-                raise
-            check_format(info.sample_rate, info.channels, info.bits_per_sample, info.audio_format)
-            self.header_len = info.data_offset
-            fresh = bytes(self.buf[info.data_offset :])
-        else:
-            fresh = data
-        fresh = self.carry + fresh
-        whole = len(fresh) - len(fresh) % SAMPLE_WIDTH
-        self.carry = fresh[whole:]
-        self._audio(fresh[:whole], now)
+        self._audio(self.wav.feed(data), now)
+        if self.wav.error_text is not None:
+            self.server_error = bytes(self.wav.error_text)
 
     def _complete(self) -> None:
-        if self.header_len is None:
-            parse_wav_header(bytes(self.buf))  # raises the precise reason
-        pcm = wav_pcm(bytes(self.buf))
-        if len(pcm) != len(self.pcm):
-            raise AudioError("invalid_audio", f"WAV data has {len(pcm)} bytes, {len(self.pcm)} streamed")
-        if self.carry:
-            raise AudioError("invalid_audio", "WAV data ends with half a sample")
+        self.wav.close()
 
 
 class PcmBodyMeasurement(Measurement):
-    """Raw int16 PCM body (`/v1/audio/speech` response_format=pcm)."""
+    """Raw int16 PCM body (`/v1/audio/speech` `pcm`, the default). Bytes from an `{"error": ...}`
+    text on (SP10) are the server's error, not audio."""
 
-    def __init__(self, record: RequestRecord, t0: float) -> None:
-        super().__init__(record, t0)
+    def __init__(self, record: RequestRecord, t0: float, max_audio_s: float | None = None) -> None:
+        super().__init__(record, t0, max_audio_s)
         self.carry = b""
+        self.tail = b""  # the last bytes of the previous read: a marker may straddle two reads
 
     def feed(self, data: bytes, now: float) -> None:
         self.bytes += len(data)
+        if self.server_error is not None:
+            self.server_error = (self.server_error + data)[:ERROR_TEXT_LIMIT]
+            return
+        window = self.tail + data
+        at = window.find(ERROR_MARKER)
+        if at >= 0:
+            self.server_error = window[at : at + ERROR_TEXT_LIMIT]
+            data = data[: max(0, at - len(self.tail))]
+        else:
+            self.tail = window[-(len(ERROR_MARKER) - 1) :]
         fresh = self.carry + data
         whole = len(fresh) - len(fresh) % SAMPLE_WIDTH
         self.carry = fresh[whole:]
         self._audio(fresh[:whole], now)
 
     def _complete(self) -> None:
-        if self.carry:
+        if self.carry and self.server_error is None:
             raise AudioError("invalid_audio", "PCM body ends with half a sample")
 
 
+class Mp3BodyMeasurement(Measurement):
+    """A `/v1/audio/speech` `mp3` body: complete MP3 files joined. Each file is decoded (soundfile) once
+    the body is in; its audio counts as arrived when the file's last byte did."""
+
+    def __init__(self, record: RequestRecord, t0: float, max_audio_s: float | None = None) -> None:
+        super().__init__(record, t0, max_audio_s)
+        self.body = bytearray()
+        self.read_ends: list[int] = []  # body offset after each read
+        self.read_times: list[float] = []
+
+    def feed(self, data: bytes, now: float) -> None:
+        self.bytes += len(data)
+        self.body += data
+        self.read_ends.append(len(self.body))
+        self.read_times.append(now)
+
+    def _complete(self) -> None:
+        blob = bytes(self.body)
+        files, error = split_mp3(blob)
+        if error is not None:
+            self.server_error = error
+            return
+        if not files:
+            raise AudioError("invalid_audio", "empty body: no MP3 file")
+        for start, end in files:
+            self._audio(decode_mp3(blob[start:end]), self.read_times[bisect_left(self.read_ends, end)])
+
+
 class ChatJsonMeasurement(Measurement):
-    """Non-streaming chat: choices[0].message.audio.data is a base64 WAV. Audio is usable only once the
-    whole JSON body is in, so TTFA equals the full response time here."""
+    """Non-streaming chat: choices[0].message.audio.data is a base64 WAV (CH5). Audio is usable only
+    once the whole JSON body is in, so TTFA equals the full response time here."""
 
     streamed = False
 
-    def __init__(self, record: RequestRecord, t0: float) -> None:
-        super().__init__(record, t0)
+    def __init__(self, record: RequestRecord, t0: float, max_audio_s: float | None = None) -> None:
+        super().__init__(record, t0, max_audio_s)
         self.body = bytearray()
         self.last = t0
 
@@ -216,13 +281,20 @@ class ChatJsonMeasurement(Measurement):
         self._audio(pcm, self.last)
 
 
-def measurement_for(kind: str, record: RequestRecord, t0: float) -> Measurement:
-    if kind in ("stream", "clone"):
-        return ChatStreamMeasurement(record, t0)
-    if kind == "chat":
-        return ChatJsonMeasurement(record, t0)
-    if kind == "speech_wav":
-        return WavBodyMeasurement(record, t0)
-    if kind == "speech_pcm":
-        return PcmBodyMeasurement(record, t0)
-    raise ValueError(f"unknown request kind {kind!r}")
+_MEASUREMENTS: dict[str, type[Measurement]] = {
+    "stream": ChatStreamMeasurement,
+    "clone": ChatStreamMeasurement,
+    "chat": ChatJsonMeasurement,
+    "speech_pcm": PcmBodyMeasurement,
+    "speech_wav": WavBodyMeasurement,
+    "speech_mp3": Mp3BodyMeasurement,
+}
+
+
+def measurement_for(
+    kind: str, record: RequestRecord, t0: float, max_audio_s: float | None = None
+) -> Measurement:
+    try:
+        return _MEASUREMENTS[kind](record, t0, max_audio_s)
+    except KeyError:
+        raise ValueError(f"unknown request kind {kind!r}") from None

@@ -1,6 +1,23 @@
 """Load-test metric definitions (DESIGN.md "Load-test metrics"), computed exactly from raw records.
 
 No Locust import: the locustfile, the report CLI and the tests share these functions.
+
+A request either succeeds (valid, non-silent 24 kHz mono int16 audio of a plausible length, read to
+the end of its body) or fails with one error kind, counted in `errors`:
+
+| kind | the request ... |
+| --- | --- |
+| `http_<status>` | got an HTTP error status (400, 401, 404, 500, ...) |
+| `timeout` | received no byte for `--request-timeout` seconds |
+| `connection_error` | got no response (refused, reset before the status line) |
+| `truncated_stream` | lost its body midway: no `data: [DONE]`, a cut WAV or MP3 file, a reset |
+| `stream_error` | carried the server's own error inside a 200 body: an SSE event `data: {"error": ...}` (contract CH8) or `{"error": ...}` JSON appended to a speech body (SP10) |
+| `invalid_audio` | carried no audio or malformed audio (not base64, not a WAV, wrong rate, half samples) |
+| `silent_audio` | carried audio whose peak is below about -60 dBFS |
+| `implausible_length` | carried audio far longer than its text can take (see `plausible_audio_limit_s`; known fault K1) |
+
+`implausible_length` is also reported on its own (`implausible_length` in `summary.json`, a row in
+`summary.md`, a `--fail-on` metric).
 """
 
 from __future__ import annotations
@@ -15,6 +32,25 @@ from higgs_load.audio import SAMPLE_RATE
 from higgs_load.records import RequestRecord
 
 PERCENTILES = (50, 90, 99)
+CHARS_PER_SECOND = 15.0  # speech read aloud: about 180 words per minute
+IMPLAUSIBLE_FACTOR = 3.0
+IMPLAUSIBLE_FLOOR_S = 5.0
+
+
+def plausible_audio_limit_s(
+    text_chars: int, factor: float = IMPLAUSIBLE_FACTOR, floor_s: float = IMPLAUSIBLE_FLOOR_S
+) -> float | None:
+    """The most audio a text of `text_chars` characters may yield before it is `implausible_length`.
+
+    Speech runs at about 15 characters per second, so a text should take `text_chars / 15` seconds;
+    audio more than `factor` (3, `--max-audio-factor`) times that, and longer than `floor_s` (5 s, so a
+    short text may still carry pauses and breaths), is a generation that ran on to `max_tokens`
+    (known fault K1, boson-ai/higgs-audio#151: 40 s of audio for a short sentence). A factor of 0
+    turns the check off (None).
+    """
+    if factor <= 0:
+        return None
+    return max(floor_s, factor * text_chars / CHARS_PER_SECOND)
 
 
 @dataclass(frozen=True)
@@ -142,6 +178,7 @@ def summarize(
         "underrun_free_share": (1 - with_underrun / len(streams)) if streams else None,
         "underrun_count": sum(r.underruns for r in streams),
         "underrun_stall_s": sum(r.stall_s for r in streams),
+        "implausible_length": errors.get("implausible_length", 0),
         "good_requests": meeting,
         "goodput": meeting / wall,
         "goodput_share": meeting / n,

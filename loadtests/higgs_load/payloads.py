@@ -1,10 +1,17 @@
-"""Prompt corpus, request mix and request bodies for the Higgs Audio endpoints."""
+"""Prompt corpus, request mix and request bodies for the Higgs Audio endpoints.
+
+The bodies follow Boson's server (docs/server-contract.md): speech always names a `voice` preset from
+`GET /v1/audio/voices` (SP2, SP4); chat never puts a preset in `audio.voice`, which takes only the
+eight OpenAI names (CH2): it sends no `audio.voice` at all, and a voice is chosen in chat by reference
+audio in the messages (the `clone` kind, CH4); non-streamed chat asks `wav` (`pcm16` fails, CH5).
+"""
 
 from __future__ import annotations
 
 import base64
 import json
 import random
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +20,21 @@ DEFAULT_PROMPTS = DATA_DIR / "prompts.jsonl"
 REFERENCE_WAV = DATA_DIR / "reference_voice.wav"
 REFERENCE_TEXT = DATA_DIR / "reference_voice.txt"
 
-KINDS = ("stream", "chat", "speech_pcm", "speech_wav", "clone")
+KINDS = ("stream", "chat", "speech_pcm", "speech_wav", "speech_mp3", "clone")
+SPEECH_FORMATS = {"speech_pcm": "pcm", "speech_wav": "wav", "speech_mp3": "mp3"}
+# Locust tags of each kind's task (`--tags speech` selects every speech kind).
+KIND_TAGS = {
+    "stream": ("stream",),
+    "chat": ("chat",),
+    "speech_pcm": ("speech", "speech_pcm"),
+    "speech_wav": ("speech", "speech_wav"),
+    "speech_mp3": ("speech", "speech_mp3"),
+    "clone": ("clone",),
+}
 # Aliases accepted in --mix so users can write the endpoint they think of.
-_KIND_ALIASES = {"speech": "speech_pcm", "pcm": "speech_pcm", "wav": "speech_wav", "clone": "clone"}
+_KIND_ALIASES = {"speech": "speech_pcm", "pcm": "speech_pcm", "wav": "speech_wav", "mp3": "speech_mp3"}
+# The only values chat's `audio.voice` accepts (CH2); this client sends none of them (the default).
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse")
 
 CHAT_PATH = "/v1/chat/completions"
 SPEECH_PATH = "/v1/audio/speech"
@@ -69,7 +88,7 @@ def parse_mix(spec: str) -> dict[str, int]:
         name = _KIND_ALIASES.get(name.strip(), name.strip())
         if name not in KINDS:
             raise ValueError(
-                f"--mix: unknown request kind {name!r}; choose from {', '.join(KINDS)} (or speech, wav)"
+                f"--mix: unknown request kind {name!r}; choose from {', '.join(KINDS)} (or speech, wav, mp3)"
             )
         try:
             w = int(weight) if weight else 1
@@ -83,13 +102,24 @@ def parse_mix(spec: str) -> dict[str, int]:
     return {k: v for k, v in weights.items() if v > 0}
 
 
+def runnable_kinds(
+    kinds: Iterable[str], tags: Iterable[str] | None, exclude: Iterable[str] | None
+) -> set[str]:
+    """The kinds Locust's `--tags` / `--exclude-tags` leave to run."""
+    wanted, unwanted = set(tags or ()), set(exclude or ())
+    return {
+        k for k in kinds if (not wanted or wanted & set(KIND_TAGS[k])) and not unwanted & set(KIND_TAGS[k])
+    }
+
+
 @dataclass(frozen=True)
 class Settings:
     model: str
-    voice: str | None
+    voice: str | None  # --voice: the speech preset of every speech request (a prompt's own wins)
     max_tokens: int | None
     temperature: float | None
     seed: int | None
+    voices: tuple[str, ...] = ()  # the server's presets (GET /v1/audio/voices at test start)
 
 
 def _pick(prompt_value, default):
@@ -111,10 +141,9 @@ def chat_body(
             }
         )
     messages.append({"role": "user", "content": prompt.text})
+    # Streamed audio is base64 PCM whatever the format (CH6); whole files are wav (pcm16 fails, CH5).
+    # No audio.voice: it takes only OpenAI's names and does not change the voice (CH2).
     audio: dict = {"format": "pcm16" if stream else "wav"}
-    voice = _pick(prompt.voice, settings.voice)
-    if voice and reference is None:
-        audio["voice"] = voice
     body: dict = {
         "model": settings.model,
         "messages": messages,
@@ -127,11 +156,24 @@ def chat_body(
     return body
 
 
-def speech_body(prompt: Prompt, settings: Settings, response_format: str) -> dict:
-    body: dict = {"model": settings.model, "input": prompt.text, "response_format": response_format}
+def speech_voice(prompt: Prompt, settings: Settings, rng: random.Random) -> str:
+    """The prompt's voice, else --voice, else one of the server's presets drawn at random."""
     voice = _pick(prompt.voice, settings.voice)
     if voice:
-        body["voice"] = voice
+        return voice
+    if not settings.voices:
+        raise ValueError("no voice for a speech request: the server's voice list was not read")
+    return rng.choice(settings.voices)
+
+
+def speech_body(prompt: Prompt, settings: Settings, response_format: str, voice: str) -> dict:
+    """`voice` is required (SP2); an unknown one silently becomes the first preset (SP4)."""
+    body: dict = {
+        "model": settings.model,
+        "input": prompt.text,
+        "voice": voice,
+        "response_format": response_format,
+    }
     _add_sampling(body, prompt, settings)
     return body
 
@@ -156,7 +198,11 @@ def load_reference(wav: Path = REFERENCE_WAV, text: Path = REFERENCE_TEXT) -> tu
 
 
 def request_for(
-    kind: str, prompt: Prompt, settings: Settings, reference: tuple[str, str] | None
+    kind: str,
+    prompt: Prompt,
+    settings: Settings,
+    reference: tuple[str, str] | None,
+    rng: random.Random | None = None,
 ) -> tuple[str, dict]:
     """(path, JSON body) for one request of the given kind."""
     if kind == "stream":
@@ -165,10 +211,9 @@ def request_for(
         return CHAT_PATH, chat_body(prompt, settings, stream=False)
     if kind == "clone":
         return CHAT_PATH, chat_body(prompt, settings, stream=True, reference=reference)
-    if kind == "speech_pcm":
-        return SPEECH_PATH, speech_body(prompt, settings, "pcm")
-    if kind == "speech_wav":
-        return SPEECH_PATH, speech_body(prompt, settings, "wav")
+    if kind in SPEECH_FORMATS:
+        voice = speech_voice(prompt, settings, rng or random.Random())
+        return SPEECH_PATH, speech_body(prompt, settings, SPEECH_FORMATS[kind], voice)
     raise ValueError(f"unknown request kind {kind!r}")
 
 

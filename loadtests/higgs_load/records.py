@@ -13,14 +13,16 @@ ERROR_CLASSES = (
     "timeout",
     "connection_error",
     "truncated_stream",
+    "stream_error",
     "invalid_audio",
     "silent_audio",
+    "implausible_length",
 )
 
 
 @dataclass
 class RequestRecord:
-    kind: str  # stream | chat | speech_pcm | speech_wav | clone
+    kind: str  # stream | chat | speech_pcm | speech_wav | speech_mp3 | clone
     t_start: float  # unix time the request was sent
     streamed: bool = False  # audio arrived incrementally (a listener could play it as it came)
     ok: bool = False
@@ -38,8 +40,10 @@ class RequestRecord:
     underruns: int = 0
     stall_s: float = 0.0
     bytes_received: int = 0
-    request_id: str | None = None  # the server's X-Request-Id, to join with server-side traces
+    request_id: str | None = None  # X-Request-Id (ours, or the server's echo), to join server-side traces
     prompt_class: str | None = None
+    text_chars: int | None = None  # characters of the text spoken (the implausible_length rule's input)
+    voice: str | None = None  # the speech voice preset sent (None: chat, which sends no preset)
     worker: str = "local"
     users: int | None = None  # users running on this process when sent (informational)
 

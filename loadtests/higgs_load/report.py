@@ -74,6 +74,7 @@ def markdown(summary: dict) -> str:
         f"| streams with underruns | {s['streams_with_underrun']} of {s['streams']} "
         f"(stall {_fmt(s['underrun_stall_s'], 2)} s) |",
         f"| error rate | {100 * s['error_rate']:.2f} % {json.dumps(s['errors']) if s['errors'] else ''} |",
+        f"| audio implausibly long for its text (K1) | {s.get('implausible_length', 0)} of {s['requests']} |",
         f"| goodput (req/s meeting all SLOs) | {_fmt(s['goodput'], 3)} ({100 * s['goodput_share']:.1f} %) |",
         f"| wall time (s) | {_fmt(s['wall_s'])} |",
     ]

@@ -26,6 +26,7 @@ GATE_METRICS = (
     "goodput_share",
     "requests",
     "failures",
+    "implausible_length",
     "capacity_users",
 )
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}

@@ -1,8 +1,13 @@
 """Prometheus text from a server pod -> the few numbers the autoscaler and the status need.
 
-Both server generations are accepted: Boson's fork exports ``vllm:gpu_cache_usage_perc`` and current
-vLLM ``vllm:kv_cache_usage_perc`` (a 0..1 fraction) with an extra ``engine`` label. Samples of one
-gauge over several engines are summed (queues) or averaged (cache usage).
+The server is Boson's fork: vLLM 0.8's V1 engine, whose gauges carry the labels
+``{model_name, engine}`` (``engine="0"``; docs/server-contract.md M1) and name the KV-cache gauge
+``vllm:gpu_cache_usage_perc`` (a 0..1 fraction). The later vLLM name of that gauge,
+``vllm:kv_cache_usage_perc``, is read too when present; that supports no other server (vLLM-Omni's
+metrics differ in more than this name, docs/server-contract-omni.md D8). Labels are not matched: every
+sample of a gauge counts, so samples of one gauge over several engines are summed (queues) or
+averaged (cache usage).
+Other families (counters with ``_total``/``_created``, histograms, process metrics) are ignored.
 """
 
 from __future__ import annotations

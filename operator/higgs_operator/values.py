@@ -15,9 +15,9 @@ from .secrets import TokenRef
 PASS_THROUGH = (
     "image",
     "imagePullSecrets",
-    "serverGeneration",
     "model",
     "audioTokenizer",
+    "semanticModel",
     "servedModelName",
     "limitMmPerPrompt",
     "maxModelLen",

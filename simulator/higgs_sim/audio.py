@@ -5,6 +5,10 @@ intonation, shaped by vowel formants that change every syllable, under a syllabl
 envelope with short pauses between words, plus a faint noise floor so no frame is digitally silent.
 A request's audio is a window of that loop starting at an offset drawn from its seed, so it is
 deterministic for a given seed and costs one ``np.take`` per chunk.
+
+Encoded files are written as the real server writes them: WAV (a 44-byte header; byte for byte what
+soundfile writes for int16), and MP3/FLAC through soundfile (libsndfile), whose ``Unknown format``
+error for ``pcm16`` and ``opus`` is the one the real server's chat endpoint returns.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import wave
 import zlib
 
 import numpy as np
+import soundfile as sf
 
 SAMPLE_RATE = 24_000
 FRAMES_PER_SECOND = 25
@@ -135,6 +140,22 @@ def wav_header(num_samples: int) -> bytes:
 
 def wav_bytes(pcm: bytes) -> bytes:
     return wav_header(len(pcm) // SAMPLE_WIDTH) + pcm
+
+
+def encoded_file(pcm: bytes, fmt: str) -> bytes:
+    """One complete file of ``pcm`` in ``fmt``; raises ``ValueError("Unknown format: 'x'")`` for a
+    format soundfile cannot write (``pcm16``, ``opus``), as ``sf.write`` does in the real server."""
+    if fmt == "wav":
+        return wav_bytes(pcm)  # identical to soundfile's WAV, without the detour
+    buffer = io.BytesIO()
+    sf.write(buffer, np.frombuffer(pcm, dtype="<i2"), SAMPLE_RATE, format=fmt)
+    return buffer.getvalue()
+
+
+def speech_chunk(pcm: bytes, fmt: str) -> bytes:
+    """One chunk of a ``/v1/audio/speech`` body: raw PCM, or a complete file of its own (the real
+    server exports every chunk separately, serving_audio.py lines 56-78)."""
+    return pcm if fmt == "pcm" else encoded_file(pcm, fmt)
 
 
 class InvalidAudio(ValueError):

@@ -1,14 +1,16 @@
 """``higgs-sim``: start the simulator with the real server's command line.
 
-Exit status: 2 for a bad flag or value (argparse, as vLLM), 1 when it cannot start (missing local
-model path, no KV-cache room, unreadable presets, port in use) or on a simulated crash, 0 after
-SIGTERM/SIGINT.
+Exit status: 2 for a bad flag or value (argparse, as vLLM), 1 when it cannot start (a file the real
+server loads at start is missing: model, audio tokenizer, semantic teacher, see higgs_sim.startup;
+no KV-cache room; port in use) or on a simulated crash, 0 after SIGTERM/SIGINT. Broken voice presets
+do not stop it (as the real server, it logs the error and retries).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -18,19 +20,19 @@ from aiohttp import web
 from higgs_sim import __version__
 from higgs_sim.arrival import new_event_loop
 from higgs_sim.audio import ensure_voice_loop, timbre_of
-from higgs_sim.config import SimConfig, StartupError, check_startup, parse_args
-from higgs_sim.server import EMULATES, SimServer
-from higgs_sim.voices import PresetError, VoiceRegistry
+from higgs_sim.config import SimConfig, StartupError, parse_args
+from higgs_sim.server import EMULATED_SERVER, SimServer
+from higgs_sim.startup import run_startup
+from higgs_sim.voices import VoiceRegistry
 
 log = logging.getLogger("higgs_sim")
 
 
 def _banner(config: SimConfig) -> None:
-    _, emulates = EMULATES[config.vllm_generation]
     log.info(
         "higgs-sim %s: this is a SIMULATOR (test double) of %s; no GPU, synthetic audio",
         __version__,
-        emulates,
+        EMULATED_SERVER,
     )
     log.info(
         "model=%s served as %s, max_model_len=%d, max_num_seqs=%d, KV cache %d tokens "
@@ -96,13 +98,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     config = parse_args(sys.argv[1:] if argv is None else argv)  # exits 2 on a bad flag
     try:
-        check_startup(config)
-        voices = VoiceRegistry(config.voice_presets_dir)
         _banner(config)
+        run_startup(config, os.environ)
+        voices = VoiceRegistry(config.voice_presets_dir)
         # The loop stamps each request's arrival with the kernel's receive time (higgs_sim.arrival).
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
             runner.run(_serve(config, voices))
-    except (StartupError, PresetError) as exc:
+    except StartupError as exc:
         log.error("higgs-sim cannot start: %s", exc)
         return 1
     return 0

@@ -1,27 +1,39 @@
-"""Command line: the real server's flags (in the syntax of the emulated vLLM generation) plus ``--sim-*``.
+"""Command line: the real server's flags (in the syntax of Boson's vLLM 0.8 fork) plus ``--sim-*``.
 
 Parsing follows vLLM: argparse, no abbreviations, unknown flags and malformed values exit with
 status 2 and an argparse message. Conditions vLLM only finds while starting (a missing local model
 path, no memory left for the KV cache) raise :class:`StartupError` (exit status 1).
+
+The parser follows Boson's (boson-ai/higgs-audio-vllm@892184b4,
+``vllm/entrypoints/bosonai/api_server.py`` make_arg_parser, lines 580-789, plus vLLM 0.8's
+AsyncEngineArgs): no positional model, ``--model`` defaults to ``facebook/opt-125m``,
+``--audio-tokenizer-type`` to ``xcodec_tps25_0215``, and without ``--limit-mm-per-prompt`` the
+server uses ``{"audio": 50}`` (api_server.py lines 186-189).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from higgs_sim.timing import PROFILES, slowdown_for
+from higgs_sim.voices import BUILTIN_PRESETS_DIR  # the real default: the image's own presets
 
-GENERATIONS = ("fork", "current")
 MM_MODALITIES = ("audio", "image", "video")
 GIB = 1024**3
 WEIGHT_BYTES = 12.3e9  # 11.5 GB bf16 generation model + 0.8 GB audio tokenizer
 KV_BYTES_PER_TOKEN = 112 * 1024
 DEFAULT_LIMIT_MM = 1  # vLLM's default per-modality limit when the flag is absent
+# Boson's server sets {"audio": 50} when --limit-mm-per-prompt is absent (api_server.py lines 186-189).
+FORK_DEFAULT_LIMIT_MM = {"audio": 50}
+# Defaults of the real parser (vLLM 0.8 EngineArgs.model; api_server.py --audio-tokenizer-type and
+# --voice-presets-refresh-interval).
+FORK_DEFAULT_MODEL = "facebook/opt-125m"
+FORK_DEFAULT_AUDIO_TOKENIZER = "xcodec_tps25_0215"
+FORK_DEFAULT_REFRESH_INTERVAL = 10
 
 
 class StartupError(Exception):
@@ -37,6 +49,9 @@ class FaultConfig:
     stall_seconds: float = 5.0
     truncate_after_frames: int | None = None
     silent_audio: bool = False
+    # Every streamed response fails once this many frames were sent (status stays 200), as the real
+    # server reports an engine error mid-stream.
+    error_after_frames: int | None = None
 
 
 @dataclass(frozen=True)
@@ -53,7 +68,6 @@ class SimConfig:
     api_key: str | None
     voice_presets_dir: str | None
     voice_presets_refresh_interval: float
-    vllm_generation: str
     profile: str
     slowdown: float
     startup_seconds: float
@@ -62,6 +76,14 @@ class SimConfig:
     trace_file: str | None
     gpu_memory_gib: float
     faults: FaultConfig = field(default_factory=FaultConfig)
+    # --audio-tokenizer-path: the API process loads it instead of the type, the engine does not.
+    audio_tokenizer_path: str | None = None
+    # --revision of the model (a hub id is resolved at it; None: main).
+    revision: str | None = None
+    # --enable-request-id-headers: the real server adds X-Request-Id to responses only then.
+    enable_request_id_headers: bool = False
+    # --chat-template: a file path or the template inline (accepted; the simulator renders no prompt).
+    chat_template: str | None = None
 
     @property
     def served_model_name(self) -> str:
@@ -118,20 +140,6 @@ def _limit_mm_fork(text: str) -> dict[str, int]:
     return limits
 
 
-def _limit_mm_current(text: str) -> dict[str, int]:
-    """Current vLLM syntax: a JSON object such as ``{"audio": 50}``."""
-    try:
-        parsed = json.loads(text)
-    except json.JSONDecodeError:
-        raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: expected a JSON object such as '{{\"audio\": 50}}' "
-            "(the key=value form is the 0.8 fork's syntax, not current vLLM's)"
-        ) from None
-    if not isinstance(parsed, dict):
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected a JSON object")
-    return {str(k): _mm_count(str(k), v, text) for k, v in parsed.items()}
-
-
 def _mm_count(key: str, value: object, text: str) -> int:
     if key not in MM_MODALITIES:
         raise argparse.ArgumentTypeError(
@@ -144,8 +152,8 @@ def _mm_count(key: str, value: object, text: str) -> int:
     raise argparse.ArgumentTypeError(f"invalid value {text!r}: limit for {key!r} must be an integer >= 0")
 
 
-def build_parser(generation: str) -> argparse.ArgumentParser:
-    """The argument parser of the emulated server generation (``fork`` or ``current``)."""
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of Boson's server (``vllm.entrypoints.bosonai.api_server``)."""
     p = argparse.ArgumentParser(
         prog="higgs-sim",
         description=(
@@ -155,29 +163,23 @@ def build_parser(generation: str) -> argparse.ArgumentParser:
         allow_abbrev=False,
     )
     real = p.add_argument_group("server flags (as the real server)")
-    real.add_argument("model_positional", nargs="?", metavar="MODEL", help="model id or local path")
-    real.add_argument("--model", help="model id or local path (alternative to the positional MODEL)")
+    # Boson's api_server takes no positional model: a stray MODEL is an unrecognized argument.
+    real.add_argument("--model", default=FORK_DEFAULT_MODEL, help="model id or local path")
     real.add_argument("--served-model-name", nargs="+", help="model name(s) clients use; the first is the id")
-    real.add_argument("--audio-tokenizer-type", help="audio tokenizer id or local path")
-    if generation == "fork":
-        real.add_argument(
-            "--limit-mm-per-prompt", type=_limit_mm_fork, help="max inputs per modality, e.g. audio=50"
-        )
-        real.add_argument("--disable-mm-preprocessor-cache", action="store_true")
-    else:
-        real.add_argument(
-            "--limit-mm-per-prompt",
-            type=_limit_mm_current,
-            help="max inputs per modality, e.g. '{\"audio\": 50}'",
-        )
-        for modality in MM_MODALITIES:
-            real.add_argument(
-                f"--limit-mm-per-prompt.{modality}",
-                dest=f"limit_mm_{modality}",
-                type=_number(int, 0, None),
-                help=f"max {modality} inputs per prompt",
-            )
-        real.add_argument("--mm-processor-cache-gb", type=_number(float, 0, None))
+    real.add_argument(
+        "--audio-tokenizer-type",
+        default=FORK_DEFAULT_AUDIO_TOKENIZER,
+        help="audio tokenizer id or local path (both the API process and the engine load it)",
+    )
+    real.add_argument(
+        "--audio-tokenizer-path",
+        help="audio tokenizer path for the API process only (the engine still loads the type)",
+    )
+    real.add_argument(
+        "--limit-mm-per-prompt", type=_limit_mm_fork, help="max inputs per modality, e.g. audio=50"
+    )
+    real.add_argument("--disable-mm-preprocessor-cache", action="store_true")
+    real.add_argument("--revision", help="model revision: a hub id is resolved at it (default: main)")
     real.add_argument("--max-model-len", type=_number(int, 1, None), default=8192)
     real.add_argument("--gpu-memory-utilization", type=_number(float, 0, 1, lo_open=True), default=0.9)
     real.add_argument("--max-num-seqs", type=_number(int, 1, None), default=256)
@@ -186,12 +188,28 @@ def build_parser(generation: str) -> argparse.ArgumentParser:
     real.add_argument(
         "--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (or $VLLM_API_KEY)"
     )
-    real.add_argument("--voice-presets-dir", help="directory with config.json and WAV files")
-    real.add_argument("--voice-presets-refresh-interval", type=_number(float, 0, None), default=300.0)
+    real.add_argument(
+        "--voice-presets-dir",
+        default=BUILTIN_PRESETS_DIR,
+        help="directory with config.json and WAV files (default: the built-in presets)",
+    )
+    real.add_argument(
+        "--voice-presets-refresh-interval",
+        type=_number(int, 0, None),
+        default=FORK_DEFAULT_REFRESH_INTERVAL,
+        help="seconds between re-reads of the presets' config.json",
+    )
+    real.add_argument(
+        "--enable-request-id-headers", action="store_true", help="add X-Request-Id to responses"
+    )
+    real.add_argument("--chat-template", help="chat template file or inline template (accepted, unused)")
+    real.add_argument("--disable-uvicorn-access-log", action="store_true")
+    real.add_argument("--disable-fastapi-docs", action="store_true")
+    real.add_argument("--max-log-len", type=_number(int, 0, None))
 
     # Common vLLM flags that a chart's extraArgs may carry: validated, accepted, no effect here.
     ignored = p.add_argument_group("vLLM flags accepted and ignored by the simulator")
-    for name in ("--tokenizer", "--revision", "--tokenizer-revision", "--download-dir", "--root-path"):
+    for name in ("--tokenizer", "--tokenizer-revision", "--download-dir", "--root-path"):
         ignored.add_argument(name)
     for name in ("--trust-remote-code", "--enforce-eager", "--disable-log-requests", "--disable-log-stats"):
         ignored.add_argument(name, action="store_true")
@@ -208,13 +226,6 @@ def build_parser(generation: str) -> argparse.ArgumentParser:
     ignored.add_argument("--enable-prefix-caching", action=argparse.BooleanOptionalAction)
 
     sim = p.add_argument_group("simulator-only flags")
-    sim.add_argument(
-        "--sim-vllm-generation",
-        choices=GENERATIONS,
-        default="fork",
-        help="flag syntax and metric names to emulate: fork = Boson's vLLM 0.8 fork (default), "
-        "current = vLLM 0.3x",
-    )
     sim.add_argument(
         "--sim-profile",
         choices=PROFILES,
@@ -283,42 +294,26 @@ def build_parser(generation: str) -> argparse.ArgumentParser:
         help="every response is cut (connection closed) after this many frames",
     )
     faults.add_argument("--sim-silent-audio", action="store_true", help="all audio samples are zero")
+    faults.add_argument(
+        "--sim-error-after-frames",
+        type=_number(int, 0, None),
+        help="every streamed response fails mid-stream (status 200, an error in the body) after this many frames",
+    )
     return p
-
-
-def _generation_of(argv: Sequence[str]) -> str:
-    pre = argparse.ArgumentParser(prog="higgs-sim", add_help=False, allow_abbrev=False)
-    pre.add_argument("--sim-vllm-generation", choices=GENERATIONS, default="fork")
-    known, _ = pre.parse_known_args(list(argv))
-    return known.sim_vllm_generation
 
 
 def parse_args(argv: Sequence[str]) -> SimConfig:
     """Parse the command line; exits with status 2 (argparse) on a bad flag or value."""
-    generation = _generation_of(argv)
-    parser = build_parser(generation)
+    parser = build_parser()
     ns = parser.parse_args(list(argv))
 
-    if ns.model and ns.model_positional and ns.model != ns.model_positional:
-        parser.error(
-            f"the model is given twice: {ns.model_positional!r} (positional) and --model {ns.model!r}"
-        )
-    model = ns.model or ns.model_positional
-    if not model:
-        parser.error("the model is required: pass it as the positional MODEL or with --model")
-
-    limits = dict(ns.limit_mm_per_prompt or {})
-    if generation == "current":
-        for modality in MM_MODALITIES:
-            value = getattr(ns, f"limit_mm_{modality}")
-            if value is not None:
-                limits[modality] = value
+    limits = dict(FORK_DEFAULT_LIMIT_MM if ns.limit_mm_per_prompt is None else ns.limit_mm_per_prompt)
     if ns.sim_stall_after_frames is None and ns.sim_stall_seconds is not None:
         parser.error("--sim-stall-seconds needs --sim-stall-after-frames")
 
     return SimConfig(
-        model=model,
-        served_model_names=tuple(ns.served_model_name or [model]),
+        model=ns.model,
+        served_model_names=tuple(ns.served_model_name or [ns.model]),
         audio_tokenizer_type=ns.audio_tokenizer_type,
         limit_mm_per_prompt=limits,
         max_model_len=ns.max_model_len,
@@ -329,7 +324,6 @@ def parse_args(argv: Sequence[str]) -> SimConfig:
         api_key=ns.api_key or os.environ.get("VLLM_API_KEY") or None,
         voice_presets_dir=ns.voice_presets_dir,
         voice_presets_refresh_interval=ns.voice_presets_refresh_interval,
-        vllm_generation=generation,
         profile=ns.sim_profile,
         slowdown=slowdown_for(ns.sim_profile, ns.sim_slowdown),
         startup_seconds=ns.sim_startup_seconds,
@@ -345,20 +339,21 @@ def parse_args(argv: Sequence[str]) -> SimConfig:
             stall_seconds=5.0 if ns.sim_stall_seconds is None else ns.sim_stall_seconds,
             truncate_after_frames=ns.sim_truncate_after_frames,
             silent_audio=ns.sim_silent_audio,
+            error_after_frames=ns.sim_error_after_frames,
         ),
+        audio_tokenizer_path=ns.audio_tokenizer_path,
+        revision=ns.revision,
+        enable_request_id_headers=ns.enable_request_id_headers,
+        chat_template=ns.chat_template,
     )
 
 
 def check_startup(config: SimConfig) -> None:
-    """What vLLM finds while loading: a missing local model path, or no room for the KV cache."""
-    for what, path in (("model", config.model), ("audio tokenizer", config.audio_tokenizer_type)):
-        if path and os.path.isabs(path) and not os.path.exists(path):
-            raise StartupError(
-                f"{what} path {path!r} does not exist (an absolute path is read as a local directory; "
-                "check the cache volume mount and the download step)"
-            )
-    if config.voice_presets_dir and not os.path.isdir(config.voice_presets_dir):
-        raise StartupError(f"--voice-presets-dir {config.voice_presets_dir!r} is not a directory")
+    """What vLLM finds after loading the weights: no room for the KV cache.
+
+    The files the server opens before that (model, audio tokenizer, semantic teacher) are checked
+    by :mod:`higgs_sim.startup`, which calls this last.
+    """
     budget = config.kv_budget_tokens
     if budget <= 0:
         raise StartupError(

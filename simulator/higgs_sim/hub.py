@@ -3,7 +3,13 @@
 It serves a few small fake repositories at fixed revisions on a loopback address, so the chart's
 model-download script runs its real code path (tree listing, HEAD for metadata, GET of each file)
 in tests and in `make demo` without any traffic leaving 127.0.0.0/8. It is a test double: the
-files hold placeholder bytes, not weights.
+files hold placeholder bytes, not weights, and every JSON file says so in a `note` field.
+
+The repositories have the file sets the real server opens at start (see higgs_sim.startup): the
+generation model (config, tokenizer files, sharded safetensors with their index), the audio
+tokenizer (config.json naming its semantic teacher, model.pth) and that teacher,
+`bosonai/hubert_base` (config.json whose `auto_map` names a module file, the module, weights).
+`main` resolves to each repository's commit. `--without REPO` leaves one out.
 
 Endpoints (the ones huggingface_hub 2.4 calls):
   GET  /api/models/{repo}/revision/{rev}   repo info (sha, siblings) for branch names such as `main`
@@ -24,7 +30,7 @@ import hashlib
 import json
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -34,6 +40,11 @@ MODEL_REPO = "bosonai/higgs-audio-v2-generation-3B-base"
 MODEL_REVISION = "10840182ca4ad5d9d9113b60b9bb3c1ef1ba3f84"
 TOKENIZER_REPO = "bosonai/higgs-audio-v2-tokenizer"
 TOKENIZER_REVISION = "9d4988fbd4ad07b4cac3a5fa462741a41810dbec"
+# The semantic teacher the tokenizer loads by name at `main` (boson_multimodal higgs_audio_tokenizer.py
+# lines 79-96). Boson pins no commit; this one only identifies the fake repository.
+HUBERT_REPO = "bosonai/hubert_base"
+HUBERT_REVISION = hashlib.sha1(b"higgs_sim.hub fake bosonai/hubert_base").hexdigest()
+HUBERT_MODULE = "modeling_hubert_general.py"
 
 FAKE_NOTE = "fake file served by higgs_sim.hub (a test double, not model weights)"
 CHUNK_BYTES = 16 * 1024
@@ -65,31 +76,74 @@ def _filler(seed: str, size: int) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
+def _json(data: dict[str, object]) -> bytes:
+    return json.dumps({**data, "note": FAKE_NOTE}, indent=2).encode()
+
+
+def _model_repo(weights_bytes: int) -> FakeRepo:
+    shards = {f"model-0000{i}-of-00002.safetensors": _filler(f"model-{i}", weights_bytes) for i in (1, 2)}
+    weight_map = {
+        "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+        "model.norm.weight": "model-00002-of-00002.safetensors",
+    }
+    config = {"model_type": "higgs_audio", "architectures": ["HiggsAudioModel"], "torch_dtype": "bfloat16"}
+    tokenizer_config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": 131072}
+    return FakeRepo(
+        MODEL_REPO,
+        MODEL_REVISION,
+        {
+            "config.json": _json(config),
+            "README.md": f"# {MODEL_REPO}\n\n{FAKE_NOTE}\n".encode(),
+            "tokenizer_config.json": _json(tokenizer_config),
+            "tokenizer.json": _json({"version": "1.0", "model": {"type": "BPE"}}),
+            "model.safetensors.index.json": _json(
+                {"metadata": {"total_size": 2 * weights_bytes}, "weight_map": weight_map}
+            ),
+            **shards,
+        },
+    )
+
+
+def _tokenizer_repo(weights_bytes: int) -> FakeRepo:
+    # The fields HiggsAudioTokenizer takes; 8 x 5 x 4 x 2 x 3 = 960 samples per frame at 24 kHz.
+    config = {
+        "semantic_techer": "hubert_base_general",
+        "sample_rate": 24000,
+        "n_q": 8,
+        "bins": 1024,
+        "ratios": [8, 5, 4, 2, 3],
+        "D": 256,
+        "codebook_dim": 64,
+        "semantic_sample_rate": 16000,
+    }
+    files = {"config.json": _json(config), "model.pth": _filler("tokenizer", weights_bytes // 4)}
+    return FakeRepo(TOKENIZER_REPO, TOKENIZER_REVISION, files)
+
+
+def _hubert_repo(weights_bytes: int) -> FakeRepo:
+    module = HUBERT_MODULE.removesuffix(".py")
+    config = {
+        "model_type": "hubert",
+        "architectures": ["HubertGeneralModel"],
+        "auto_map": {
+            "AutoConfig": f"{module}.HubertGeneralConfig",
+            "AutoModel": f"{module}.HubertGeneralModel",
+        },
+        "hidden_size": 768,
+    }
+    code = f'"""{FAKE_NOTE}: stands in for the remote code transformers copies into HF_MODULES_CACHE."""\n'
+    files = {
+        "config.json": _json(config),
+        HUBERT_MODULE: code.encode(),
+        "model.safetensors": _filler("hubert", weights_bytes // 4),
+    }
+    return FakeRepo(HUBERT_REPO, HUBERT_REVISION, files)
+
+
 def default_repos(weights_bytes: int = 512 * 1024) -> list[FakeRepo]:
-    """The generation model and the audio tokenizer at the chart's pinned revisions."""
-    model_config = {"model_type": "higgs_audio", "architectures": ["HiggsAudioModel"], "note": FAKE_NOTE}
-    tokenizer_config = {"model_type": "higgs_audio_tokenizer", "sample_rate": 24000, "note": FAKE_NOTE}
-    return [
-        FakeRepo(
-            MODEL_REPO,
-            MODEL_REVISION,
-            {
-                "config.json": json.dumps(model_config, indent=2).encode(),
-                "README.md": f"# {MODEL_REPO}\n\n{FAKE_NOTE}\n".encode(),
-                "model-00001-of-00002.safetensors": _filler("model-1", weights_bytes),
-                "model-00002-of-00002.safetensors": _filler("model-2", weights_bytes),
-                "tokenizer/tokenizer.json": b'{"note": "' + FAKE_NOTE.encode() + b'"}',
-            },
-        ),
-        FakeRepo(
-            TOKENIZER_REPO,
-            TOKENIZER_REVISION,
-            {
-                "config.json": json.dumps(tokenizer_config, indent=2).encode(),
-                "model.pth": _filler("tokenizer", weights_bytes // 4),
-            },
-        ),
-    ]
+    """The generation model and the audio tokenizer at the chart's pinned revisions, and the
+    tokenizer's semantic teacher."""
+    return [_model_repo(weights_bytes), _tokenizer_repo(weights_bytes), _hubert_repo(weights_bytes)]
 
 
 @dataclass
@@ -206,10 +260,18 @@ def make_app(state: HubState) -> web.Application:
 
 
 def new_state(
-    token: str | None = None, bytes_per_second: float | None = None, weights_bytes: int = 512 * 1024
+    token: str | None = None,
+    bytes_per_second: float | None = None,
+    weights_bytes: int = 512 * 1024,
+    without: Iterable[str] = (),
 ) -> HubState:
+    """A hub serving :func:`default_repos` except the repository ids in `without`."""
+    left_out = set(without)
+    unknown = left_out - {r.repo_id for r in default_repos(0)}
+    if unknown:
+        raise ValueError(f"unknown repositories to leave out: {', '.join(sorted(unknown))}")
     return HubState(
-        repos={r.repo_id: r for r in default_repos(weights_bytes)},
+        repos={r.repo_id: r for r in default_repos(weights_bytes) if r.repo_id not in left_out},
         token=token,
         bytes_per_second=bytes_per_second,
     )
@@ -260,11 +322,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--weights-bytes", type=int, default=512 * 1024, help="size of each fake weights file"
     )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        metavar="REPO",
+        choices=[r.repo_id for r in default_repos(0)],
+        help="leave this repository out (404), e.g. bosonai/hubert_base; repeatable",
+    )
     args = parser.parse_args(argv)
     if args.bytes_per_second is not None and args.bytes_per_second <= 0:
         parser.error("--bytes-per-second must be > 0")
     host, port = args.listen
-    state = new_state(args.token, args.bytes_per_second, args.weights_bytes)
+    state = new_state(args.token, args.bytes_per_second, args.weights_bytes, without=args.without)
     repos = ", ".join(f"{r.repo_id}@{r.revision[:8]}" for r in state.repos.values())
     print(
         f"fake Hugging Face Hub (test double) on http://{host}:{port}: {repos}", file=sys.stderr, flush=True

@@ -1,55 +1,108 @@
-"""Request validation: OpenAI-style chat completion and speech bodies to a generation spec.
+"""Request validation: chat completion and speech bodies to a generation spec, in the real server's order.
 
-Errors are :class:`ApiError` (status, message, type), rendered as OpenAI-style JSON by the server.
+The real server validates a body with pydantic first (a bad field: 400, ER1), then its handler checks
+the model (404, ER2), builds the prompt (400 for unreadable reference audio), builds the sampling
+parameters (400 for values ``SamplingParams`` refuses) and checks the context length (400).
+Validation messages are the simulator's own words and name the field (contract row X4). Unknown
+fields are accepted and logged, as ``OpenAIBaseModel`` does.
+
 Token counts are estimates in the model's units: ~4 characters per text token plus a per-message
-template overhead, and 25 tokens per second of reference audio (one token position per frame).
+template overhead, and 25 tokens per second of reference audio.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import logging
 import math
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from higgs_sim.audio import FRAMES_PER_SECOND, InvalidAudio, reference_seconds
-from higgs_sim.voices import VoiceRegistry
+from higgs_sim.engine import frames_for_tokens, tokens_for_frames
+from higgs_sim.voices import Voice, VoiceRegistry
+
+log = logging.getLogger("higgs_sim.protocol")
 
 CHARS_PER_SECOND_OF_SPEECH = 15.0  # ~180 words/min read aloud
 MIN_FRAMES = 10  # even a one-word input gives 0.4 s of audio
 CHARS_PER_TEXT_TOKEN = 4.0
 TOKENS_PER_MESSAGE = 8  # chat template overhead
+# protocol.py lines 179-184: ChatCompletionAudioParam.
 CHAT_AUDIO_FORMATS = ("wav", "mp3", "flac", "opus", "pcm16")
-SPEECH_FORMATS = ("wav", "mp3", "flac", "opus", "aac", "pcm")
-SUPPORTED_CHAT_FORMATS = ("wav", "pcm16")
-SUPPORTED_SPEECH_FORMATS = ("wav", "pcm")
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse")
+# protocol.py lines 1743-1786: AudioSpeechRequest.
+SPEECH_FORMATS = ("wav", "mp3", "pcm")
+SPEECH_DEFAULTS = {"temperature": 1.0, "top_p": 0.95, "top_k": 50}
+TTS_SYSTEM_PROMPT = "Convert text to speech with the same voice."  # serving_audio.py line 44
+# Without reference audio the model picks its own voice; the simulator gives that one timbre.
+MODEL_DEFAULT_VOICE = "model-default"
+ROLES = ("system", "user", "assistant", "tool", "developer")
+
+CHAT_FIELDS: dict[str, str] = {
+    "model": "str",
+    "max_tokens": "int",
+    "max_completion_tokens": "int",
+    "n": "int",
+    "seed": "int",
+    "stream": "bool",
+    "temperature": "float",
+    "top_p": "float",
+    "top_k": "int",
+    "presence_penalty": "float",
+    "frequency_penalty": "float",
+    "repetition_penalty": "float",
+    "request_id": "str",
+}
+SPEECH_FIELDS: dict[str, str] = {
+    "speed": "float",
+    "temperature": "float",
+    "top_p": "float",
+    "top_k": "int",
+    "max_tokens": "int",
+    "audio_chunk_size": "int",
+    "audio_chunk_overlap_size": "int",
+}
+KNOWN_CHAT_FIELDS = {*CHAT_FIELDS, "messages", "stream_options", "modalities", "audio", "stop", "logprobs"}
+KNOWN_SPEECH_FIELDS = {*SPEECH_FIELDS, "model", "input", "voice", "response_format", "stop"}
 
 
 class ApiError(Exception):
-    def __init__(
-        self, status: int, message: str, err_type: str = "BadRequestError", param: str | None = None
-    ):
+    """An error the real server answers with a top-level ``ErrorResponse`` (ER1, ER2)."""
+
+    def __init__(self, status: int, message: str, err_type: str = "BadRequestError") -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.err_type = err_type
-        self.param = param
 
     def body(self) -> dict[str, Any]:
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.err_type,
-                "param": self.param,
-                "code": self.status,
-            }
-        }
+        return error_body(self.message, self.err_type, self.status)
 
 
-def bad_request(message: str, param: str | None = None) -> ApiError:
-    return ApiError(400, message, "BadRequestError", param)
+class DetailError(Exception):
+    """A FastAPI ``HTTPException``: ``{"detail": ...}`` (415 here; 404/405 come from routing)."""
+
+    def __init__(self, status: int, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+
+
+class InternalError(Exception):
+    """An unexpected exception in the real server: a plain-text 500 ``Internal Server Error``."""
+
+
+def error_body(message: str, err_type: str = "BadRequestError", code: int = 400) -> dict[str, Any]:
+    """vLLM's ErrorResponse (protocol.py lines 78-83); ``param`` is never set by the handlers."""
+    return {"object": "error", "message": message, "type": err_type, "param": None, "code": code}
+
+
+def bad_request(message: str) -> ApiError:
+    return ApiError(400, message)
 
 
 @dataclass(frozen=True)
@@ -59,10 +112,19 @@ class GenerationSpec:
     text: str
     voice_key: str
     prompt_tokens: int
-    frames: int
+    tokens: int  # decode steps
+    frames: int  # audio frames they decode to
     finish_reason: str  # "stop" (text fully spoken) or "length" (capped by max_tokens / max_model_len)
     seed: int | None
-    audio_out: bool = True
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    model: str
+    stream: bool
+    include_usage: bool
+    audio_format: str
+    request_id: str | None  # the body's own request_id (the X-Request-Id header wins)
 
 
 @dataclass(frozen=True)
@@ -80,60 +142,111 @@ def frames_for_text(text: str) -> int:
     return max(MIN_FRAMES, math.ceil(len(text) / CHARS_PER_SECOND_OF_SPEECH * FRAMES_PER_SECOND))
 
 
-def _check_model(body: dict[str, Any], limits: Limits) -> None:
-    model = body.get("model")
-    if model is not None and model not in limits.served_model_names:
-        raise bad_request(f"The model `{model}` does not exist.", "model")
+# --- field validation (pydantic's part) ---
 
 
-def _optional_int(body: dict[str, Any], name: str, minimum: int) -> int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise bad_request(f"'{name}' must be an integer >= {minimum}, got {value!r}", name)
+def _is(value: object, kind: str) -> bool:
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "str":
+        return isinstance(value, str)
+    raise AssertionError(kind)
+
+
+_KIND_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _check_types(body: dict[str, Any], fields: dict[str, str]) -> None:
+    for name, kind in fields.items():
+        value = body.get(name)
+        if value is not None and not _is(value, kind):
+            raise bad_request(f"'{name}' must be {_KIND_WORDS[kind]}, got {value!r}")
+
+
+def _require(body: dict[str, Any], name: str, kind: str) -> Any:
+    if name not in body or body[name] is None:
+        raise bad_request(f"'{name}' is required")
+    value = body[name]
+    if not _is(value, kind):
+        raise bad_request(f"'{name}' must be {_KIND_WORDS[kind]}, got {value!r}")
     return value
 
 
-# Sampling parameters vLLM validates (pydantic) even though the simulator does not sample: a client that
-# sends a wrong type must fail here as it would against the real server. name -> (min, max) inclusive.
-SAMPLING_RANGES: dict[str, tuple[float, float]] = {
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "frequency_penalty": (-2.0, 2.0),
-    "presence_penalty": (-2.0, 2.0),
-}
+def _choice(value: object, name: str, allowed: Iterable[str]) -> None:
+    options = tuple(allowed)
+    if value not in options:
+        raise bad_request(f"'{name}' must be one of {', '.join(options)}, got {value!r}")
 
 
-def _check_sampling(body: dict[str, Any]) -> None:
-    for name, (low, high) in SAMPLING_RANGES.items():
+def _check_stop(body: dict[str, Any], allow_str: bool) -> None:
+    stop = body.get("stop")
+    if stop is None or (allow_str and isinstance(stop, str)):
+        return
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise bad_request(f"'stop' must be a list of strings, got {stop!r}")
+
+
+def _warn_unknown(body: dict[str, Any], known: set[str]) -> None:
+    extra = sorted(set(body) - known)
+    if extra:  # OpenAIBaseModel accepts them and logs (protocol.py lines 45-76)
+        log.warning("The following fields were present in the request but ignored: %s", set(extra))
+
+
+# --- the handler's part ---
+
+
+def check_model(model: str | None, limits: Limits) -> None:
+    """serving_engine.py lines 124-142: 404 for a name that is not served (none given: the first)."""
+    if model and model not in limits.served_model_names:
+        raise ApiError(404, f"The model `{model}` does not exist.", "NotFoundError")
+
+
+def check_sampling(temperature: float, top_p: float, top_k: int, max_tokens: int | None) -> None:
+    """What vLLM 0.8's ``SamplingParams._verify_args`` refuses, in its words (-> 400)."""
+    if temperature < 0.0:
+        raise bad_request(f"temperature must be non-negative, got {float(temperature)}.")
+    if not 0.0 < top_p <= 1.0:
+        raise bad_request(f"top_p must be in (0, 1], got {float(top_p)}.")
+    if top_k < -1 or top_k == 0:
+        raise bad_request(f"top_k must be -1 (disable), or at least 1, got {top_k}.")
+    if max_tokens is not None and max_tokens < 1:
+        raise bad_request(f"max_tokens must be at least 1, got {max_tokens}.")
+
+
+def _check_penalties(body: dict[str, Any]) -> None:
+    for name in ("presence_penalty", "frequency_penalty"):
         value = body.get(name)
-        if value is None:
-            continue
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise bad_request(f"'{name}' must be a number, got {value!r}", name)
-        if not low <= value <= high:
-            raise bad_request(f"'{name}' must be between {low} and {high}, got {value!r}", name)
+        if value is not None and not -2.0 <= value <= 2.0:
+            raise bad_request(f"{name} must be in [-2, 2], got {float(value)}.")
+    value = body.get("repetition_penalty")
+    if value is not None and value <= 0.0:
+        raise bad_request(f"repetition_penalty must be greater than zero, got {value}.")
 
 
-def _plan_frames(text: str, prompt_tokens: int, max_tokens: int | None, limits: Limits) -> tuple[int, str]:
-    """Frames to generate and the finish reason, with vLLM's context-length checks."""
-    if prompt_tokens >= limits.max_model_len:
+def _plan(text: str, prompt_tokens: int, max_tokens: int | None, limits: Limits) -> tuple[int, int, str]:
+    """Tokens to generate, the frames they decode to and the finish reason, after vLLM's
+    context-length checks (serving_engine.py ``_validate_input``)."""
+    if max_tokens is None and prompt_tokens >= limits.max_model_len:
         raise bad_request(
-            f"This model's maximum context length is {limits.max_model_len} tokens. However, your "
-            f"prompt has {prompt_tokens} tokens. Please reduce the length of the messages.",
-            "messages",
+            f"This model's maximum context length is {limits.max_model_len} tokens. However, you requested "
+            f"{prompt_tokens} tokens in the messages, Please reduce the length of the messages."
         )
     if max_tokens is not None and prompt_tokens + max_tokens > limits.max_model_len:
         raise bad_request(
             f"This model's maximum context length is {limits.max_model_len} tokens. However, you requested "
             f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-            "completion). Please reduce the length of the messages or completion.",
-            "max_tokens",
+            "completion). Please reduce the length of the messages or completion."
         )
-    wanted = frames_for_text(text)
+    frames = frames_for_text(text)
+    tokens = tokens_for_frames(frames)
     cap = max_tokens if max_tokens is not None else limits.max_model_len - prompt_tokens
-    return (wanted, "stop") if wanted <= cap else (cap, "length")
+    if tokens <= cap:
+        return tokens, frames, "stop"
+    return cap, min(frames, frames_for_tokens(cap)), "length"
 
 
 def _decode_reference(data: object, where: str) -> tuple[bytes, float]:
@@ -169,145 +282,200 @@ def _audio_url(part: dict[str, Any], where: str) -> tuple[bytes, float]:
     return _decode_reference(payload, where)
 
 
-def parse_chat(body: Any, limits: Limits, voices: VoiceRegistry) -> tuple[GenerationSpec, dict[str, Any]]:
-    """Validate a chat completion body; returns the spec and the request options the response needs."""
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object")
-    _check_model(body, limits)
-    _check_sampling(body)
-    messages = body.get("messages")
-    if messages is None:
-        raise bad_request("'messages' is required", "messages")
-    if not isinstance(messages, list) or not messages:
-        raise bad_request("'messages' must be a non-empty list", "messages")
+@dataclass
+class _Prompt:
+    tokens: int = 0
+    audio_inputs: int = 0
+    reference_digest: str = ""
+    last_user_text: str = ""
 
-    prompt_tokens = 0
-    audio_inputs = 0
-    reference_digest = ""
-    last_user_text = ""
+
+def _check_messages(messages: object) -> list[Any]:
+    if not isinstance(messages, list):
+        raise bad_request(f"'messages' must be a list of messages, got {messages!r}")
     for i, message in enumerate(messages):
-        where = f"messages[{i}]"
-        if not isinstance(message, dict) or message.get("role") not in (
-            "system",
-            "user",
-            "assistant",
-            "tool",
-        ):
-            raise bad_request(
-                f"{where}: each message needs a 'role' of system, user, assistant or tool", "messages"
-            )
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise bad_request(f"messages[{i}]: each message needs a 'role' of {', '.join(ROLES)}")
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise bad_request(f"messages[{i}]: 'content' must be a string or a list of parts")
+    return messages
+
+
+def _read_messages(messages: list[dict[str, Any]]) -> _Prompt:
+    """Prompt size, reference audio and the text to speak (chat_utils' part: errors are 400)."""
+    prompt = _Prompt()
+    for i, message in enumerate(messages):
         content = message.get("content")
         texts: list[str] = []
         if isinstance(content, str):
             texts.append(content)
         elif isinstance(content, list):
             for j, part in enumerate(content):
-                pwhere = f"{where}.content[{j}]"
-                kind = part.get("type") if isinstance(part, dict) else None
-                if kind == "text" and isinstance(part.get("text"), str):
-                    texts.append(part["text"])
-                elif kind == "input_audio":
-                    audio = part.get("input_audio")
-                    data = audio.get("data") if isinstance(audio, dict) else None
-                    raw, seconds = _decode_reference(data, pwhere)
-                elif kind == "audio_url":
-                    raw, seconds = _audio_url(part, pwhere)
-                else:
-                    raise bad_request(f"{pwhere}: unsupported content part {kind!r}", "messages")
-                if kind != "text":
-                    audio_inputs += 1
-                    prompt_tokens += math.ceil(seconds * FRAMES_PER_SECOND) + 2
-                    reference_digest += f"{len(raw)}:{zlib.crc32(raw):08x};"
-        elif content is not None:
-            raise bad_request(f"{where}: 'content' must be a string or a list of parts", "messages")
+                texts.extend(_read_part(part, f"messages[{i}].content[{j}]", prompt))
         text = " ".join(t for t in texts if t)
-        prompt_tokens += TOKENS_PER_MESSAGE + text_tokens(text)
+        prompt.tokens += TOKENS_PER_MESSAGE + text_tokens(text)
         if message["role"] == "user":
-            last_user_text = text
-    if audio_inputs > limits.audio_limit:
+            prompt.last_user_text = text
+    return prompt
+
+
+def _read_part(part: object, where: str, prompt: _Prompt) -> list[str]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "text" and isinstance(part, dict) and isinstance(part.get("text"), str):
+        return [part["text"]]
+    if kind == "input_audio" and isinstance(part, dict):
+        audio = part.get("input_audio")
+        raw, seconds = _decode_reference(audio.get("data") if isinstance(audio, dict) else None, where)
+    elif kind == "audio_url" and isinstance(part, dict):
+        raw, seconds = _audio_url(part, where)
+    else:
+        raise bad_request(f"{where}: unsupported content part {kind!r}")
+    prompt.audio_inputs += 1
+    prompt.tokens += math.ceil(seconds * FRAMES_PER_SECOND) + 2
+    prompt.reference_digest += f"{len(raw)}:{zlib.crc32(raw):08x};"
+    return []
+
+
+def _chat_audio_format(body: dict[str, Any]) -> str:
+    audio = body.get("audio")
+    if audio is None:
+        return "wav"
+    if not isinstance(audio, dict):
+        raise bad_request(f"'audio' must be an object with 'format' and 'voice', got {audio!r}")
+    fmt = audio.get("format", "wav")
+    _choice(fmt, "audio.format", CHAT_AUDIO_FORMATS)
+    # The voice must be an OpenAI name and chooses nothing (CH2): the voice comes from the messages.
+    _choice(audio.get("voice", "alloy"), "audio.voice", OPENAI_VOICES)
+    for name in ("audio_chunk_size", "audio_chunk_overlap_size", "chunk_size", "chunk_overlap_size"):
+        value = audio.get(name)
+        if value is not None and not _is(value, "int"):
+            raise bad_request(f"'audio.{name}' must be an integer, got {value!r}")
+    return str(fmt)
+
+
+def _modalities(body: dict[str, Any]) -> list[str]:
+    modalities = body.get("modalities")
+    if modalities is None:
+        return ["text", "audio"]
+    if not isinstance(modalities, list):
+        raise bad_request(f"'modalities' must be a list of 'text' and/or 'audio', got {modalities!r}")
+    for value in modalities:
+        _choice(value, "modalities[]", ("text", "audio"))
+    return modalities
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    if options is None:
+        return False
+    if not isinstance(options, dict):
+        raise bad_request(f"'stream_options' must be an object, got {options!r}")
+    value = options.get("include_usage", True)  # StreamOptions.include_usage defaults to True
+    if value is not None and not _is(value, "bool"):
+        raise bad_request(f"'stream_options.include_usage' must be true or false, got {value!r}")
+    return bool(value)
+
+
+def parse_chat(body: Any, limits: Limits) -> tuple[GenerationSpec, ChatOptions]:
+    """Validate a chat completion body; returns the spec and the options the response needs."""
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object")
+    if body.get("messages") is None:
+        raise bad_request("'messages' is required")
+    messages = _check_messages(body["messages"])
+    if body.get("stream_options") and not body.get("stream"):
+        # ChatCompletionRequest.validate_stream_options (protocol.py lines 587-594)
+        raise bad_request("Stream options can only be defined when `stream=True`.")
+    _check_types(body, CHAT_FIELDS)
+    _check_stop(body, allow_str=True)
+    fmt = _chat_audio_format(body)
+    _modalities(body)  # CH3: validated, then ignored
+    include_usage = _include_usage(body)
+    _warn_unknown(body, KNOWN_CHAT_FIELDS)
+
+    check_model(body.get("model"), limits)
+    if not messages:
+        raise bad_request("'messages' must be a non-empty list")
+    prompt = _read_messages(messages)
+    if prompt.audio_inputs > limits.audio_limit:
         raise bad_request(
             f"At most {limits.audio_limit} audio(s) may be provided in one request "
-            f"(got {audio_inputs}; see --limit-mm-per-prompt).",
-            "messages",
+            f"(got {prompt.audio_inputs}; see --limit-mm-per-prompt)."
         )
-    if not last_user_text.strip():
-        raise bad_request("nothing to speak: the last user message has no text", "messages")
+    if not prompt.last_user_text.strip():
+        raise bad_request("nothing to speak: the last user message has no text")
 
-    modalities = body.get("modalities") or ["text", "audio"]
-    if not isinstance(modalities, list) or not set(modalities) <= {"text", "audio"}:
-        raise bad_request("'modalities' must be a list of 'text' and/or 'audio'", "modalities")
-    audio_opts = body.get("audio") or {}
-    if not isinstance(audio_opts, dict):
-        raise bad_request("'audio' must be an object with 'format' and 'voice'", "audio")
-    fmt = audio_opts.get("format", "wav")
-    if fmt not in CHAT_AUDIO_FORMATS:
-        raise bad_request(
-            f"audio.format must be one of {', '.join(CHAT_AUDIO_FORMATS)}, got {fmt!r}", "audio"
-        )
-    stream = bool(body.get("stream", False))
-    if not stream and fmt not in SUPPORTED_CHAT_FORMATS:
-        raise bad_request(
-            f"audio.format {fmt!r} is not supported by the simulator; use wav or pcm16", "audio"
-        )
-    voice_name = audio_opts.get("voice")
-    voice_key = _voice_key(voice_name, reference_digest, voices)
-
-    max_tokens = _optional_int(body, "max_completion_tokens", 1)
-    if max_tokens is None:
-        max_tokens = _optional_int(body, "max_tokens", 1)
-    seed = _optional_int(body, "seed", 0)
-    frames, finish = _plan_frames(last_user_text, prompt_tokens, max_tokens, limits)
-    spec = GenerationSpec(
-        last_user_text, voice_key, prompt_tokens, frames, finish, seed, "audio" in modalities
+    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
+    check_sampling(
+        _or(body.get("temperature"), 1.0), _or(body.get("top_p"), 1.0), _or(body.get("top_k"), -1), max_tokens
     )
-    stream_options = body.get("stream_options") or {}
-    options = {
-        "stream": stream,
-        "format": fmt,
-        "include_usage": bool(isinstance(stream_options, dict) and stream_options.get("include_usage")),
-        "model": body.get("model") or limits.served_model_names[0],
-    }
+    _check_penalties(body)
+    tokens, frames, finish = _plan(prompt.last_user_text, prompt.tokens, max_tokens, limits)
+    voice_key = "clone:" + prompt.reference_digest if prompt.reference_digest else MODEL_DEFAULT_VOICE
+    spec = GenerationSpec(
+        prompt.last_user_text, voice_key, prompt.tokens, tokens, frames, finish, body.get("seed")
+    )
+    options = ChatOptions(
+        model=body.get("model") or limits.served_model_names[0],
+        stream=bool(body.get("stream")),
+        include_usage=include_usage,
+        audio_format=fmt,
+        request_id=body.get("request_id"),
+    )
     return spec, options
 
 
-def _voice_key(voice_name: object, reference_digest: str, voices: VoiceRegistry) -> str:
-    if voice_name is not None:
-        if not isinstance(voice_name, str) or voices.get(voice_name) is None:
-            raise ApiError(
-                404,
-                f"voice {voice_name!r} not found; GET /v1/audio/voices lists them",
-                "NotFoundError",
-                "voice",
-            )
-        return voice_name
-    if reference_digest:
-        return "clone:" + reference_digest
-    return voices.default
+def _or(value: Any, default: Any) -> Any:
+    return default if value is None else value
 
 
-def parse_speech(body: Any, limits: Limits, voices: VoiceRegistry) -> tuple[GenerationSpec, dict[str, Any]]:
-    """Validate a ``/v1/audio/speech`` body."""
+def speech_voice(name: str, voices: VoiceRegistry) -> Voice:
+    """serving_audio.py lines 285-296: an unknown name falls back to the first preset (a warning,
+    K2); with no presets, or an unreadable preset file, the request fails with a plain 500."""
+    voice = voices.get(name)
+    if voice is None:
+        fallback = voices.fallback()
+        if fallback is None:
+            raise InternalError(f"no voice presets are loaded, so voice {name!r} has no fallback")
+        log.warning("Unsupported voice: %s, using default voice: %s", name, fallback.name)
+        voice = fallback
+    if voice.audio_error:
+        raise InternalError(f"voice preset {voice.name!r}: {voice.audio_error}")
+    return voice
+
+
+def parse_speech(body: Any, limits: Limits, voices: VoiceRegistry) -> tuple[GenerationSpec, str, str]:
+    """Validate a ``/v1/audio/speech`` body; returns the spec, the response format and the model."""
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
-    _check_model(body, limits)
-    _check_sampling(body)
-    text = body.get("input")
-    if text is None:
-        raise bad_request("'input' is required", "input")
-    if not isinstance(text, str) or not text.strip():
-        raise bad_request("'input' must be a non-empty string", "input")
-    fmt = body.get("response_format") or "wav"
-    if fmt not in SPEECH_FORMATS:
-        raise bad_request(
-            f"response_format must be one of {', '.join(SPEECH_FORMATS)}, got {fmt!r}", "response_format"
-        )
-    if fmt not in SUPPORTED_SPEECH_FORMATS:
-        raise bad_request(
-            f"response_format {fmt!r} is not supported by the simulator; use wav or pcm", "response_format"
-        )
-    voice_key = _voice_key(body.get("voice"), "", voices)
-    max_tokens = _optional_int(body, "max_tokens", 1)
-    seed = _optional_int(body, "seed", 0)
-    prompt_tokens = TOKENS_PER_MESSAGE + text_tokens(text)
-    frames, finish = _plan_frames(text, prompt_tokens, max_tokens, limits)
-    return GenerationSpec(text, voice_key, prompt_tokens, frames, finish, seed), {"format": fmt}
+    model = _require(body, "model", "str")
+    text = _require(body, "input", "str")
+    voice_name = _require(body, "voice", "str")
+    fmt = body.get("response_format")
+    fmt = "pcm" if fmt is None else fmt
+    _choice(fmt, "response_format", SPEECH_FORMATS)
+    _check_types(body, SPEECH_FIELDS)
+    _check_stop(body, allow_str=False)
+    _warn_unknown(body, KNOWN_SPEECH_FIELDS)
+
+    check_model(model, limits)
+    params = {name: _or(body.get(name), default) for name, default in SPEECH_DEFAULTS.items()}
+    max_tokens = body.get("max_tokens")
+    check_sampling(params["temperature"], params["top_p"], params["top_k"], max_tokens)
+    if not text.strip():
+        raise bad_request("'input' must be a non-empty string")
+    voice = speech_voice(voice_name, voices)
+    # SP11: system prompt, the preset's transcript (user) and WAV (assistant), then the text.
+    prompt_tokens = (
+        3 * TOKENS_PER_MESSAGE
+        + text_tokens(TTS_SYSTEM_PROMPT)
+        + text_tokens(voice.transcript)
+        + math.ceil(voice.seconds * FRAMES_PER_SECOND)
+        + 2
+        + TOKENS_PER_MESSAGE
+        + text_tokens(text)
+    )
+    tokens, frames, finish = _plan(text, prompt_tokens, max_tokens, limits)
+    seed = body.get("seed") if _is(body.get("seed"), "int") else None
+    return GenerationSpec(text, voice.name, prompt_tokens, tokens, frames, finish, seed), str(fmt), model

@@ -1,4 +1,9 @@
-"""The HTTP API (aiohttp): the real server's endpoints, response shapes and chunk cadence, plus faults."""
+"""The HTTP API (aiohttp): the real server's endpoints, response shapes and chunk cadence, plus faults.
+
+The behaviour follows ``docs/server-contract.md`` (row IDs in the comments); the real server is
+Boson's ``vllm/entrypoints/bosonai/api_server.py`` (FastAPI), whose framework defaults (404/405/415
+bodies, a plain-text 500) are reproduced here by hand.
+"""
 
 from __future__ import annotations
 
@@ -10,50 +15,62 @@ import os
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from higgs_sim import __version__
 from higgs_sim.arrival import take_arrival
 from higgs_sim.audio import (
     FRAMES_PER_SECOND,
-    SAMPLES_PER_FRAME,
+    encoded_file,
     ensure_voice_loop,
     pcm_frames,
+    speech_chunk,
     start_offset,
     timbre_of,
-    wav_bytes,
-    wav_header,
 )
-from higgs_sim.config import SimConfig
+from higgs_sim.config import FaultConfig, SimConfig
 from higgs_sim.engine import Chunk, Engine, Job
+from higgs_sim.events import DONE, ChatEvents, chat_completion, stream_error_text
 from higgs_sim.metrics import SimMetrics
-from higgs_sim.protocol import ApiError, GenerationSpec, Limits, parse_chat, parse_speech
+from higgs_sim.protocol import (
+    ApiError,
+    ChatOptions,
+    DetailError,
+    GenerationSpec,
+    InternalError,
+    Limits,
+    parse_chat,
+    parse_speech,
+)
 from higgs_sim.timing import StepTimeModel
 from higgs_sim.trace import TraceRecord, TraceWriter
 from higgs_sim.voices import VoiceRegistry
 
 log = logging.getLogger("higgs_sim")
 
-EMULATES = {
-    "fork": ("0.8.5.dev0+higgs", "bosonai/higgs-audio-vllm (vLLM 0.8 fork)"),
-    "current": ("0.32.0", "vLLM 0.32 OpenAI-compatible server"),
-}
-AUDIO_EXPIRY_SECONDS = 3600
+# What /version reports and the banner names: Boson's vLLM 0.8 fork.
+EMULATED_VERSION = "0.8.5.dev0+higgs"
+EMULATED_SERVER = "bosonai/higgs-audio-vllm (vLLM 0.8 fork)"
 MAX_BODY_BYTES = 256 * 1024 * 1024  # 50 reference clips as base64 WAV fit comfortably
 STATS_INTERVAL_SECONDS = 10.0
+UNSUPPORTED_MEDIA_TYPE = "Unsupported Media Type: Only 'application/json' is allowed"
+REQUEST_ID = web.RequestKey("request_id", str)
+
+PcmSource = Callable[[int, int], bytes]  # frames [start, end) of one request's audio
 
 
-def error_response(exc: ApiError, request_id: str | None = None) -> web.Response:
-    headers = {"X-Request-Id": request_id} if request_id else None
-    return web.json_response(exc.body(), status=exc.status, headers=headers)
+def json_response(body: Any, status: int = 200) -> web.Response:
+    """Starlette's JSONResponse: compact, UTF-8."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return web.Response(text=text, status=status, content_type="application/json")
 
 
-def sse(payload: dict[str, Any] | str) -> bytes:
-    text = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
-    return b"data: " + text.encode() + b"\n\n"
+def internal_server_error() -> web.Response:
+    """What an unexpected exception gets from Starlette (ER3)."""
+    return web.Response(status=500, text="Internal Server Error", content_type="text/plain")
 
 
 def _trace_record(request: web.Request, rid: str, **fields: Any) -> TraceRecord:
@@ -74,11 +91,87 @@ class Truncated(Exception):
     """The truncation fault fired: the connection was closed mid-response."""
 
 
+class StreamFaults:
+    """The mid-stream faults of one response, checked after each audio chunk is written."""
+
+    def __init__(self, faults: FaultConfig) -> None:
+        self.faults = faults
+        self.error_after = faults.error_after_frames
+        self.stalled = False
+
+    def action(self, frames_sent: int) -> str | None:
+        """What to do once ``frames_sent`` frames went out (checked at every chunk boundary, the
+        last one included): truncate, error, stall, or None."""
+        faults = self.faults
+        if faults.truncate_after_frames is not None and frames_sent >= faults.truncate_after_frames:
+            return "truncate"
+        if self.error_after is not None and frames_sent >= self.error_after:
+            return "error"
+        if (
+            faults.stall_after_frames is not None
+            and not self.stalled
+            and frames_sent >= faults.stall_after_frames
+        ):
+            self.stalled = True
+            return "stall"
+        return None
+
+    def error_message(self, frames_sent: int) -> str:
+        return (
+            f"simulated engine error after {frames_sent} frames (--sim-error-after-frames {self.error_after})"
+        )
+
+
+@dataclass
+class _ChatStream:
+    """State of one streamed chat response: which tokens' events were written."""
+
+    job: Job
+    events: ChatEvents
+    pcm: PcmSource
+    sent: int = 0  # tokens whose events were written
+    next_chunk: int = 0  # index in job.plan
+    frames_sent: int = 0
+
+    def pending(self) -> tuple[bytes, bool]:
+        """Events of the tokens generated since the last call, and whether they carry audio."""
+        job, plan = self.job, self.job.plan
+        parts = [self.events.role] if self.sent == 0 else []
+        has_audio = False
+        while self.sent < job.generated:
+            boundary = plan[self.next_chunk].token if self.next_chunk < len(plan) else job.tokens + 1
+            quiet = min(job.generated, boundary - 1) - self.sent
+            if quiet > 0:
+                parts.append(self.events.empty * quiet)  # no json.dumps per token
+                self.sent += quiet
+                continue
+            self.sent += 1
+            chunks = []
+            while self.next_chunk < len(plan) and plan[self.next_chunk].token == self.sent:
+                chunks.append(plan[self.next_chunk])
+                self.next_chunk += 1
+            parts.extend(self._token_events(chunks))
+            has_audio = has_audio or any(c.frames for c in chunks)
+        return b"".join(parts), has_audio
+
+    def _token_events(self, chunks: list[Chunk]) -> list[bytes]:
+        inline = [c for c in chunks if c.frames and not c.after_finish]
+        after = [c for c in chunks if c.frames and c.after_finish]
+        for c in chunks:
+            self.frames_sent = max(self.frames_sent, c.end)
+        pcm = b"".join(self.pcm(c.start, c.end) for c in inline) if inline else None
+        if self.sent < self.job.tokens:
+            return [self.events.audio(pcm)] if pcm is not None else [self.events.empty]
+        out = [self.events.finish(self.job.finish_reason, pcm)]
+        out.extend(self.events.after_finish(self.pcm(c.start, c.end)) for c in after)
+        return out
+
+
 class SimServer:
     def __init__(self, config: SimConfig, voices: VoiceRegistry) -> None:
         self.config = config
         self.voices = voices
-        self.metrics = SimMetrics(config.served_model_name, config.vllm_generation)
+        self.metrics = SimMetrics(config.served_model_name, config.max_model_len)
         self.engine = Engine(
             StepTimeModel(config.slowdown), config.max_num_seqs, config.kv_budget_tokens, self.metrics
         )
@@ -91,7 +184,7 @@ class SimServer:
     # --- application ---
 
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._middleware], client_max_size=MAX_BODY_BYTES)
+        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/health", self.health)
         app.router.add_get("/version", self.version)
         app.router.add_get("/metrics", self.metrics_endpoint)
@@ -99,6 +192,8 @@ class SimServer:
         app.router.add_get("/v1/audio/voices", self.list_voices)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/audio/speech", self.speech)
+        if getattr(self.config, "enable_request_id_headers", False):
+            app.on_response_prepare.append(self._add_request_id)  # E8
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -128,58 +223,57 @@ class SimServer:
         os._exit(1)
 
     @web.middleware
-    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """FastAPI's answers for routing errors (E6) and Starlette's plain 500 (ER3)."""
         try:
-            key = self.config.api_key
-            if (
-                key
-                and request.path.startswith("/v1")
-                and request.headers.get("Authorization") != f"Bearer {key}"
-            ):
-                raise ApiError(
-                    401,
-                    "Unauthorized: missing or wrong API key (send 'Authorization: Bearer <key>')",
-                    "AuthenticationError",
-                )
             return await handler(request)
-        except ApiError as exc:
-            return error_response(exc)
         except web.HTTPNotFound:
-            return error_response(
-                ApiError(404, f"no such endpoint: {request.method} {request.path}", "NotFoundError")
-            )
+            return json_response({"detail": "Not Found"}, 404)
         except web.HTTPMethodNotAllowed as exc:
-            allowed = ", ".join(sorted(exc.allowed_methods))
-            msg = f"method {request.method} not allowed on {request.path} (allowed: {allowed})"
-            return error_response(ApiError(405, msg, "MethodNotAllowed"))
+            resp = json_response({"detail": "Method Not Allowed"}, 405)
+            resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+            return resp
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
-            # e.g. 413 for a body over the size limit: still OpenAI-style JSON
-            return error_response(ApiError(exc.status, exc.text or exc.reason, type(exc).__name__))
+            return json_response({"detail": exc.reason}, exc.status)  # e.g. 413 over the size limit
         except Exception:
-            log.exception("unexpected error in %s %s", request.method, request.path)
-            return error_response(
-                ApiError(500, "unexpected error in the simulator (see its log)", "InternalServerError")
-            )
+            log.exception("Exception in ASGI application (%s %s)", request.method, request.path)
+            return internal_server_error()
         finally:
             take_arrival(request.transport)  # what arrived during this request is not the next one's start
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """E7: with an API key, everything under /v1 needs it; the rest stays open."""
+        key = self.config.api_key
+        if (
+            key
+            and request.method != "OPTIONS"
+            and request.path.startswith("/v1")
+            and request.headers.get("Authorization") != f"Bearer {key}"
+        ):
+            return json_response({"error": "Unauthorized"}, 401)
+        return await handler(request)
+
+    async def _add_request_id(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers["X-Request-Id"] = request.get(REQUEST_ID) or request.headers.get(
+            "X-Request-Id", uuid.uuid4().hex
+        )
 
     # --- simple endpoints ---
 
     async def health(self, _request: web.Request) -> web.Response:
-        return web.Response(status=200)
+        return web.Response(status=200)  # E1: an empty body
 
     async def version(self, _request: web.Request) -> web.Response:
-        version, emulates = EMULATES[self.config.vllm_generation]
-        return web.json_response(
-            {"version": version, "simulator": True, "simulator_version": __version__, "emulates": emulates}
-        )
+        return json_response({"version": EMULATED_VERSION, "simulator": True})  # E3, X6
 
     async def metrics_endpoint(self, _request: web.Request) -> web.Response:
         return web.Response(body=self.metrics.render(), headers={"Content-Type": "text/plain; version=0.0.4"})
 
     async def models(self, _request: web.Request) -> web.Response:
+        """E2: vLLM's ModelList, one card per served name."""
         created = int(time.time())
         data = [
             {
@@ -190,64 +284,76 @@ class SimServer:
                 "root": self.config.model,
                 "parent": None,
                 "max_model_len": self.config.max_model_len,
+                "permission": [_model_permission(created)],
             }
             for name in self.config.served_model_names
         ]
-        return web.json_response({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
     async def list_voices(self, _request: web.Request) -> web.Response:
-        voices = self.voices.voices
-        data = [{"id": v.name, "name": v.name, "transcript": v.transcript} for v in voices.values()]
-        return web.json_response({"object": "list", "data": data, "voices": sorted(voices)})
+        return json_response(self.voices.names())  # E5: a bare array in config.json order
 
     # --- generation endpoints ---
 
+    def _request_id(self, request: web.Request, own: str | None = None) -> str:
+        """The client's X-Request-Id, else the body's request_id, else a new one (E8)."""
+        rid = request.headers.get("X-Request-Id") or own or uuid.uuid4().hex
+        request[REQUEST_ID] = rid
+        return rid
+
     async def chat(self, request: web.Request) -> web.StreamResponse:
-        rid = request.headers.get("X-Request-Id") or f"chatcmpl-{uuid.uuid4().hex}"
-        rec = _trace_record(request, rid)
+        rec = _trace_record(request, self._request_id(request))
         try:
-            spec, opts = parse_chat(await self._json(request), self.limits, self.voices)
-            rec.stream = opts["stream"]
+            spec, opts = parse_chat(await self._json(request), self.limits)
+            rec.request_id = rid = self._request_id(request, opts.request_id)
+            rec.stream = opts.stream
             self._inject_error()
-            if not spec.audio_out:
-                return self._text_only(rid, spec, opts)
-            job, timbre, offset = await self._submit(rid, spec, chunked=opts["stream"])
+            completion_id = f"chatcmpl-{rid}"
+            job, pcm = await self._submit(completion_id, spec, chunked=opts.stream, per_token=opts.stream)
             try:
-                if opts["stream"]:
-                    return await self._stream_chat(request, rec, job, spec, opts, timbre, offset)
-                return await self._full_chat(request, rec, job, spec, opts, timbre, offset)
+                if opts.stream:
+                    return await self._stream_chat(request, rec, job, opts, pcm)
+                return await self._full_chat(request, rec, job, opts, pcm)
             finally:
                 self.engine.abort(job)  # no-op once finished
-        except ApiError as exc:
-            rec.status, rec.error = exc.status, exc.message
-            return error_response(exc, rid)
+        except (ApiError, DetailError, InternalError) as exc:
+            return self._failed(rec, exc)
         finally:
             self._finish(rec)
 
     async def speech(self, request: web.Request) -> web.StreamResponse:
-        rid = request.headers.get("X-Request-Id") or f"speech-{uuid.uuid4().hex}"
+        rid = self._request_id(request)
         rec = _trace_record(request, rid, stream=True)
         try:
-            spec, opts = parse_speech(await self._json(request), self.limits, self.voices)
+            spec, fmt, _model = parse_speech(await self._json(request), self.limits, self.voices)
             self._inject_error()
-            job, timbre, offset = await self._submit(rid, spec, chunked=True)
+            job, pcm = await self._submit(f"audiospeech-{rid}", spec, chunked=True)
             try:
-                return await self._stream_speech(request, rec, job, opts["format"], timbre, offset)
+                return await self._stream_speech(request, rec, job, fmt, pcm)
             finally:
                 self.engine.abort(job)
-        except ApiError as exc:
-            rec.status, rec.error = exc.status, exc.message
-            return error_response(exc, rid)
+        except (ApiError, DetailError, InternalError) as exc:
+            return self._failed(rec, exc)
         finally:
             self._finish(rec)
 
+    @staticmethod
+    def _failed(rec: TraceRecord, exc: ApiError | DetailError | InternalError) -> web.Response:
+        if isinstance(exc, ApiError):
+            rec.status, rec.error = exc.status, exc.message
+            return json_response(exc.body(), exc.status)
+        if isinstance(exc, DetailError):
+            rec.status, rec.error = exc.status, exc.detail
+            return json_response({"detail": exc.detail}, exc.status)
+        log.error("Exception in ASGI application: %s", exc)
+        rec.status, rec.error = 500, str(exc)
+        return internal_server_error()
+
     async def _json(self, request: web.Request) -> Any:
-        # vLLM's FastAPI routes validate the content type before the body.
-        if request.content_type != "application/json":
-            raise ApiError(
-                400,
-                f"the request body must be JSON (Content-Type: application/json), got {request.content_type or 'none'!r}",
-            )
+        # SP1/CH1: the content type is checked before the body (validate_json_request).
+        media_type = request.headers.get("Content-Type", "").lower().split(";", 1)[0]
+        if media_type != "application/json":
+            raise DetailError(415, UNSUPPORTED_MEDIA_TYPE)
         try:
             return await request.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -258,17 +364,32 @@ class SimServer:
         if rate and self.rng.random() < rate:
             raise ApiError(500, "simulated internal server error (--sim-error-rate)", "InternalServerError")
 
-    async def _submit(self, rid: str, spec: GenerationSpec, chunked: bool) -> tuple[Job, int, int]:
+    async def _submit(
+        self, rid: str, spec: GenerationSpec, *, chunked: bool, per_token: bool = False
+    ) -> tuple[Job, PcmSource]:
         seed = self.config.seed if spec.seed is None else spec.seed
         timbre = timbre_of(spec.voice_key, seed)
         offset = start_offset(f"{seed}:{spec.voice_key}:{spec.text}")
+        silent = self.config.faults.silent_audio
         await ensure_voice_loop(timbre)
-        job = Job(rid, spec.prompt_tokens, spec.frames, spec.finish_reason, chunked=chunked)
+        job = Job(
+            rid,
+            spec.prompt_tokens,
+            spec.tokens,
+            spec.frames,
+            spec.finish_reason,
+            chunked=chunked,
+            per_token=per_token,
+        )
         try:
             self.engine.submit(job)
         except ValueError as exc:
             raise ApiError(400, str(exc)) from None
-        return job, timbre, offset
+
+        def pcm(start: int, end: int) -> bytes:
+            return pcm_frames(timbre, offset, start, end, silent)
+
+        return job, pcm
 
     def _finish(self, rec: TraceRecord) -> None:
         rec.t_done = time.time()
@@ -281,218 +402,139 @@ class SimServer:
                 # Let the last response leave the socket buffer first.
                 asyncio.get_running_loop().call_later(0.2, self.crash, f"--sim-crash-after-requests {limit}")
 
-    async def _chunks(self, rec: TraceRecord, job: Job) -> AsyncIterator[Chunk]:
-        """Yield engine chunks, applying the stall and truncation faults after each one is sent."""
-        faults = self.config.faults
-        stalled = False
+    async def _chunks(self, job: Job) -> AsyncIterator[Chunk]:
         while True:
-            chunk: Chunk = await job.chunks.get()
+            chunk = await job.chunks.get()
             yield chunk
-            rec.frames = chunk.end
-            rec.audio_seconds = chunk.end / FRAMES_PER_SECOND
-            if faults.truncate_after_frames is not None and chunk.end >= faults.truncate_after_frames:
-                rec.error = f"truncated after {chunk.end} frames (--sim-truncate-after-frames)"
-                raise Truncated()
             if chunk.final:
                 return
-            if (
-                faults.stall_after_frames is not None
-                and not stalled
-                and chunk.end >= faults.stall_after_frames
-            ):
-                stalled = True
-                await asyncio.sleep(faults.stall_seconds)
-
-    def _pcm(self, timbre: int, offset: int, start: int, end: int) -> bytes:
-        return pcm_frames(timbre, offset, start, end, self.config.faults.silent_audio)
 
     @staticmethod
-    def _cut(request: web.Request) -> None:
+    def _cut(request: web.Request, rec: TraceRecord, frames: int) -> None:
+        rec.error = f"truncated after {frames} frames (--sim-truncate-after-frames)"
         if request.transport is not None:
             request.transport.abort()
 
+    @staticmethod
+    def _sent(rec: TraceRecord, frames: int) -> None:
+        rec.frames, rec.audio_seconds = frames, frames / FRAMES_PER_SECOND
+
     async def _stream_chat(
-        self,
-        request: web.Request,
-        rec: TraceRecord,
-        job: Job,
-        spec: GenerationSpec,
-        opts: dict[str, Any],
-        timbre: int,
-        offset: int,
+        self, request: web.Request, rec: TraceRecord, job: Job, opts: ChatOptions, pcm: PcmSource
     ) -> web.StreamResponse:
-        resp = web.StreamResponse(
-            headers={
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-                "X-Request-Id": job.request_id,
-            }
-        )
+        """CH6/CH7: one event per token; audio in the events of the steps that complete a chunk."""
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await resp.prepare(request)
-        created = int(time.time())
-        audio_id = f"audio-{job.request_id}"
-        expires = created + AUDIO_EXPIRY_SECONDS
-
-        def chunk_of(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            return sse(
-                {
-                    "id": job.request_id,
-                    "object": "chat.completion.chunk",
-                    "created": created,
-                    "model": opts["model"],
-                    "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
-                }
-            )
-
+        stream = _ChatStream(job, ChatEvents(job.request_id, int(time.time()), opts.model), pcm)
+        faults = StreamFaults(self.config.faults)
         try:
-            first = True
-            async for chunk in self._chunks(rec, job):
-                data = base64.b64encode(self._pcm(timbre, offset, chunk.start, chunk.end)).decode()
-                out = chunk_of({"role": "assistant", "content": ""}) if first else b""
-                out += chunk_of(
-                    {"audio": {"id": audio_id, "data": data, "expires_at": expires, "transcript": ""}}
-                )
-                first = False
-                await _write_audio(resp, rec, out)
-            tail = chunk_of({}, job.finish_reason)
-            if opts["include_usage"]:
-                usage = self._usage(job)
-                tail += sse(
-                    {
-                        "id": job.request_id,
-                        "object": "chat.completion.chunk",
-                        "created": created,
-                        "model": opts["model"],
-                        "choices": [],
-                        "usage": usage,
-                    }
-                )
-            await resp.write(tail + sse("[DONE]"))
+            while stream.sent < job.tokens and not job.aborted:
+                await job.wait_progress(stream.sent)
+                data, has_audio = stream.pending()
+                if not data:
+                    continue
+                await (_write_audio(resp, rec, data) if has_audio else resp.write(data))
+                if not has_audio:
+                    continue
+                self._sent(rec, stream.frames_sent)
+                action = faults.action(stream.frames_sent)
+                if action == "truncate":
+                    self._cut(request, rec, stream.frames_sent)
+                    return resp
+                if action == "error":
+                    rec.error = faults.error_message(stream.frames_sent)
+                    await resp.write(ChatEvents.error(rec.error) + DONE)
+                    await resp.write_eof()
+                    return resp
+                if action == "stall":
+                    await asyncio.sleep(faults.faults.stall_seconds)
+            tail = stream.events.usage(job.prompt_tokens, job.generated) if opts.include_usage else b""
+            await resp.write(tail + DONE)
             await resp.write_eof()
-        except Truncated:
-            self._cut(request)
         except ConnectionError:
             rec.error = "client disconnected"
         return resp
 
     async def _full_chat(
-        self,
-        request: web.Request,
-        rec: TraceRecord,
-        job: Job,
-        spec: GenerationSpec,
-        opts: dict[str, Any],
-        timbre: int,
-        offset: int,
+        self, request: web.Request, rec: TraceRecord, job: Job, opts: ChatOptions, pcm: PcmSource
     ) -> web.StreamResponse:
+        """CH5: the whole file, base64, once generation is over; pcm16/opus fail only then."""
         chunk = await job.chunks.get()
-        pcm = self._pcm(timbre, offset, 0, chunk.end)
-        audio = wav_bytes(pcm) if opts["format"] == "wav" else pcm
-        created = int(time.time())
-        body = json.dumps(
-            {
-                "id": job.request_id,
-                "object": "chat.completion",
-                "created": created,
-                "model": opts["model"],
-                "choices": [
-                    {
-                        "index": 0,
-                        "logprobs": None,
-                        "finish_reason": job.finish_reason,
-                        "message": {
-                            "role": "assistant",
-                            "content": None,
-                            "audio": {
-                                "id": f"audio-{job.request_id}",
-                                "data": base64.b64encode(audio).decode(),
-                                "expires_at": created + AUDIO_EXPIRY_SECONDS,
-                                "transcript": spec.text,
-                            },
-                        },
-                    }
-                ],
-                "usage": self._usage(job),
-            }
-        ).encode()
-        return await self._send_whole(request, rec, job, body, "application/json", chunk.end)
+        if not chunk.frames:
+            # K4: no audio tokens decoded, ChatCompletionAudio(data=None) fails validation.
+            raise InternalError("the generation decoded no audio (ChatCompletionAudio.data must be a string)")
+        try:
+            audio = await asyncio.to_thread(encoded_file, pcm(0, chunk.end), opts.audio_format)
+        except ValueError as exc:  # soundfile: "Unknown format: 'pcm16'"
+            raise ApiError(400, str(exc)) from None
+        body = chat_completion(
+            job.request_id,
+            int(time.time()),
+            opts.model,
+            base64.b64encode(audio).decode(),
+            job.finish_reason,
+            job.prompt_tokens,
+            job.generated,
+        )
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        return await self._send_whole(request, rec, data, "application/json", chunk.end)
 
     async def _send_whole(
-        self, request: web.Request, rec: TraceRecord, job: Job, body: bytes, content_type: str, frames: int
+        self, request: web.Request, rec: TraceRecord, body: bytes, content_type: str, frames: int
     ) -> web.StreamResponse:
         """A complete (non-streamed) body, cut half way when the truncation fault is on."""
-        resp = web.StreamResponse(headers={"Content-Type": content_type, "X-Request-Id": job.request_id})
+        resp = web.StreamResponse(headers={"Content-Type": content_type})
         resp.content_length = len(body)
         await resp.prepare(request)
         truncate = self.config.faults.truncate_after_frames
         try:
             if truncate is not None and frames >= truncate:
                 await resp.write(body[: len(body) // 2])
-                rec.error = f"truncated after {truncate} frames (--sim-truncate-after-frames)"
-                self._cut(request)
+                self._cut(request, rec, truncate)
                 return resp
             await resp.write(body)
             rec.t_first_audio = time.time()
-            rec.frames, rec.audio_seconds = frames, frames / FRAMES_PER_SECOND
+            self._sent(rec, frames)
             await resp.write_eof()
         except ConnectionError:
             rec.error = "client disconnected"
         return resp
 
     async def _stream_speech(
-        self, request: web.Request, rec: TraceRecord, job: Job, fmt: str, timbre: int, offset: int
+        self, request: web.Request, rec: TraceRecord, job: Job, fmt: str, pcm: PcmSource
     ) -> web.StreamResponse:
-        content_type = "audio/wav" if fmt == "wav" else "audio/pcm"
-        resp = web.StreamResponse(headers={"Content-Type": content_type, "X-Request-Id": job.request_id})
+        """SP6-SP8: audio/mpeg whatever the format; each chunk encoded on its own."""
+        resp = web.StreamResponse(headers={"Content-Type": "audio/mpeg"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
+        faults = StreamFaults(self.config.faults)
         try:
-            first = True
-            async for chunk in self._chunks(rec, job):
-                data = self._pcm(timbre, offset, chunk.start, chunk.end)
-                if first and fmt == "wav":
-                    # The planned length is known up front, so the header carries the true size.
-                    data = wav_header(job.frames * SAMPLES_PER_FRAME) + data
-                first = False
+            async for chunk in self._chunks(job):
+                if not chunk.frames:
+                    continue
+                raw = pcm(chunk.start, chunk.end)
+                # MP3 encoding takes a few ms per second of audio: off the event loop.
+                data = (
+                    speech_chunk(raw, fmt)
+                    if fmt != "mp3"
+                    else await asyncio.to_thread(speech_chunk, raw, fmt)
+                )
                 await _write_audio(resp, rec, data)
+                self._sent(rec, chunk.end)
+                action = faults.action(chunk.end)
+                if action == "truncate":
+                    self._cut(request, rec, chunk.end)
+                    return resp
+                if action == "error":  # SP10: the error text joins the body, the status stays 200
+                    rec.error = faults.error_message(chunk.end)
+                    await resp.write(stream_error_text(rec.error).encode())
+                    break
+                if action == "stall":
+                    await asyncio.sleep(faults.faults.stall_seconds)
             await resp.write_eof()
-        except Truncated:
-            self._cut(request)
         except ConnectionError:
             rec.error = "client disconnected"
         return resp
-
-    def _text_only(self, rid: str, spec: GenerationSpec, opts: dict[str, Any]) -> web.Response:
-        """``modalities: ["text"]``: the simulator answers with the input text and no audio."""
-        tokens = len(spec.text) // 4 + 1
-        body = {
-            "id": rid,
-            "object": "chat.completion",
-            "created": int(time.time()),
-            "model": opts["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "logprobs": None,
-                    "finish_reason": "stop",
-                    "message": {"role": "assistant", "content": spec.text},
-                }
-            ],
-            "usage": {
-                "prompt_tokens": spec.prompt_tokens,
-                "completion_tokens": tokens,
-                "total_tokens": spec.prompt_tokens + tokens,
-            },
-        }
-        return web.json_response(body, headers={"X-Request-Id": rid})
-
-    @staticmethod
-    def _usage(job: Job) -> dict[str, int]:
-        return {
-            "prompt_tokens": job.prompt_tokens,
-            "completion_tokens": job.generated,
-            "total_tokens": job.prompt_tokens + job.generated,
-        }
 
     # --- background loops ---
 
@@ -503,20 +545,43 @@ class SimServer:
 
     async def _stats_loop(self) -> None:
         """vLLM-style periodic throughput line, only while there is activity."""
-        last_prompt, last_frames, last_t = 0, 0, time.monotonic()
+        last_prompt, last_tokens, last_frames, last_t = 0, 0, 0, time.monotonic()
         while True:
             await asyncio.sleep(STATS_INTERVAL_SECONDS)
             eng, now = self.engine, time.monotonic()
             dt = now - last_t
-            if eng.frames_total != last_frames or eng.running or eng.waiting:
+            if eng.tokens_total != last_tokens or eng.running or eng.waiting:
                 log.info(
                     "Avg prompt throughput: %.1f tokens/s, Avg generation throughput: %.1f tokens/s "
                     "(%.1f audio-s/s), Running: %d reqs, Waiting: %d reqs, GPU KV cache usage: %.1f%%",
                     (eng.prompt_tokens_total - last_prompt) / dt,
-                    (eng.frames_total - last_frames) / dt,
+                    (eng.tokens_total - last_tokens) / dt,
                     (eng.frames_total - last_frames) / dt / FRAMES_PER_SECOND,
                     len(eng.running),
                     len(eng.waiting),
                     100.0 * eng.kv_used / eng.kv_budget,
                 )
-            last_prompt, last_frames, last_t = eng.prompt_tokens_total, eng.frames_total, now
+            last_prompt, last_tokens, last_frames, last_t = (
+                eng.prompt_tokens_total,
+                eng.tokens_total,
+                eng.frames_total,
+                now,
+            )
+
+
+def _model_permission(created: int) -> dict[str, Any]:
+    """vLLM's ModelPermission with its defaults."""
+    return {
+        "id": f"modelperm-{uuid.uuid4().hex}",
+        "object": "model_permission",
+        "created": created,
+        "allow_create_engine": False,
+        "allow_sampling": True,
+        "allow_logprobs": True,
+        "allow_search_indices": False,
+        "allow_view": True,
+        "allow_fine_tuning": False,
+        "organization": "*",
+        "group": None,
+        "is_blocking": False,
+    }

@@ -1,6 +1,7 @@
 """Timing model: how long one engine step takes, from the H100 decode-step table.
 
-One decode step emits one audio frame (1/25 s of audio) for every running stream. Its duration is
+One decode step emits one audio token (a row of 8 codebooks, about one frame: 1/25 s of audio; see
+``higgs_sim.engine`` for the exact mapping) for every running stream. Its duration is
 interpolated from ``data/h100_decode_roofline.json`` (measured on one H100 80GB with a backbone
 shaped like Higgs Audio v2: see /work/shared/calibration/README.md), linearly in batch size and in
 context length, then multiplied by a slowdown factor.

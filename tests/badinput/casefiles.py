@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,38 @@ def file_cases(kind: str, key: str) -> list[Case]:
     return cases
 
 
+REQUEST_KEYS = {
+    "name", "row", "path", "method", "raw", "json", "audio_inputs", "content_type", "headers", "status",
+    "expect", "body", "xfail",
+}  # fmt: skip
+CONTRACT = CASES.parents[2] / "docs" / "server-contract.md"
+CONTRACT_ROW = re.compile(r"^\|\s*([A-Z]{1,2}\d+)\s*\|", re.MULTILINE)
+
+
+def contract_rows() -> set[str]:
+    """The row IDs of docs/server-contract.md (the first cell of a table row: `| SP4 | ...`)."""
+    return set(CONTRACT_ROW.findall(CONTRACT.read_text()))
+
+
+def _check_request_case(entry: dict[str, Any]) -> None:
+    name = entry.get("name", entry)
+    unknown = set(entry) - REQUEST_KEYS
+    assert not unknown, f"requests.yaml {name}: unknown keys {sorted(unknown)}"
+    for key in ("name", "row", "status"):
+        _required(entry, key, CASES / "requests.yaml")
+    assert ("expect" in entry) != ("body" in entry), f"requests.yaml {name}: give exactly one of expect, body"
+    sources = [key for key in ("raw", "json", "audio_inputs") if key in entry]
+    assert len(sources) <= 1, f"requests.yaml {name}: more than one body source {sources}"
+
+
 def request_params() -> list[Any]:
-    """pytest params for cases/requests.yaml; entries with `xfail` are strict expected failures."""
+    """pytest params for cases/requests.yaml, each marked with its contract row; entries with `xfail`
+    are strict expected failures."""
     params = []
     for entry in yaml.safe_load((CASES / "requests.yaml").read_text()):
-        marks = [pytest.mark.xfail(strict=True, reason=entry["xfail"])] if "xfail" in entry else []
+        _check_request_case(entry)
+        marks = [pytest.mark.contract(entry["row"])]
+        if "xfail" in entry:
+            marks.append(pytest.mark.xfail(strict=True, reason=entry["xfail"]))
         params.append(pytest.param(entry, id=entry["name"], marks=marks))
     return params

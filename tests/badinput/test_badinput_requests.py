@@ -1,5 +1,7 @@
-"""Malformed requests to the OpenAI-compatible server get a clear 4xx OpenAI-style error, and the server
-stays healthy and keeps serving. Cases: cases/requests.yaml (complements tests/simulator/test_sim_api.py)."""
+"""Malformed requests to the OpenAI-compatible server get the error docs/server-contract.md says Boson's
+server gives (a specific message naming the field where the simulator can), and the server stays healthy
+and keeps serving. Cases: cases/requests.yaml, each naming its contract row (complements
+tests/contract/ and tests/simulator/test_sim_api.py)."""
 
 from __future__ import annotations
 
@@ -9,33 +11,55 @@ from typing import Any
 
 import httpx
 import pytest
-from casefiles import request_params
+from casefiles import contract_rows, request_params
 from sim_helpers import Sim, launch, wav_b64
 
 MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
 CHAT = "/v1/chat/completions"
+API_KEY = "badinput-key"
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+ERROR_KEYS = {"object", "message", "type", "param", "code"}
+ERROR_TYPES = {400: "BadRequestError", 404: "NotFoundError"}  # ER1, ER2
 
 
 @pytest.fixture(scope="module")
 def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
-    s = launch([MODEL, "--sim-startup-seconds", "0"], tmp_path_factory.mktemp("sim"))
+    args = ["--model", MODEL, "--api-key", API_KEY, "--sim-startup-seconds", "0"]
+    s = launch(args, tmp_path_factory.mktemp("sim"))
     s.wait_healthy()
     yield s
     s.stop()
 
 
-def _body(case: dict[str, Any]) -> tuple[bytes, str]:
-    content_type = case.get("content_type", "application/json")
+def _body(case: dict[str, Any]) -> bytes | None:
     if "raw" in case:
-        return case["raw"].encode(), content_type
+        return case["raw"].encode()
     if "audio_inputs" in case:
         parts: list[dict[str, Any]] = [
             {"type": "input_audio", "input_audio": {"data": wav_b64(0.2), "format": "wav"}}
             for _ in range(case["audio_inputs"])
         ]
         parts.append({"type": "text", "text": "hi"})
-        return json.dumps({"messages": [{"role": "user", "content": parts}]}).encode(), content_type
-    return json.dumps(case["json"]).encode(), content_type
+        return json.dumps({"messages": [{"role": "user", "content": parts}]}).encode()
+    if "json" in case:
+        return json.dumps(case["json"]).encode()
+    return None
+
+
+def _headers(case: dict[str, Any]) -> dict[str, str]:
+    headers = {**AUTH, "Content-Type": case.get("content_type", "application/json")}
+    headers.update(case.get("headers", {}))
+    return {name: value for name, value in headers.items() if value is not None}
+
+
+def _check_error_response(case: dict[str, Any], resp: httpx.Response) -> None:
+    """ER1/ER2: a top-level ErrorResponse, not OpenAI's {"error": {...}} wrapper."""
+    assert resp.headers["content-type"].startswith("application/json"), resp.headers
+    error = resp.json()
+    assert isinstance(error, dict) and set(error) == ERROR_KEYS, error
+    assert error["object"] == "error" and error["param"] is None, error
+    assert (error["code"], error["type"]) == (case["status"], ERROR_TYPES[case["status"]]), error
+    assert case["expect"] in error["message"], error
 
 
 def _still_serving(sim: Sim) -> None:
@@ -43,6 +67,7 @@ def _still_serving(sim: Sim) -> None:
     ok = httpx.post(
         sim.base_url + CHAT,
         json={"messages": [{"role": "user", "content": "still there?"}], "max_tokens": 20},
+        headers=AUTH,
         timeout=30,
     )
     assert ok.status_code == 200, ok.text[:500]
@@ -50,17 +75,21 @@ def _still_serving(sim: Sim) -> None:
 
 
 @pytest.mark.parametrize("case", request_params())
-def test_malformed_request_gets_openai_4xx_and_server_survives(sim: Sim, case: dict[str, Any]) -> None:
-    content, content_type = _body(case)
-    resp = httpx.post(
+def test_malformed_request_gets_the_contract_error_and_server_survives(
+    sim: Sim, case: dict[str, Any]
+) -> None:
+    assert case["row"] in contract_rows(), f"{case['name']}: no row {case['row']} in docs/server-contract.md"
+    resp = httpx.request(
+        case.get("method", "POST"),
         sim.base_url + case.get("path", CHAT),
-        content=content,
-        headers={"Content-Type": content_type},
+        content=_body(case),
+        headers=_headers(case),
         timeout=30,
     )
     assert resp.status_code == case["status"], f"{case['name']}: {resp.status_code} {resp.text[:300]}"
-    error = resp.json()["error"]  # OpenAI shape: {"error": {"message", "type", "param", "code"}}
-    assert {"message", "type", "code"} <= error.keys(), error
-    assert case["expect"] in error["message"], error
     assert "Traceback" not in resp.text
+    if "body" in case:  # FastAPI's / the middleware's own bodies (ER3)
+        assert resp.json() == case["body"]
+    else:
+        _check_error_response(case, resp)
     _still_serving(sim)

@@ -1,6 +1,7 @@
 """charts/higgs-audio on the local cluster (fake GPU nodes running the simulator), with the real
 download path against the fake Hugging Face Hub: install, helm test, upgrade with a stream in
-flight, uninstall keeping the cache claim; and the `existing` cache mode."""
+flight, uninstall keeping the cache claim; the `existing` cache mode; and the semantic teacher
+(semanticModel) the server loads offline by name from the hub cache, without which it cannot start."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import chartkit as ck
 import httpx
 import kubetest
 import pytest
-from conftest import free_port
+from chart_sim import free_port
 from higgs_sim import hub
 from kubernetes import client
 
@@ -43,6 +44,50 @@ def fake_hub() -> Iterator[tuple[str, hub.HubState]]:
     state = hub.new_state(token=TOKEN, weights_bytes=64 * 1024)
     with hub.running_hub(state, port=free_port()) as url:
         yield url, state
+
+
+def fill_existing_cache(root: Path, with_teacher: bool = True) -> None:
+    """A directory as an admin would fill it: <repository>/<revision>/ for the model and the tokenizer,
+    and the semantic teacher in the hub cache layout under hub/ (refs/main -> snapshots/<commit>/)."""
+    for repo in hub.default_repos(4096):
+        if repo.repo_id == hub.HUBERT_REPO:
+            if not with_teacher:
+                continue
+            storage = root / "hub" / ("models--" + repo.repo_id.replace("/", "--"))
+            (storage / "refs").mkdir(parents=True)
+            (storage / "refs" / "main").write_text(repo.revision)
+            target = storage / "snapshots" / repo.revision
+        else:
+            target = root / repo.repo_id / repo.revision
+        for name, data in repo.files.items():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            (target / name).write_bytes(data)
+
+
+def container_status(pod: client.V1Pod, name: str) -> client.V1ContainerStatus | None:
+    statuses = (pod.status.init_container_statuses or []) + (pod.status.container_statuses or [])
+    return next((s for s in statuses if s.name == name), None)
+
+
+def exited_with_error(cluster: kubetest.Cluster, namespace: str, container: str) -> client.V1Pod | None:
+    """The release's server pod once `container` has exited non-zero at least once."""
+    for pod in server_pods(cluster, namespace):
+        status = container_status(pod, container)
+        if status is None:
+            continue
+        for state in (status.state, status.last_state):
+            if state and state.terminated and state.terminated.exit_code != 0:
+                return pod
+    return None
+
+
+def container_logs(cluster: kubetest.Cluster, namespace: str, pod: str, container: str) -> str:
+    """The container's log, or its previous run's when it is restarting."""
+    logs = ""
+    for extra in ((), ("--previous",)):
+        proc = cluster.kubectl("-n", namespace, "logs", pod, "-c", container, *extra, check=False)
+        logs += proc.stdout
+    return logs
 
 
 def server_pods(cluster: kubetest.Cluster, namespace: str) -> list[client.V1Pod]:
@@ -175,7 +220,12 @@ def test_install_test_upgrade_uninstall(
     ready_at = next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready")
     assert (ready_at - running_since).total_seconds() >= STARTUP_SECONDS - 1, (running_since, ready_at)
     # The API key from the Secret reached --api-key through $(HIGGS_API_KEY).
-    speech = {"model": "higgs-audio-v2-generation-3B-base", "input": "Hi.", "response_format": "wav"}
+    speech = {
+        "model": "higgs-audio-v2-generation-3B-base",
+        "input": "Hi.",
+        "voice": "belinda",
+        "response_format": "wav",
+    }
     url = f"http://{pod.status.pod_ip}:8000/v1/audio/speech"
     assert httpx.post(url, json=speech, timeout=60).status_code == 401
     authorized = httpx.post(url, json=speech, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60)
@@ -188,6 +238,13 @@ def test_install_test_upgrade_uninstall(
     assert VOICE in voices.text, f"the preset from the ConfigMap is not served: {voices.text[:300]}"
     log = cluster.kubectl("-n", namespace, "logs", pod.metadata.name, "-c", "download-model").stdout
     assert "complete" in log and TOKEN not in log
+    # The semantic teacher went into the hub cache at its resolved commit, refs/main pointing there,
+    # and the server (HF_HUB_OFFLINE=1, HF_HUB_CACHE on the cache volume) loaded it from there.
+    assert f"{hub.HUBERT_REPO}: resolved main to {hub.HUBERT_REVISION}" in log
+    assert f"{hub.HUBERT_REPO}: refs/main -> {hub.HUBERT_REVISION}" in log
+    server_log = cluster.kubectl("-n", namespace, "logs", pod.metadata.name, "-c", "server").stdout
+    teacher_file = f"hub/models--bosonai--hubert_base/snapshots/{hub.HUBERT_REVISION}/model.safetensors"
+    assert teacher_file in server_log and "HF_HUB_OFFLINE=1" in server_log, server_log[-3000:]
 
     # helm test: speech + streaming chat, audio validated inside the cluster.
     proc = cluster.helm("test", RELEASE, "-n", namespace, "--logs", "--timeout", "180s", check=False)
@@ -269,12 +326,7 @@ def test_install_test_upgrade_uninstall(
 def test_existing_cache_mode_needs_no_download(
     cluster: kubetest.Cluster, namespace: str, tmp_path: Path, fake_hub: tuple[str, hub.HubState]
 ) -> None:
-    # A directory already filled with <repository>/<revision>/ (as an admin would have it).
-    for repo in hub.default_repos(4096):
-        root = tmp_path / "models" / repo.repo_id / repo.revision
-        for name, data in repo.files.items():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            (root / name).write_bytes(data)
+    fill_existing_cache(tmp_path / "models")
     _, hub_state = fake_hub
     before = sum(hub_state.downloads.values())
     cluster.kubectl(
@@ -293,12 +345,84 @@ def test_existing_cache_mode_needs_no_download(
     assert sum(hub_state.downloads.values()) == before
     r = httpx.post(
         f"http://{pods[0].status.pod_ip}:8000/v1/audio/speech",
-        json={"model": "higgs-audio-v2-generation-3B-base", "input": "Hello.", "response_format": "wav"},
+        json={
+            "model": "higgs-audio-v2-generation-3B-base",
+            "input": "Hello.",
+            "voice": "belinda",
+            "response_format": "wav",
+        },
         headers={"Authorization": f"Bearer {API_KEY}"},
         timeout=60,
     )
     assert r.status_code == 200 and r.content[:4] == b"RIFF"
     cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
+
+
+def test_server_does_not_start_offline_without_the_semantic_model(
+    cluster: kubetest.Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """Mode existing with the model and the tokenizer but no hub/models--bosonai--hubert_base: the server
+    exits 1 with transformers' offline error, as the real one does, and the pod never turns Ready."""
+    fill_existing_cache(tmp_path / "models", with_teacher=False)
+    cluster.kubectl(
+        "-n", namespace, "create", "secret", "generic", API_KEY_SECRET, f"--from-literal=api_key={API_KEY}"
+    )
+    args = install_args(
+        namespace, "http://127.0.0.1:9", "-f", str(ck.EXAMPLES / "values-local-existing.yaml")
+    )
+    args += ["--set", f"modelCache.existing.hostPath={tmp_path / 'models'}", "--set", "tests.enabled=false"]
+    args.remove("--wait")
+    cluster.helm(*args)
+    describe = lambda: kubetest.namespace_report(cluster.api, namespace)  # noqa: E731
+    pod = kubetest.wait_for(
+        lambda: exited_with_error(cluster, namespace, "server"),
+        timeout=90,
+        describe=describe,
+        what="the server container to exit with an error",
+    )
+    assert not ready(pod)
+    logs = container_logs(cluster, namespace, pod.metadata.name, "server")
+    assert "bosonai/hubert_base is not the path to a directory containing a file named config.json" in logs
+    assert "models--bosonai--hubert_base does not exist" in logs and "semanticModel" in logs, logs[-3000:]
+    cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
+
+
+def test_download_names_a_hub_without_the_semantic_model(cluster: kubetest.Cluster, namespace: str) -> None:
+    """A Hub (or mirror) that lacks bosonai/hubert_base: the init container fails naming it."""
+    state = hub.new_state(token=TOKEN, weights_bytes=4096, without=[hub.HUBERT_REPO])
+    with hub.running_hub(state, port=free_port()) as hub_url:
+        cluster.kubectl(
+            "-n",
+            namespace,
+            "create",
+            "secret",
+            "generic",
+            "hf-token",
+            f"--from-literal=hf_access_token={TOKEN}",
+        )
+        cluster.kubectl(
+            "-n",
+            namespace,
+            "create",
+            "secret",
+            "generic",
+            API_KEY_SECRET,
+            f"--from-literal=api_key={API_KEY}",
+        )
+        args = install_args(namespace, hub_url, "--set", "tests.enabled=false")
+        args.remove("--wait")
+        cluster.helm(*args)
+        pod = kubetest.wait_for(
+            lambda: exited_with_error(cluster, namespace, "download-model"),
+            timeout=90,
+            describe=lambda: kubetest.namespace_report(cluster.api, namespace),
+            what="the download init container to fail",
+        )
+        logs = container_logs(cluster, namespace, pod.metadata.name, "download-model")
+        assert f"ERROR: repository {hub.HUBERT_REPO} not found on {hub_url}" in logs, logs[-3000:]
+        server = container_status(pod, "server")
+        assert server is None or server.state.running is None, "the server must not start"
+        cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
 
 
 def test_matrix_passes_server_side_dry_run(cluster: kubetest.Cluster, namespace: str) -> None:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import errno
+import hashlib
 import importlib.util
 import json
 import os
@@ -17,6 +18,7 @@ import chartkit as ck
 import httpx
 import pytest
 from higgs_sim import hub
+from higgs_sim.startup import HubEnv, cached_snapshot
 
 SCRIPT = ck.CHART / "files" / "download_model.py"
 TOKEN = "hf_fake_token_for_tests_0123456789"
@@ -174,6 +176,108 @@ def test_bad_arguments_are_refused(tmp_path: Path) -> None:
         [sys.executable, str(SCRIPT), "--item", "a/b", "rev"], capture_output=True, text=True, timeout=30
     )
     assert proc.returncode == 2 and "--item" in proc.stderr
+    nothing = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=30)
+    assert nothing.returncode == 2 and "give --item or --cache-item" in nothing.stderr
+
+
+def run_cache_item(
+    endpoint: str, cache: Path, revision: str = hub.HUBERT_REVISION, token: str | None = TOKEN
+) -> subprocess.CompletedProcess[str]:
+    """The init container's --cache-item for the semantic teacher."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(cache.parent / ".hf-home"))
+    if token:
+        env["HF_TOKEN"] = token
+    args = [sys.executable, str(SCRIPT), "--progress-interval", "0.2"]
+    args += ["--cache-item", hub.HUBERT_REPO, revision, str(cache)]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=90)
+
+
+def test_cache_item_writes_the_hub_cache_layout_then_skips(
+    endpoint: str, state: hub.HubState, tmp_path: Path
+) -> None:
+    cache = tmp_path / "hub"
+    proc = run_cache_item(endpoint, cache)
+    assert proc.returncode == 0, proc.stderr
+    storage = cache / "models--bosonai--hubert_base"
+    snapshot = storage / "snapshots" / hub.HUBERT_REVISION
+    for name, data in expected_files(hub.HUBERT_REPO).items():
+        assert (snapshot / name).read_bytes() == data, name
+    # snapshot_download at a commit writes no ref: the script points refs/main at it (the server asks for main).
+    assert (storage / "refs" / "main").read_text() == hub.HUBERT_REVISION
+    marker = json.loads((storage / ".higgs-download-complete").read_text())
+    assert (marker["repo"], marker["revision"], marker["commit"]) == (
+        hub.HUBERT_REPO,
+        hub.HUBERT_REVISION,
+        hub.HUBERT_REVISION,
+    )
+    assert "resolved" not in proc.stdout and "refs/main -> " in proc.stdout and TOKEN not in proc.stdout
+    # The simulator's start-up (the server's offline lookup) finds it.
+    hub_env = HubEnv(offline=True, hub_cache=str(cache), modules_cache=str(tmp_path / "modules"))
+    assert cached_snapshot(hub.HUBERT_REPO, "main", hub_env) == str(snapshot)
+
+    first = sum(state.downloads.values())
+    assert first == len(expected_files(hub.HUBERT_REPO))
+    again = run_cache_item("http://127.0.0.1:9", cache)  # offline restart: the marker skips it
+    assert again.returncode == 0, again.stderr
+    assert "marker present" in again.stdout and sum(state.downloads.values()) == first
+    # A marker whose snapshot went missing does not skip.
+    mod = load_script()
+    (storage / "refs" / "main").write_text("0" * 40)
+    assert not mod.is_complete(mod.cache_item(hub.HUBERT_REPO, hub.HUBERT_REVISION, cache))
+
+
+def test_cache_item_at_a_branch_resolves_the_commit(endpoint: str, tmp_path: Path) -> None:
+    proc = run_cache_item(endpoint, tmp_path / "hub", revision="main")
+    assert proc.returncode == 0, proc.stderr
+    assert f"{hub.HUBERT_REPO}: resolved main to {hub.HUBERT_REVISION}" in proc.stdout
+    storage = tmp_path / "hub" / "models--bosonai--hubert_base"
+    assert (storage / "refs" / "main").read_text() == hub.HUBERT_REVISION
+    marker = json.loads((storage / ".higgs-download-complete").read_text())
+    assert (marker["revision"], marker["commit"]) == ("main", hub.HUBERT_REVISION)
+
+
+def test_cache_item_errors_are_explained(endpoint: str, tmp_path: Path) -> None:
+    proc = run_cache_item(endpoint, tmp_path / "hub", token=None)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"ERROR: token rejected or no access to {hub.HUBERT_REPO}" in proc.stderr
+    assert not (tmp_path / "hub" / "models--bosonai--hubert_base" / ".higgs-download-complete").exists()
+    proc = run_cache_item(endpoint, tmp_path / "hub", revision="1" * 40)
+    assert proc.returncode == 1 and f"revision {'1' * 40} not found in {hub.HUBERT_REPO}" in proc.stderr
+
+
+def test_hub_without_a_repository(tmp_path: Path) -> None:
+    state = hub.new_state(token=TOKEN, weights_bytes=1024, without=[hub.HUBERT_REPO])
+    assert set(state.repos) == {hub.MODEL_REPO, hub.TOKENIZER_REPO}
+    with hub.running_hub(state) as url:
+        proc = run_cache_item(url, tmp_path / "hub")
+    assert proc.returncode == 1 and f"ERROR: repository {hub.HUBERT_REPO} not found on {url}" in proc.stderr
+    with pytest.raises(ValueError, match="unknown repositories to leave out: x/y"):
+        hub.new_state(without=["x/y"])
+
+
+def test_fake_repos_have_the_files_the_server_opens() -> None:
+    model, tokenizer, hubert = (
+        expected_files(r) for r in (hub.MODEL_REPO, hub.TOKENIZER_REPO, hub.HUBERT_REPO)
+    )
+    assert {"config.json", "tokenizer_config.json", "tokenizer.json", "model.safetensors.index.json"} <= set(
+        model
+    )
+    index = json.loads(model["model.safetensors.index.json"])
+    assert set(index["weight_map"].values()) == {n for n in model if n.endswith(".safetensors")}
+    config = json.loads(tokenizer["config.json"])
+    assert (config["semantic_techer"], config["sample_rate"], config["n_q"]) == (
+        "hubert_base_general",
+        24000,
+        8,
+    )
+    assert "model.pth" in tokenizer
+    auto_map = json.loads(hubert["config.json"])["auto_map"]
+    assert {v.split(".")[0] + ".py" for v in auto_map.values()} == {hub.HUBERT_MODULE} <= set(hubert)
+    assert "model.safetensors" in hubert
+    assert all("fake" in json.loads(data)["note"] for repo in (model, tokenizer, hubert)
+               for name, data in repo.items() if name.endswith(".json"))  # fmt: skip
+    assert hashlib.sha1(b"higgs_sim.hub fake bosonai/hubert_base").hexdigest() == hub.HUBERT_REVISION
 
 
 def test_fake_hub_answers_like_the_hub(endpoint: str) -> None:
@@ -203,3 +307,10 @@ def test_fake_hub_cli_refuses_non_loopback() -> None:
         timeout=30,
     )
     assert proc.returncode == 2 and "loopback only" in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "higgs_sim.hub", "--without", "x/y"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2 and "argument --without: invalid choice: 'x/y'" in proc.stderr

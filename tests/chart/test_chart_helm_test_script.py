@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -16,8 +17,9 @@ from pathlib import Path
 from types import ModuleType
 
 import chartkit as ck
+import httpx
 import pytest
-from conftest import free_port
+from chart_sim import free_port, start_simulator
 
 SCRIPT = ck.CHART / "files" / "helm_test.py"
 VENV_BIN = Path(sys.executable).parent
@@ -49,31 +51,92 @@ def wav_bytes(pcm: bytes, rate: int = 24000, channels: int = 1) -> bytes:
 
 def test_audio_checks() -> None:
     mod = load_script()
-    assert mod.check_wav(wav_bytes(tone(1.0)), "x", 0.5, 60) == pytest.approx(1.0)
+    assert mod.check_pcm(tone(1.0), "x", 0.5, 60) == pytest.approx(1.0)
     with pytest.raises(mod.CheckFailed, match="silent"):
-        mod.check_wav(wav_bytes(bytes(48000)), "x", 0.5, 60)
-    with pytest.raises(mod.CheckFailed, match="16000 Hz"):
-        mod.check_wav(wav_bytes(tone(1.0, rate=16000), rate=16000), "x", 0.5, 60)
-    with pytest.raises(mod.CheckFailed, match="not a valid WAV"):
-        mod.check_wav(b"RIFFnope", "x", 0.5, 60)
+        mod.check_pcm(bytes(48000), "x", 0.5, 60)
     with pytest.raises(mod.CheckFailed, match=r"0\.10 s of audio"):
         mod.check_pcm(tone(0.1), "x", 0.5, 60)
     with pytest.raises(mod.CheckFailed, match="odd number"):
         mod.check_pcm(tone(1.0) + b"\x00", "x", 0.5, 60)
 
 
-def test_sse_parsing() -> None:
+# Bodies as docs/server-contract.md says the server sends them.
+CADENCE_S = (0.68, 1.0, 1.0, 0.3)  # first chunk after 32 tokens, then one per second, then the rest (SP8)
+
+
+def error_json(message: str = "boom") -> bytes:
+    error = {"object": "error", "message": message, "type": "BadRequestError", "param": None, "code": 400}
+    return json.dumps({"error": error}).encode()
+
+
+def test_joined_wav_chunks_are_all_read() -> None:
     mod = load_script()
-    chunks = [tone(0.2), tone(0.3)]
-    lines = [b": keep-alive\n", b"\n"]
-    for c in chunks:
-        event = {"choices": [{"delta": {"audio": {"data": base64.b64encode(c).decode()}}}]}
-        lines += [b"data: " + json.dumps(event).encode() + b"\n", b"\n"]
-    lines += [b"data: [DONE]\n"]
-    pcm, count = mod.parse_sse_audio(lines)
-    assert count == 2 and pcm == b"".join(chunks)
-    with pytest.raises(mod.CheckFailed, match="server error"):
-        mod.parse_sse_audio([b'data: {"error": {"message": "boom"}}'])
+    pieces = [tone(s) for s in CADENCE_S]
+    body = b"".join(wav_bytes(p) for p in pieces)  # one complete file per chunk (SP7)
+    pcm, files = mod.joined_wav_pcm(body, "x")
+    assert (pcm, files) == (b"".join(pieces), 4)
+    assert mod.check_pcm(pcm, "x", 0.5, 60) == pytest.approx(sum(CADENCE_S))
+    with pytest.raises(mod.CheckFailed, match="WAV file 2 is cut short"):
+        mod.joined_wav_pcm(body[: len(wav_bytes(pieces[0])) + 100], "x")
+    with pytest.raises(mod.CheckFailed, match=r"format \(1, 1, 16000, 16\)"):
+        mod.joined_wav_pcm(wav_bytes(tone(1.0, rate=16000), rate=16000), "x")
+    with pytest.raises(mod.CheckFailed, match="not a WAV file at byte 0"):
+        mod.joined_wav_pcm(b"RIFFnope", "x")
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "wav"])
+def test_an_error_appended_to_the_speech_body_fails(fmt: str) -> None:
+    mod = load_script()
+    audio = tone(0.7) if fmt == "pcm" else wav_bytes(tone(0.7))
+    assert mod.speech_pcm(audio, fmt, "x")[0] == tone(0.7)
+    with pytest.raises(mod.CheckFailed, match="error inside the audio: CUDA out of memory"):
+        mod.speech_pcm(audio + error_json("CUDA out of memory") + audio, fmt, "x")  # SP10
+
+
+def chunk_event(delta: dict, finish: str | None = None) -> bytes:
+    """One chat.completion.chunk as pydantic's model_dump_json writes it (compact)."""
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    event = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [choice],
+    }
+    return b"data: " + json.dumps(event, separators=(",", ":")).encode() + b"\n"
+
+
+def audio_delta(pcm: bytes) -> dict:
+    return {"id": "audio-1", "data": base64.b64encode(pcm).decode(), "expires_at": 0, "transcript": ""}
+
+
+def test_sse_per_token_events_with_audio_after_finish_reason() -> None:
+    mod = load_script()
+    a, b, c = tone(0.68), tone(1.0), tone(0.3)
+    lines = [chunk_event({"role": "assistant", "content": ""}), b"\n"]
+    for pcm in (a, b):
+        lines += [chunk_event({"content": "", "audio": None}), b"\n"] * 3  # per-token, no audio (CH6)
+        lines += [chunk_event({"content": "", "audio": audio_delta(pcm)}), b"\n"]
+    lines += [chunk_event({"content": "", "audio": None}, finish="stop"), b"\n"]
+    lines += [chunk_event({"audio": audio_delta(c)}), b"\n"]  # the last audio after finish_reason (CH7)
+    pcm, count = mod.parse_sse_audio([*lines, b"data: [DONE]\n", b"\n"])
+    assert (pcm, count) == (a + b + c, 3)
+    with pytest.raises(mod.CheckFailed, match=r"without `data: \[DONE\]`"):
+        mod.parse_sse_audio(lines)
+    with pytest.raises(mod.CheckFailed, match="server reported an error: boom"):
+        mod.parse_sse_audio([*lines[:4], b"data: " + error_json() + b"\n", b"data: [DONE]\n"])  # CH8
+    with pytest.raises(mod.CheckFailed, match="not JSON"):
+        mod.parse_sse_audio([b"data: {half\n", b"data: [DONE]\n"])
+
+
+def test_voice_choice() -> None:
+    mod = load_script()
+    assert mod.choose_voice("", ["belinda", "en_man"]) == "belinda"
+    assert mod.choose_voice("en_man", ["belinda", "en_man"]) == "en_man"
+    with pytest.raises(mod.CheckFailed, match="'alloy' is not one of the server's voices: belinda, en_man"):
+        mod.choose_voice("alloy", ["belinda", "en_man"])
+    with pytest.raises(mod.CheckFailed, match=r"returned \[\]: the server has no voice presets"):
+        mod.choose_voice("", [])
 
 
 def test_target_from_service_links() -> None:
@@ -94,15 +157,44 @@ def run_script(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_passes_against_the_simulator(simulator: str) -> None:
     proc = run_script({"HIGGS_URL": simulator, "HIGGS_API_KEY": "k-123", "HIGGS_TIMEOUT_SECONDS": "60"})
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "ok /v1/audio/speech" in proc.stdout and "ok stream /v1/chat/completions" in proc.stdout
+    first = httpx.get(f"{simulator}/v1/audio/voices", headers={"Authorization": "Bearer k-123"}).json()[0]
+    assert f"ok /v1/audio/speech (pcm, voice {first})" in proc.stdout
+    assert "ok stream /v1/chat/completions" in proc.stdout
     assert proc.stdout.strip().endswith("PASS")
+    env = {
+        "HIGGS_URL": simulator,
+        "HIGGS_API_KEY": "k-123",
+        "HIGGS_SPEECH_FORMAT": "wav",
+        "HIGGS_VOICE": "en_man",
+    }
+    proc = run_script(env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(
+        r"ok /v1/audio/speech \(wav, voice en_man\): [0-9.]+ s of audio in [2-9] WAV files", proc.stdout
+    )
 
 
-def test_fails_on_wrong_key_and_on_implausible_length(simulator: str) -> None:
+def test_fails_on_wrong_key_unknown_voice_and_implausible_length(simulator: str) -> None:
     proc = run_script({"HIGGS_URL": simulator, "HIGGS_API_KEY": "wrong"})
     assert proc.returncode == 1 and "HTTP 401" in proc.stdout
+    proc = run_script({"HIGGS_URL": simulator, "HIGGS_API_KEY": "k-123", "HIGGS_VOICE": "alloy"})
+    assert (
+        proc.returncode == 1 and "FAIL: tests.voice 'alloy' is not one of the server's voices" in proc.stdout
+    )
     proc = run_script({"HIGGS_URL": simulator, "HIGGS_API_KEY": "k-123", "HIGGS_MAX_AUDIO_SECONDS": "0.1"})
     assert proc.returncode == 1 and "expected 0.5-0.1 s" in proc.stdout
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_fails_clearly_when_the_server_has_no_voices(tmp_path: Path) -> None:
+    proc_sim, url = start_simulator("--voice-presets-dir", str(tmp_path))  # no config.json: no voices (S8)
+    try:
+        proc = run_script({"HIGGS_URL": url, "HIGGS_TIMEOUT_SECONDS": "30"})
+    finally:
+        proc_sim.terminate()
+        proc_sim.wait(timeout=15)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("FAIL: GET /v1/audio/voices returned []")
 
 
 def test_fails_when_nothing_listens() -> None:

@@ -57,7 +57,7 @@ MATRIX: dict[str, dict[str, Any]] = {
         "checksums": {"hf-token": "abc123"},
         "maxNumSeqs": 32,
     },
-    "generation-current": {"serverGeneration": "current", "extraArgs": ["--tensor-parallel-size", "2"]},
+    "extra-args": {"extraArgs": ["--tensor-parallel-size", "2"]},
     "api-key": {"apiKey": {"existingSecret": "higgs-api-key"}},
     "voice-presets-configmap": {"voicePresets": {"configMap": "voices"}},
     "voice-presets-volume": {"voicePresets": {"volume": {"persistentVolumeClaim": {"claimName": "voices"}}}},
@@ -167,14 +167,35 @@ def test_default_args_are_the_recipe_flags_plus_the_tokenizer() -> None:
     assert {name for name in env if name.startswith("VLLM_")} == {"VLLM_CACHE_ROOT"}
 
 
-def test_current_generation_flag_syntax() -> None:
-    objects = ck.render({"serverGeneration": "current", "maxNumSeqs": 16, "extraArgs": ["--enforce-eager"]})
+def test_flags_are_in_the_forks_syntax() -> None:
+    """Boson's vLLM 0.8 fork: `audio=N` (a JSON object is refused) and the cache switch; later vLLM's
+    `--mm-processor-cache-gb` would be an unknown flag there."""
+    objects = ck.render({"maxNumSeqs": 16, "extraArgs": ["--enforce-eager"]})
     flags = ck.args_to_flags(ck.container(ck.deployment_pod(objects), "server")["args"])
-    assert flags["--limit-mm-per-prompt"] == '{"audio":50}'
-    assert flags["--mm-processor-cache-gb"] == "0"
-    assert "--disable-mm-preprocessor-cache" not in flags
+    assert flags["--limit-mm-per-prompt"] == "audio=50"
+    assert "--disable-mm-preprocessor-cache" in flags and flags["--disable-mm-preprocessor-cache"] is None
+    assert "--mm-processor-cache-gb" not in flags
     assert flags["--max-num-seqs"] == "16"
     assert flags["--enforce-eager"] is None
+
+
+SERVER_GENERATION_REMOVED = (
+    "serverGeneration was removed: only Boson's vLLM fork (bosonai/higgs-audio-vllm) serves this API; "
+    "vLLM-Omni serves Higgs Audio v2 with another command line and API, see docs/server-contract-omni.md"
+)
+
+
+@pytest.mark.parametrize("value", ["current", "fork", ""])
+def test_removed_server_generation_is_refused_with_the_reason(value: str) -> None:
+    """Any leftover value, the old default `fork` included, fails the render with the reason (not only
+    the schema's "additional properties 'serverGeneration' not allowed")."""
+    proc = ck.template(extra=["--set", f"serverGeneration={value}"])
+    assert proc.returncode != 0, f"serverGeneration={value!r} was accepted"
+    assert SERVER_GENERATION_REMOVED in proc.stderr, proc.stderr
+    # `--set serverGeneration=null` (how an upgrade drops it from reused values) renders as before.
+    dropped = ck.template(extra=["--set", "serverGeneration=null"])
+    assert dropped.returncode == 0, dropped.stderr
+    assert dropped.stdout == ck.template().stdout
 
 
 def test_typed_values_reach_the_args() -> None:
@@ -263,6 +284,43 @@ def test_download_init_container_per_mode() -> None:
     ]
     server_env = {e["name"] for e in ck.container(pod, "server")["env"]}
     assert "HF_TOKEN" not in server_env, "the server never needs the token"
+
+
+def test_semantic_model_goes_into_the_hub_cache_the_server_reads() -> None:
+    """The tokenizer's semantic teacher is loaded by name at main: the init container puts it into the
+    hub cache on the cache volume and the server gets HF_HUB_CACHE there (HF_HOME stays on /tmp)."""
+    pod = ck.deployment_pod(ck.render())
+    args = ck.container(pod, "download-model", init=True)["args"]
+    at = args.index("--cache-item")
+    assert args[at : at + 4] == ["--cache-item", "bosonai/hubert_base", "main", "/models/hub"]
+    server = ck.container(pod, "server")
+    env = {e["name"]: e.get("value") for e in server["env"]}
+    assert env["HF_HUB_CACHE"] == "/models/hub" and env["HF_HUB_OFFLINE"] == "1"
+    assert env["HF_HOME"] == "/tmp/.cache/huggingface", "remote code goes to $HF_HOME/modules: writable"
+    mount = next(m for m in server["volumeMounts"] if m["name"] == "model-cache")
+    assert mount["readOnly"] is True and mount["mountPath"] == "/models"
+    assert "--audio-tokenizer-path" not in server["args"], "the engine would not use it: the type is a path"
+    commit = "c" * 40
+    pod = ck.deployment_pod(
+        ck.render(
+            {
+                "semanticModel": {"repository": "org/teacher", "revision": commit},
+                "modelCache": {"mountPath": "/w/"},
+            }
+        )
+    )
+    args = ck.container(pod, "download-model", init=True)["args"]
+    at = args.index("--cache-item")
+    assert args[at : at + 4] == ["--cache-item", "org/teacher", commit, "/w/hub"]
+    assert {"name": "HF_HUB_CACHE", "value": "/w/hub"} in ck.container(pod, "server")["env"]
+
+
+def test_notes_warn_about_an_unpinned_semantic_model(tmp_path: Path) -> None:
+    warning = 'WARNING: semanticModel.revision is "main", not a 40-hex commit'
+    assert warning in ck.notes(tmp_path)
+    assert "not a 40-hex commit" not in ck.notes(tmp_path, {"semanticModel": {"revision": "c" * 40}})
+    existing = ck.notes(tmp_path, {"modelCache": {"mode": "existing", "existing": {"hostPath": "/d"}}})
+    assert "must also hold /models/hub/models--bosonai--hubert_base" in existing and warning not in existing
 
 
 def test_token_value_stays_in_the_secret(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"gpuMemoryUtilization": 0}, "/gpuMemoryUtilization"),
     ({"gpuMemoryUtilization": 1.2}, "/gpuMemoryUtilization"),
     ({"gpuMemoryUtilization": "1.5"}, "/gpuMemoryUtilization"),
-    ({"serverGeneration": "v1"}, "/serverGeneration"),
+    ({"serverGeneration": "current"}, "serverGeneration was removed"),  # removed value, with the reason
     ({"image": {"tag": "latest"}}, "/image/tag"),
     ({"image": {"digest": "sha256:xyz"}}, "/image/digest"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),

@@ -59,6 +59,7 @@ def start_sim(tmp: Path, *flags: str, startup_s: float = 20.0) -> SimProc:
     log_path, trace_path = tmp / f"sim-{port}.log", tmp / f"trace-{port}.jsonl"
     cmd = [
         str(BIN / "higgs-sim"),
+        "--model",
         MODEL,
         "--served-model-name",
         MODEL,

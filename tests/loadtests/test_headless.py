@@ -154,6 +154,24 @@ def test_simulator_fault_is_counted_as_its_failure_class(fault, tmp_path):
         assert successes == []  # every request is hit by the fault: none may count as a success
 
 
+@pytest.mark.parametrize("kind", ["stream", "speech_pcm", "speech_wav"])
+def test_an_error_inside_a_200_body_is_a_stream_error(kind, tmp_path):
+    """CH8 (an SSE error event) and SP10 (error JSON appended to the speech body): the status is 200,
+    the audio before the error is valid, and still the request failed."""
+    s = start_sim(tmp_path, "--sim-error-after-frames", "20")
+    try:
+        cmd = locust_cmd(s.url, tmp_path, "--headless", "--mix", f"{kind}=1", "--prompt-lengths", "short")
+        cmd += ["--no-plots", "-u", "2", "-r", "2", "-t", "3s"]
+        rc = run_bounded(cmd, RUN_TIMEOUT_S, tmp_path / "locust.log")
+    finally:
+        s.stop()
+    assert rc in (0, 1), (tmp_path / "locust.log").read_text()[-3000:]
+    raw = raw_records(tmp_path)
+    assert raw and all(r["status"] == 200 and r["error"] == "stream_error" for r in raw), raw[:2]
+    assert all("simulated engine error" in r["error_detail"] for r in raw)
+    assert json.loads((tmp_path / "summary.json").read_text())["errors"] == {"stream_error": len(raw)}
+
+
 def test_distributed_run_totals_and_figures(sim, single_run, tmp_path):
     from load_helpers import BIN, LOCUSTFILE, free_port
 

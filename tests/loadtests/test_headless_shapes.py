@@ -14,7 +14,7 @@ from load_helpers import BIN, LOCUSTFILE, free_port, kill_group, locust_cmd, run
 
 pytestmark = pytest.mark.timeout(120)
 RUN_TIMEOUT_S = 60
-KINDS = ("stream", "chat", "speech_pcm", "speech_wav", "clone")
+KINDS = ("stream", "chat", "speech_pcm", "speech_wav", "speech_mp3", "clone")
 
 
 def _raw(report_dir: Path) -> list[dict]:
@@ -45,6 +45,39 @@ def test_every_request_kind_returns_valid_audio(sim, tmp_path):
     assert not bad, bad[:3]
     streamed = {r["kind"] for r in raw if r["streamed"]}
     assert {"stream", "speech_pcm"} <= streamed and "chat" not in streamed  # chat returns one WAV
+    # Speech named a voice the server lists (GET /v1/audio/voices); chat named none.
+    voices = httpx.get(sim.url + "/v1/audio/voices", timeout=5).json()
+    assert {r["voice"] for r in raw if r["kind"].startswith("speech")} <= set(voices)
+    assert all(r["voice"] is None for r in raw if not r["kind"].startswith("speech"))
+    # A wav body is several files joined: every request got its whole text, not the first chunk only.
+    wav = [r for r in raw if r["kind"] == "speech_wav"]
+    assert wav and all(r["audio_s"] > 2.0 for r in wav), wav[:2]  # short texts: 34+ characters, 2.2+ s
+
+
+def test_a_voice_the_server_does_not_list_stops_the_run_naming_the_list(sim, tmp_path):
+    voices = httpx.get(sim.url + "/v1/audio/voices", timeout=5).json()
+    cmd = locust_cmd(sim.url, tmp_path, "--headless", "-u", "1", "-t", "5s", "--mix", "speech_pcm=1")
+    cmd += ["--voice", "alloy", "--no-plots"]
+    assert run_bounded(cmd, RUN_TIMEOUT_S, tmp_path / "locust.log") == 2
+    log = (tmp_path / "locust.log").read_text()
+    assert f"--voice 'alloy' is not one of the server's voices: {', '.join(voices)}" in log, log[-2000:]
+    assert "Traceback" not in log and not (tmp_path / "raw.jsonl").exists()
+
+
+def test_a_server_without_voices_stops_a_speech_run_but_not_a_chat_run(tmp_path):
+    empty = tmp_path / "presets"
+    empty.mkdir()  # no config.json: the server starts and lists no voices (S8)
+    s = start_sim(tmp_path, "--voice-presets-dir", str(empty))
+    try:
+        cmd = locust_cmd(s.url, tmp_path, "--headless", "-u", "1", "-t", "2s", "--no-plots")
+        assert run_bounded([*cmd, "--mix", "speech_wav=1"], RUN_TIMEOUT_S, tmp_path / "speech.log") == 2
+        assert "the server lists no voices" in (tmp_path / "speech.log").read_text()
+        cmd += ["--mix", "stream=1,speech_pcm=1", "--tags", "stream", "--prompt-lengths", "short"]
+        assert run_bounded(cmd, RUN_TIMEOUT_S, tmp_path / "chat.log") == 0, (
+            tmp_path / "chat.log"
+        ).read_text()
+    finally:
+        s.stop()
 
 
 def test_sweep_reports_capacity_and_stops_after_the_first_missed_level(tmp_path):

@@ -24,7 +24,7 @@ spec:
       containers:
         - name: sim
           image: localhost/higgs-audio-simulator:0.1.0
-          args: [bosonai/higgs-audio-v2-generation-3B-base, --served-model-name, {MODEL}, --port, "8000"]
+          args: [--model, bosonai/higgs-audio-v2-generation-3B-base, --served-model-name, {MODEL}, --port, "8000"]
           ports: [{{containerPort: 8000, name: http}}]
           readinessProbe: {{httpGet: {{path: /health, port: 8000}}, periodSeconds: 1}}
 ---

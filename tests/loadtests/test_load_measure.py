@@ -3,6 +3,7 @@
 import base64
 import json
 
+import contract_bodies as cb
 import numpy as np
 import pytest
 from higgs_load.audio import make_wav
@@ -151,3 +152,105 @@ def test_cut_connection_classes():
     m = measurement_for("stream", RequestRecord(kind="stream", t_start=0.0), 0.0)
     m.feed(chunk_event(pcm(0.2)), 0.5)
     assert m.cut(1.0, "reset").error == "truncated_stream"
+
+
+# --- bodies shaped as docs/server-contract.md says the real server sends them -------------------------
+
+
+def feed_events(kind, events, t=100.0, step=0.01):
+    pieces = [(t + i * step, e) for i, e in enumerate(events)]
+    return run(kind, pieces)
+
+
+def test_per_token_sse_with_audio_after_finish_reason_is_read_to_done():
+    pieces = cb.chunks()
+    events = cb.sse_events(pieces, tokens_between=5, last_after_finish=True)
+    r = feed_events("stream", events)
+    assert r.ok, r.error_detail
+    assert r.audio_s == pytest.approx(sum(len(p) for p in pieces) / 2 / SR)
+    assert len(r.chunks) == len(pieces)  # the chunk after finish_reason counted too
+    # Cut right after the finish_reason event: the last audio and [DONE] never came.
+    finish_at = next(i for i, e in enumerate(events) if b'"finish_reason":"stop"' in e)
+    r = feed_events("stream", events[: finish_at + 1])
+    assert r.error == "truncated_stream"
+
+
+def test_sse_events_split_at_every_byte_boundary():
+    body = b"".join(cb.sse_events(cb.chunks()[:2], tokens_between=2))
+    for size in (1, 5, 64, 1000):
+        r = run("stream", [(100.0 + i / 1e4, body[i : i + size]) for i in range(0, len(body), size)])
+        assert r.ok, (size, r.error_detail)
+
+
+def test_sse_error_event_is_a_stream_error():
+    r = feed_events("stream", cb.sse_error_events())
+    assert not r.ok and r.error == "stream_error"
+    assert "boom" in r.error_detail and r.audio_s > 0  # the audio before it is kept in the record
+    # Cut after the error event (no [DONE]): still the server's error, not a truncation.
+    r = feed_events("stream", cb.sse_error_events()[:-1])
+    assert r.error == "stream_error"
+
+
+def test_usage_event_with_empty_choices_is_fine():
+    events = cb.sse_events(cb.chunks()[:1])
+    usage = b'data: {"id":"x","object":"chat.completion.chunk","choices":[],"usage":{"prompt_tokens":9}}\n\n'
+    r = feed_events("stream", [*events[:-1], usage, events[-1]])
+    assert r.ok, r.error_detail
+
+
+@pytest.mark.parametrize("size", [1, 3, 8, 100, 48000])
+def test_speech_wav_body_of_joined_files(size):
+    pieces = cb.chunks()
+    body = cb.speech_body("wav", pieces)
+    r = run("speech_wav", [(100.0 + i / 1e5, body[i : i + size]) for i in range(0, len(body), size)])
+    assert r.ok, r.error_detail
+    assert r.audio_s == pytest.approx(sum(cb.CADENCE_S), abs=1e-3)
+
+
+def test_speech_wav_chunk_arrivals_give_ttfa_and_chunks():
+    files = [cb.wav_file(p) for p in cb.chunks()]
+    r = run("speech_wav", [(100.7, files[0]), (101.7, files[1]), (102.7, files[2] + files[3])])
+    assert r.ok and r.ttfa_s == pytest.approx(0.7)
+    assert [c[0] for c in r.chunks] == [pytest.approx(0.7), pytest.approx(1.7), pytest.approx(2.7)]
+
+
+@pytest.mark.parametrize("fmt", ["pcm", "wav"])
+@pytest.mark.parametrize("split", [0, 1, 3, 7, 8, 20])
+def test_speech_body_with_appended_error_json_is_a_stream_error(fmt, split):
+    pieces = cb.chunks()[:2]
+    body = cb.speech_body(fmt, pieces)
+    tail = cb.error_json("engine died")
+    whole = body + tail
+    at = len(body) + split  # the read boundary falls inside the error text
+    r = run(f"speech_{fmt}", [(100.1, whole[:at]), (100.2, whole[at:])])
+    assert not r.ok and r.error == "stream_error", r.error_detail
+    assert "engine died" in r.error_detail
+
+
+def test_speech_mp3_body_of_joined_files():
+    pieces = cb.chunks()
+    files = [cb.mp3_file(p) for p in pieces]
+    r = run("speech_mp3", [(100.7, files[0]), (101.7, files[1]), (102.7, files[2] + files[3])])
+    assert r.ok, r.error_detail
+    assert r.ttfa_s == pytest.approx(0.7) and len(r.chunks) == 4
+    assert r.audio_s == pytest.approx(sum(cb.CADENCE_S), abs=0.5)
+    r = run("speech_mp3", [(100.7, files[0] + cb.error_json())])
+    assert r.error == "stream_error"
+
+
+def test_implausibly_long_audio_fails_with_its_own_kind():
+    from higgs_load.metrics import plausible_audio_limit_s
+
+    text = "Good morning, your table is ready."  # 34 characters: ~2.3 s, limit max(5, 6.8) s
+    limit = plausible_audio_limit_s(len(text))
+    assert limit == pytest.approx(3 * 34 / 15)
+    assert plausible_audio_limit_s(3) == 5.0 and plausible_audio_limit_s(3, factor=0) is None
+    rec = RequestRecord(kind="speech_pcm", t_start=0.0, text_chars=len(text))
+    m = measurement_for("speech_pcm", rec, 100.0, limit)
+    m.feed(pcm(40.0), 100.5)  # K1: 40 s for a short sentence
+    r = m.finish(101.0)
+    assert not r.ok and r.error == "implausible_length"
+    assert "40.0 s of audio for 34 characters" in r.error_detail and r.audio_s == pytest.approx(40.0)
+    m = measurement_for("speech_pcm", RequestRecord(kind="speech_pcm", t_start=0.0), 100.0, limit)
+    m.feed(pcm(3.0), 100.5)
+    assert m.finish(101.0).ok

@@ -5,7 +5,15 @@ import random
 
 import pytest
 from higgs_load.metrics import SLO, Step
-from higgs_load.payloads import DEFAULT_PROMPTS, Prompt, Settings, load_prompts, parse_mix, request_for
+from higgs_load.payloads import (
+    DEFAULT_PROMPTS,
+    Prompt,
+    Settings,
+    load_prompts,
+    parse_mix,
+    request_for,
+    runnable_kinds,
+)
 from higgs_load.plans import PoissonArrivals, StepPlan, doubling_levels, parse_levels
 from higgs_load.records import RequestRecord, read_jsonl, write_jsonl
 from higgs_load.report import PLOTS, build_summary, write_report
@@ -61,6 +69,7 @@ def test_report_files_and_markdown(tmp_path):
     assert "TTFA of 4 requests was stamped by the load generator's clock" in md
     assert "| error rate | 10.00 %" in md
     assert "Capacity:" in md and "MISSED" in md
+    assert "| audio implausibly long for its text (K1) | 0 of 40 |" in md
     from PIL import Image
 
     for plot in PLOTS:
@@ -120,15 +129,50 @@ def test_mix_prompts_and_bodies(tmp_path):
     bad.write_text('{"text": "ok"}\n{"txt": "oops"}\n')
     with pytest.raises(ValueError, match=r"p\.jsonl:2"):
         load_prompts(bad)
-    settings = Settings("m", "belinda", 512, 0.7, 42)
-    path, body = request_for("stream", Prompt("hi", voice="other"), settings, None)
-    assert (
-        path == "/v1/chat/completions"
-        and body["stream"]
-        and body["audio"] == {"format": "pcm16", "voice": "other"}
-    )
+    settings = Settings("m", "belinda", 512, 0.7, 42, voices=("belinda", "en_man"))
+    path, body = request_for("stream", Prompt("hi", voice="en_man"), settings, None)
+    # Chat never names a preset in audio.voice (only OpenAI's eight names are valid there, CH2).
+    assert path == "/v1/chat/completions" and body["stream"] and body["audio"] == {"format": "pcm16"}
+    assert body["stop"] == ["<|eot_id|>", "<|end_of_text|>", "<|audio_eos|>"]
     assert (body["max_tokens"], body["temperature"], body["seed"]) == (512, 0.7, 42)
+    _, body = request_for("chat", Prompt("hi"), settings, None)
+    assert body["audio"] == {"format": "wav"} and not body["stream"]  # never pcm16 (CH5)
     path, body = request_for("clone", Prompt("hi"), settings, ("ref text", "UklGRg=="))
     assert body["messages"][2]["content"][0]["input_audio"]["data"] == "UklGRg=="
+    assert "voice" not in body["audio"]
     path, body = request_for("speech_wav", Prompt("hi"), settings, None)
     assert path == "/v1/audio/speech" and body["response_format"] == "wav" and body["input"] == "hi"
+    assert body["voice"] == "belinda"  # --voice
+    _, body = request_for("speech_pcm", Prompt("hi", voice="en_man"), settings, None)
+    assert (body["voice"], body["response_format"]) == ("en_man", "pcm")  # the prompt's own voice wins
+    _, body = request_for("speech_mp3", Prompt("hi"), settings, None)
+    assert body["response_format"] == "mp3"
+
+
+def test_speech_voice_is_drawn_from_the_server_list_when_none_is_given():
+    settings = Settings("m", None, None, None, None, voices=("a", "b", "c"))
+    rng = random.Random(5)
+    drawn = {request_for("speech_pcm", Prompt("hi"), settings, None, rng)[1]["voice"] for _ in range(60)}
+    assert drawn == {"a", "b", "c"}
+    with pytest.raises(ValueError, match="voice list was not read"):
+        request_for("speech_pcm", Prompt("hi"), Settings("m", None, None, None, None), None)
+
+
+def test_tags_select_kinds():
+    kinds = ("stream", "speech_pcm", "speech_wav", "clone")
+    assert runnable_kinds(kinds, None, None) == set(kinds)
+    assert runnable_kinds(kinds, ["speech"], None) == {"speech_pcm", "speech_wav"}
+    assert runnable_kinds(kinds, None, ["speech"]) == {"stream", "clone"}
+    assert runnable_kinds(kinds, ["stream", "speech_wav"], []) == {"stream", "speech_wav"}
+
+
+def test_implausible_length_is_a_failure_reported_on_its_own():
+    records = make_records()
+    for r in records[1:4]:
+        r.ok, r.error, r.error_detail = False, "implausible_length", "40.0 s of audio for 34 characters"
+    summary = build_summary(records, SLO())
+    assert summary["implausible_length"] == 3
+    assert summary["errors"] == {"http_500": 4, "implausible_length": 3}
+    assert summary["failures"] == 7 and summary["good_requests"] == 33
+    ok, lines = evaluate(parse_gates("implausible_length<=0"), summary)
+    assert not ok and "implausible_length <= 0: 3 MISSED" in lines

@@ -13,6 +13,7 @@ import kubetest
 import pytest
 import yaml
 from higgs_operator.status import parse_time
+from higgs_sim.hub import HUBERT_REVISION
 from kubernetes import client
 from operator_proc import REPO, HubProcess, OperatorProcess, speech_load
 
@@ -151,7 +152,7 @@ INVALID = [
     ({"image": {"repository": "x", "tag": "latest"}}, "spec.image.tag"),
     ({"hfToken": {}}, "spec.hfToken"),
     ({"hfToken": {"secretRef": {"name": "a"}, "mirrorFrom": {"name": "b"}}}, "spec.hfToken"),
-    ({"serverGeneration": "v9"}, "spec.serverGeneration"),
+    ({"serverGeneration": "current"}, "spec.serverGeneration was removed"),
     ({"extraArgs": ["--port", "9000"]}, "spec.extraArgs"),
     ({"replicas": -1}, "spec.replicas"),
     ({"model": {"revision": "main"}}, "spec.model.revision"),
@@ -192,6 +193,46 @@ def test_invalid_resources_rejected_with_field_names(cluster: kubetest.Cluster, 
     assert apply(cluster, namespace, ok, check=False, dry_run=True).returncode == 0
 
 
+SERVER_GENERATION_REMOVED = (
+    "spec.serverGeneration was removed: only Boson's vLLM fork (bosonai/higgs-audio-vllm) serves this API; "
+    "vLLM-Omni serves Higgs Audio v2 with another command line and API, see docs/server-contract-omni.md"
+)
+
+
+def test_removed_server_generation_is_refused_with_the_reason(
+    cluster: kubetest.Cluster, crd: None, namespace: str
+):
+    """The field stays in the schema only so that the API server refuses it with the reason: as an
+    unknown field it would be pruned silently, or (strict field validation) refused as "unknown field"."""
+
+    def body(**spec: object) -> dict:
+        return {
+            "apiVersion": f"{GROUP}/{VERSION}",
+            "kind": "HiggsDeployment",
+            "metadata": {"name": "gen"},
+            "spec": {"replicas": 0, "hfToken": {"secretRef": {"name": "hf"}}, **spec},
+        }
+
+    # On create, any value, the old default `fork` included; also with client-side validation off.
+    for value in ("current", "fork"):
+        for validate in ("--validate=strict", "--validate=false"):
+            proc = cluster.kubectl(
+                "create", "-n", namespace, "-f", "-", "--dry-run=server", validate,
+                input=yaml.safe_dump(body(serverGeneration=value)), check=False,
+            )  # fmt: skip
+            assert proc.returncode != 0, f"serverGeneration={value} accepted ({validate})"
+            assert SERVER_GENERATION_REMOVED in proc.stderr, proc.stderr
+    # Added to an existing resource: refused too (only a leftover stored by the old CRD, unchanged, is kept).
+    apply(cluster, namespace, body())
+    proc = cluster.kubectl(
+        "patch", "hd", "gen", "-n", namespace, "--type=merge", "--dry-run=server",
+        "-p", json.dumps({"spec": {"serverGeneration": "fork"}}), check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and SERVER_GENERATION_REMOVED in proc.stderr, proc.stderr
+    assert "serverGeneration" not in get_hd(cluster, namespace, "gen")["spec"]  # no default any more
+    cluster.kubectl("delete", "hd", "gen", "-n", namespace, "--wait=false")
+
+
 # --- lifecycle --------------------------------------------------------------------------------------------
 def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, namespace):
     create_token(cluster, namespace)
@@ -209,6 +250,14 @@ def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, 
 
     hd = wait_available(cluster, namespace, "tts")
     assert hd["status"]["phase"] == "Ready" and hd["status"]["readyReplicas"] == 1
+    # The pod started offline from what its init container downloaded, the semantic teacher included
+    # (the operator renders the chart: semanticModel's download and HF_HUB_CACHE come with it).
+    pod = cluster.core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/component=server"
+    ).items[0]
+    server_log = cluster.kubectl("-n", namespace, "logs", pod.metadata.name, "-c", "server").stdout
+    assert "HF_HUB_OFFLINE=1" in server_log, server_log[-3000:]
+    assert f"models--bosonai--hubert_base/snapshots/{HUBERT_REVISION}/model.safetensors" in server_log
     assert condition(hd, "SecretReady")["status"] == "True"
     table = cluster.kubectl("get", "hd", "tts", "-n", namespace).stdout
     header, row = table.splitlines()[:2]

@@ -25,9 +25,9 @@ OWNER = {"metadata": {"name": "tts", "namespace": "team-a", "uid": "1234-uid"}}
 SAMPLE = {
     "image": {"repository": "localhost/higgs-audio-simulator", "tag": "0.1.0"},
     "imagePullSecrets": [{"name": "reg"}],
-    "serverGeneration": "current",
     "model": {"repository": "org/model", "revision": "a" * 40},
     "audioTokenizer": {"repository": "org/tok", "revision": "b" * 40},
+    "semanticModel": {"repository": "org/teacher", "revision": "c" * 40},
     "servedModelName": "higgs",
     "limitMmPerPrompt": {"audio": 10},
     "maxModelLen": 4096,
@@ -74,7 +74,16 @@ def test_crd_spec_fields_all_mapped():
     crd = yaml.safe_load(CRD.read_text())
     fields = set(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"])
     operator_owned = {"replicas", "autoscaling", "hfToken", "apiKey", "degradedAfterSeconds"}
-    assert fields - operator_owned == set(PASS_THROUGH)
+    removed = {"serverGeneration"}  # kept in the CRD only to refuse it with the reason
+    assert fields - operator_owned - removed == set(PASS_THROUGH)
+
+
+def test_removed_server_generation_is_not_passed_to_the_chart():
+    """Resources stored under the old CRD carry its default `serverGeneration: fork` (the API server
+    keeps an unchanged leftover); the chart refuses the key, so the operator must drop it."""
+    assert "serverGeneration" not in PASS_THROUGH
+    values = chart_values("tts", {"serverGeneration": "fork", "maxModelLen": 4096}, None, None, 1)
+    assert "serverGeneration" not in values and values["maxModelLen"] == 4096
 
 
 @pytest.mark.parametrize("key", PASS_THROUGH)
@@ -197,6 +206,31 @@ def test_real_chart_renders_to_appliable_objects():
     assert "c0ffee" in rendered  # checksum annotation on the pod template
     assert "--sim-startup-seconds" in rendered
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "1234-uid" for o in objs)
+
+
+@pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")
+def test_semantic_model_reaches_the_download_and_its_crd_default_matches_the_chart():
+    values = chart_values("tts", {"semanticModel": SAMPLE["semanticModel"]}, TokenRef("hf", "k"), None, 1)
+    objs = parse_manifests(helm_template(str(CHART), "tts", "team-a", values))
+    pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    args = pod["initContainers"][0]["args"]
+    at = args.index("--cache-item")
+    assert args[at : at + 4] == ["--cache-item", "org/teacher", "c" * 40, "/models/hub"]
+    crd = yaml.safe_load(CRD.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())["semanticModel"]
+    crd_defaults = {k: v["default"] for k, v in spec["semanticModel"]["properties"].items()}
+    assert crd_defaults == chart == {"repository": "bosonai/hubert_base", "revision": "main"}
+
+
+@pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")
+def test_leftover_server_generation_renders():
+    spec = {**SAMPLE, "serverGeneration": "fork"}
+    values = chart_values("tts", spec, TokenRef("hf", "hf_access_token"), None, 1)
+    objs = parse_manifests(helm_template(str(CHART), "tts", "team-a", values))
+    pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    server = next(c for c in pod["containers"] if c["name"] == "server")
+    assert "audio=10" in server["args"]  # the fork's syntax, from limitMmPerPrompt
 
 
 @pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")

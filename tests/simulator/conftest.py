@@ -15,7 +15,7 @@ def start_sim(tmp_path: Path) -> Iterator[Callable[..., Sim]]:
     started: list[Sim] = []
 
     def start(*args: str, model: str = "bosonai/higgs-audio-v2-generation-3B-base", wait: bool = True) -> Sim:
-        sim = launch([model, *args], tmp_path)
+        sim = launch(["--model", model, *args], tmp_path)
         started.append(sim)
         if wait:
             sim.wait_healthy()

@@ -47,7 +47,9 @@ def read_response(sock: socket.socket) -> tuple[int, bytes]:
 def arrival_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Sim, Path]]:
     tmp = tmp_path_factory.mktemp("arrival")
     trace = tmp / "trace.jsonl"
-    sim = launch(["bosonai/higgs-audio-v2-generation-3B-base", "--sim-trace-file", str(trace)], tmp)
+    sim = launch(
+        ["--model", "bosonai/higgs-audio-v2-generation-3B-base", "--sim-trace-file", str(trace)], tmp
+    )
     try:
         sim.wait_healthy()
         yield sim, trace

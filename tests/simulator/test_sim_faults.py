@@ -11,12 +11,16 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 from sim_helpers import Sim, free_port, launch, make_wav
 
 FAST = ("--sim-slowdown", "0.05")
 TEXT = "The quick brown fox jumps over the lazy dog."  # 74 frames
-SPEECH = {"input": TEXT, "voice": "belinda", "response_format": "pcm"}
+SPEECH = {
+    "model": "bosonai/higgs-audio-v2-generation-3B-base",
+    "input": TEXT,
+    "voice": "belinda",
+    "response_format": "pcm",
+}
 StartSim = Callable[..., Sim]
 
 
@@ -52,7 +56,13 @@ def test_error_rate(start_sim: StartSim) -> None:
     failed = httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH)
     while failed.status_code == 200:
         failed = httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH)
-    assert failed.json()["error"]["type"] == "InternalServerError"
+    assert failed.json() == {
+        "object": "error",
+        "message": "simulated internal server error (--sim-error-rate)",
+        "type": "InternalServerError",
+        "param": None,
+        "code": 500,
+    }
     client = openai.OpenAI(base_url=f"{sim.base_url}/v1", api_key="x", max_retries=0)
     with pytest.raises(openai.InternalServerError):
         for _ in range(16):
@@ -79,8 +89,8 @@ def test_stall_mid_stream(start_sim: StartSim) -> None:
     body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}
     with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=30) as resp:
         chunks, done = sse_audio_chunks(resp)
-    assert done and sum(f for _, f in chunks) == 74
-    assert chunks[1][0] - chunks[0][0] >= 0.9  # the pause after the first 32 frames
+    assert done and [f for _, f in chunks] == [17, 25, 32]
+    assert chunks[2][0] - chunks[1][0] >= 0.9  # the pause once 42 >= 30 frames were sent
 
 
 def test_truncated_streams(start_sim: StartSim, tmp_path: Path) -> None:
@@ -90,8 +100,8 @@ def test_truncated_streams(start_sim: StartSim, tmp_path: Path) -> None:
     got: list[str] = []
     url = f"{sim.base_url}/v1/chat/completions"
     with pytest.raises(httpx.RemoteProtocolError), httpx.stream("POST", url, json=body, timeout=30) as resp:
-        got.extend(line for line in resp.iter_lines() if '"audio"' in line or "[DONE]" in line)
-    assert len(got) == 2  # 32 + 25 frames, then the connection drops with no final chunk or [DONE]
+        got.extend(line for line in resp.iter_lines() if '"audio":{' in line or "[DONE]" in line)
+    assert len(got) == 2  # 17 + 25 frames, then the connection drops with no final chunk or [DONE]
     with pytest.raises(httpx.RemoteProtocolError):
         httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH, timeout=30)
     with pytest.raises(httpx.RemoteProtocolError):
@@ -115,7 +125,7 @@ def test_api_key(start_sim: StartSim) -> None:
     assert httpx.get(f"{sim.base_url}/health").status_code == 200
     for headers in ({}, {"Authorization": "Bearer wrong"}):
         r = httpx.get(f"{sim.base_url}/v1/models", headers=headers)
-        assert r.status_code == 401 and r.json()["error"]["type"] == "AuthenticationError"
+        assert r.status_code == 401 and r.json() == {"error": "Unauthorized"}
     with pytest.raises(openai.AuthenticationError):
         openai.OpenAI(base_url=f"{sim.base_url}/v1", api_key="wrong", max_retries=0).models.list()
     ok = openai.OpenAI(base_url=f"{sim.base_url}/v1", api_key="s3cret", max_retries=0)
@@ -124,7 +134,7 @@ def test_api_key(start_sim: StartSim) -> None:
 
 def test_bind_host_overrides_host(tmp_path: Path) -> None:
     port = free_port()
-    sim = launch(["--sim-bind-host", "127.0.0.2", "m", *FAST], tmp_path, port=port)
+    sim = launch(["--sim-bind-host", "127.0.0.2", "--model", "m", *FAST], tmp_path, port=port)
     try:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -147,11 +157,13 @@ def test_voice_presets_dir_and_refresh(start_sim: StartSim, tmp_path: Path) -> N
     (presets / "config.json").write_text(
         json.dumps({"alice": {"transcript": "Hi.", "audio_file": "alice.wav"}})
     )
-    sim = start_sim("--voice-presets-dir", str(presets), "--voice-presets-refresh-interval", "0.3", *FAST)
-    listed = httpx.get(f"{sim.base_url}/v1/audio/voices").json()
-    assert listed["voices"] == ["alice"] and listed["data"][0]["transcript"] == "Hi."
-    assert httpx.post(f"{sim.base_url}/v1/audio/speech", json={**SPEECH, "voice": "alice"}).status_code == 200
-    assert httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH).status_code == 404  # belinda: not here
+    sim = start_sim("--voice-presets-dir", str(presets), "--voice-presets-refresh-interval", "1", *FAST)
+    assert httpx.get(f"{sim.base_url}/v1/audio/voices").json() == ["alice"]
+    alice = httpx.post(f"{sim.base_url}/v1/audio/speech", json={**SPEECH, "voice": "alice"})
+    assert alice.status_code == 200
+    fallback = httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH)  # belinda: not here
+    assert fallback.status_code == 200 and fallback.content == alice.content  # the first preset's voice
+    assert "Unsupported voice: belinda, using default voice: alice" in sim.log()
     (presets / "bob.wav").write_bytes(make_wav(0.5))
     config = {
         "alice": {"transcript": "Hi.", "audio_file": "alice.wav"},
@@ -159,26 +171,23 @@ def test_voice_presets_dir_and_refresh(start_sim: StartSim, tmp_path: Path) -> N
     }
     (presets / "config.json").write_text(json.dumps(config))
     deadline = time.monotonic() + 5
-    while "bob" not in httpx.get(f"{sim.base_url}/v1/audio/voices").json()["voices"]:
+    while "bob" not in httpx.get(f"{sim.base_url}/v1/audio/voices").json():
         assert time.monotonic() < deadline, "presets were not re-read"
         time.sleep(0.1)
 
 
-def test_bad_presets_dir_fails_at_start(tmp_path: Path) -> None:
+def test_bad_presets_do_not_stop_the_start(start_sim: StartSim, tmp_path: Path) -> None:
+    """As the real server: presets are read in the background; errors are logged, never fatal."""
     (tmp_path / "config.json").write_text(json.dumps({"x": {"transcript": "", "audio_file": "missing.wav"}}))
-    sim = launch(["m", "--voice-presets-dir", str(tmp_path)], tmp_path)
-    assert sim.proc.wait(timeout=20) == 1
+    sim = start_sim("--voice-presets-dir", str(tmp_path), *FAST)
     assert "missing.wav" in sim.log() and "Traceback" not in sim.log()
-
-
-def test_current_vllm_generation(start_sim: StartSim) -> None:
-    sim = start_sim("--sim-vllm-generation", "current", "--limit-mm-per-prompt.audio", "4", *FAST)
-    assert "0.32" in httpx.get(f"{sim.base_url}/version").json()["emulates"]
-    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{sim.base_url}/metrics").text)}
-    assert "vllm:gpu_cache_usage_perc" not in families
-    kv = families["vllm:kv_cache_usage_perc"]
-    model = "bosonai/higgs-audio-v2-generation-3B-base"
-    assert kv.type == "gauge" and kv.samples[0].labels == {"model_name": model, "engine": "0"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    sim = start_sim("--voice-presets-dir", str(empty), *FAST)
+    assert (
+        f"Error loading voice presets: [Errno 2] No such file or directory: '{empty / 'config.json'}'"
+        in sim.log()
+    )
 
 
 def test_sigterm_lets_streams_finish_then_exits_0(start_sim: StartSim) -> None:
@@ -186,7 +195,7 @@ def test_sigterm_lets_streams_finish_then_exits_0(start_sim: StartSim) -> None:
     body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}
     with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=30) as resp:
         lines = resp.iter_lines()
-        assert next(line for line in lines if '"audio"' in line)
+        assert next(line for line in lines if '"audio":{' in line)
         sim.proc.terminate()
         assert "data: [DONE]" in list(lines)
     assert sim.proc.wait(timeout=15) == 0
@@ -202,7 +211,7 @@ def test_sigterm_drains_a_stream_longer_than_aiohttps_default_and_refuses_new_co
     body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}
     with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=60) as resp:
         lines = resp.iter_lines()
-        assert next(line for line in lines if '"audio"' in line)
+        assert next(line for line in lines if '"audio":{' in line)
         sim.proc.terminate()
         started = time.monotonic()
         time.sleep(0.5)
@@ -219,8 +228,27 @@ def test_sigterm_cuts_streams_after_the_shutdown_timeout(start_sim: StartSim) ->
     body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}
     with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=60) as resp:
         lines = resp.iter_lines()
-        assert next(line for line in lines if '"audio"' in line)
+        assert next(line for line in lines if '"audio":{' in line)
         sim.proc.terminate()
         with pytest.raises(httpx.TransportError):
             list(lines)  # cut mid-stream: an error for the client, not a hang
     assert sim.proc.wait(timeout=15) == 0
+
+
+def test_error_after_frames(start_sim: StartSim, tmp_path: Path) -> None:
+    trace = tmp_path / "t.jsonl"
+    sim = start_sim("--sim-error-after-frames", "10", "--sim-trace-file", str(trace), *FAST)
+    body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}
+    r = httpx.post(f"{sim.base_url}/v1/chat/completions", json=body)
+    assert r.status_code == 200 and r.text.endswith("\n\ndata: [DONE]\n\n")
+    error = json.loads(r.text.split("\n\n")[-3].removeprefix("data: "))["error"]
+    assert error["code"] == 400 and "--sim-error-after-frames 10" in error["message"]
+    speech = httpx.post(f"{sim.base_url}/v1/audio/speech", json=SPEECH)
+    cut = speech.content.index(b'{"error": ')
+    assert cut == 17 * 1920 and json.loads(speech.content[cut:])["error"]["type"] == "BadRequestError"
+    deadline = time.monotonic() + 5
+    while len(trace.read_text().splitlines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    records = [json.loads(x) for x in trace.read_text().splitlines()]
+    assert [r["status"] for r in records] == [200, 200] and all("error after" in r["error"] for r in records)
+    assert [r["frames"] for r in records] == [17, 17]

@@ -1,4 +1,4 @@
-"""Command line: the real server's flags per vLLM generation, bad flags exit 2, start-up failures exit 1."""
+"""Command line: the real server's flags (Boson's fork), bad flags exit 2, start-up failures exit 1."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from pathlib import Path
 import pytest
 from higgs_sim.config import DEFAULT_LIMIT_MM, SimConfig, StartupError, check_startup, parse_args
 from higgs_sim.timing import DEFAULT_SLOWDOWN
+from higgs_sim.voices import BUILTIN_PRESETS_DIR
 from sim_helpers import run_cli
 
 MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
 RECIPE = [
-    MODEL, "--served-model-name", "higgs-audio-v2-generation-3B-base",
+    "--model", MODEL, "--served-model-name", "higgs-audio-v2-generation-3B-base",
     "--audio-tokenizer-type", "bosonai/higgs-audio-v2-tokenizer", "--max-model-len", "8192",
     "--gpu-memory-utilization", "0.8", "--port", "8000",
 ]  # fmt: skip
@@ -26,43 +27,30 @@ def parse_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
     return err
 
 
+@pytest.mark.contract("L4")
 def test_recipe_flags_fork() -> None:
     config = parse_args([*RECIPE, "--limit-mm-per-prompt", "audio=50", "--disable-mm-preprocessor-cache"])
     assert config.model == MODEL and config.served_model_name == "higgs-audio-v2-generation-3B-base"
     assert config.audio_limit == 50 and config.max_model_len == 8192 and config.gpu_memory_utilization == 0.8
-    assert config.vllm_generation == "fork" and config.slowdown == DEFAULT_SLOWDOWN
+    assert config.slowdown == DEFAULT_SLOWDOWN
     # 0.8 x 80 GiB - 12.3 GB of weights, at 112 KiB per token
     assert config.kv_budget_tokens == int((0.8 * 80 * 1024**3 - 12.3e9) // (112 * 1024))
 
 
+@pytest.mark.contract("L4")
 @pytest.mark.parametrize(
-    "extra",
-    [["--limit-mm-per-prompt", '{"audio": 50}'], ["--limit-mm-per-prompt.audio", "50"],
-     ["--limit-mm-per-prompt={\"audio\": 50, \"image\": 0}"]],
-)  # fmt: skip
-def test_current_vllm_syntax(extra: list[str]) -> None:
-    config = parse_args([*RECIPE, "--sim-vllm-generation", "current", *extra, "--mm-processor-cache-gb", "0"])
-    assert config.audio_limit == 50 and config.vllm_generation == "current"
-
-
-@pytest.mark.parametrize(
-    ("generation", "extra", "needle"),
+    ("extra", "needle"),
     [
-        ("fork", ["--limit-mm-per-prompt", '{"audio": 50}'], "JSON form is current vLLM's"),
-        ("fork", ["--mm-processor-cache-gb", "0"], "unrecognized arguments: --mm-processor-cache-gb"),
-        ("fork", ["--limit-mm-per-prompt.audio", "50"], "unrecognized arguments"),
-        ("current", ["--limit-mm-per-prompt", "audio=50"], "key=value form is the 0.8 fork's"),
-        (
-            "current",
-            ["--disable-mm-preprocessor-cache"],
-            "unrecognized arguments: --disable-mm-preprocessor-cache",
-        ),
+        (["--limit-mm-per-prompt", '{"audio": 50}'], "JSON form is current vLLM's"),
+        (["--mm-processor-cache-gb", "0"], "unrecognized arguments: --mm-processor-cache-gb"),
+        (["--limit-mm-per-prompt.audio", "50"], "unrecognized arguments"),
     ],
 )
-def test_other_generations_syntax_is_rejected(
-    generation: str, extra: list[str], needle: str, capsys: pytest.CaptureFixture[str]
+def test_later_vllm_syntax_is_rejected(
+    extra: list[str], needle: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert needle in parse_error([*RECIPE, "--sim-vllm-generation", generation, *extra], capsys)
+    """The fork's parser refuses later vLLM's forms of the same settings (exit 2)."""
+    assert needle in parse_error([*RECIPE, *extra], capsys)
 
 
 @pytest.mark.parametrize(
@@ -82,11 +70,13 @@ def test_other_generations_syntax_is_rejected(
         (["--sim-slowdown", "nan"], "must be a finite number"),
         (["--sim-error-rate", "2"], "argument --sim-error-rate: must be <= 1"),
         (["--sim-profile", "fast"], "argument --sim-profile: invalid choice: 'fast'"),
-        (["--sim-vllm-generation", "0.9"], "invalid choice: '0.9'"),
+        (["--sim-vllm-generation", "current"], "unrecognized arguments: --sim-vllm-generation"),  # removed
         (["--sim-crash-after-requests", "0"], "must be >= 1"),
         (["--sim-stall-seconds", "2"], "--sim-stall-seconds needs --sim-stall-after-frames"),
         (["--dtype", "int3"], "argument --dtype: invalid choice"),
-        (["--model", "other/model"], "the model is given twice"),
+        ([MODEL], f"unrecognized arguments: {MODEL}"),  # Boson's parser has no positional model
+        (["--voice-presets-refresh-interval", "0.5"], "invalid int value: '0.5'"),
+        (["--max-log-len", "x"], "argument --max-log-len: invalid int value"),
         (["--max-model"], "unrecognized arguments: --max-model"),  # no abbreviations, as vLLM
     ],
 )
@@ -94,48 +84,81 @@ def test_bad_flags_exit_2(extra: list[str], needle: str, capsys: pytest.CaptureF
     assert needle in parse_error([*RECIPE, *extra], capsys)
 
 
-def test_model_is_required(capsys: pytest.CaptureFixture[str]) -> None:
-    assert "the model is required" in parse_error(["--port", "8000"], capsys)
+@pytest.mark.contract("L1", "L2", "S7")
+def test_fork_defaults_are_the_real_parsers() -> None:
+    """api_server.py make_arg_parser and vLLM 0.8's EngineArgs: no flag at all is a valid command line."""
+    config = parse_args([])
+    assert config.model == "facebook/opt-125m" and config.served_model_names == ("facebook/opt-125m",)
+    assert config.audio_tokenizer_type == "xcodec_tps25_0215" and config.audio_tokenizer_path is None
+    assert config.voice_presets_dir == BUILTIN_PRESETS_DIR
+    assert config.voice_presets_refresh_interval == 10 and isinstance(
+        config.voice_presets_refresh_interval, int
+    )
+    assert config.limit_mm_per_prompt == {"audio": 50} and config.audio_limit == 50  # lines 186-189
+    assert config.revision is None and not config.enable_request_id_headers and config.chat_template is None
+
+
+@pytest.mark.contract("L2", "L3")
+def test_fork_server_flags() -> None:
+    config = parse_args([
+        "--model", "/m", "--revision", "abc", "--audio-tokenizer-type", "/t", "--audio-tokenizer-path", "/p",
+        "--enable-request-id-headers", "--disable-uvicorn-access-log", "--chat-template", "{{ x }}",
+        "--disable-fastapi-docs", "--max-log-len", "100", "--voice-presets-refresh-interval", "3",
+        "--uvicorn-log-level", "warning", "--root-path", "/api", "--limit-mm-per-prompt", "image=1",
+    ])  # fmt: skip
+    assert (config.model, config.revision, config.audio_tokenizer_type) == ("/m", "abc", "/t")
+    assert config.audio_tokenizer_path == "/p" and config.enable_request_id_headers
+    assert config.chat_template == "{{ x }}" and config.voice_presets_refresh_interval == 3
+    assert config.audio_limit == DEFAULT_LIMIT_MM  # given without audio: vLLM's per-modality default
 
 
 def test_model_flag_and_profiles() -> None:
     config = parse_args(["--model", "/models/higgs", "--sim-profile", "raw"])
     assert config.model == "/models/higgs" and config.served_model_name == "/models/higgs"
-    assert config.slowdown == 1.0 and config.audio_limit == DEFAULT_LIMIT_MM
-    assert parse_args([MODEL, "--sim-profile", "raw", "--sim-slowdown", "2"]).slowdown == 2.0
+    assert config.slowdown == 1.0 and config.audio_limit == 50
+    assert parse_args(["--model", MODEL, "--sim-profile", "raw", "--sim-slowdown", "2"]).slowdown == 2.0
 
 
 def test_bind_host_overrides_host() -> None:
-    config = parse_args(["--sim-bind-host", "127.0.0.7", MODEL, "--host", "0.0.0.0"])
+    config = parse_args(["--sim-bind-host", "127.0.0.7", "--model", MODEL, "--host", "0.0.0.0"])
     assert config.host == "127.0.0.7"
 
 
 def test_ignored_vllm_flags_are_accepted() -> None:
-    parse_args([MODEL, "--enforce-eager", "--trust-remote-code", "--dtype", "bfloat16", "-tp", "1",
+    parse_args(["--model", MODEL, "--enforce-eager", "--trust-remote-code", "--dtype", "bfloat16", "-tp", "1",
                 "--no-enable-prefix-caching", "--max-num-batched-tokens", "8192"])  # fmt: skip
 
 
 def _config(*extra: str) -> SimConfig:
-    return parse_args([MODEL, *extra])
+    return parse_args(["--model", MODEL, *extra])
 
 
-def test_startup_checks(tmp_path: Path) -> None:
-    with pytest.raises(StartupError, match="does not exist"):
-        check_startup(parse_args(["--model", str(tmp_path / "missing"), "--served-model-name", "x"]))
-    check_startup(parse_args([str(tmp_path)]))  # an existing local directory is fine
+def test_kv_cache_checks() -> None:
+    """What vLLM finds after loading the weights (the files before that: test_sim_startup.py)."""
     with pytest.raises(StartupError, match="No available memory for the cache blocks"):
         check_startup(_config("--gpu-memory-utilization", "0.1"))
     with pytest.raises(StartupError, match="larger than the maximum number of tokens"):
         check_startup(_config("--gpu-memory-utilization", "0.16", "--max-model-len", "100000"))
-    with pytest.raises(StartupError, match="not a directory"):
-        check_startup(_config("--voice-presets-dir", str(tmp_path / "nope")))
+    check_startup(_config("--voice-presets-dir", "/nope"))  # presets never stop the start
 
 
+@pytest.mark.contract("L5")
+def test_api_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_API_KEY", "from-env")
+    assert parse_args([]).api_key == "from-env"
+    assert parse_args(["--api-key", "flag"]).api_key == "flag"
+    monkeypatch.delenv("VLLM_API_KEY")
+    assert parse_args([]).api_key is None
+
+
+@pytest.mark.contract("L1")
 def test_cli_exit_codes(tmp_path: Path) -> None:
     """The real process: argparse errors exit 2, start-up errors exit 1, both with a clear message."""
-    bad = run_cli(MODEL, "--limit-mm-per-prompt", '{"audio": 50}')
+    bad = run_cli("--model", MODEL, "--limit-mm-per-prompt", '{"audio": 50}')
     assert bad.returncode == 2 and "--limit-mm-per-prompt" in bad.stderr and "Traceback" not in bad.stderr
-    missing = run_cli(str(tmp_path / "no-model-here"), "--port", "1")
+    positional = run_cli(MODEL)
+    assert positional.returncode == 2 and f"unrecognized arguments: {MODEL}" in positional.stderr
+    missing = run_cli("--model", str(tmp_path / "no-model-here"), "--port", "1")
     assert (
         missing.returncode == 1 and "does not exist" in missing.stderr and "Traceback" not in missing.stderr
     )

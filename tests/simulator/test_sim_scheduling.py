@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sim_helpers import Sim
 
 StartSim = Callable[..., Sim]
+MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
 TEXT = "Streaming speech from a simulated server, one frame per engine step, to many clients at once. " * 2
 
 
@@ -27,7 +28,7 @@ async def load_and_watch(sim: Sim, requests: int) -> tuple[list[dict[str, float]
     async with httpx.AsyncClient(base_url=sim.base_url, timeout=60) as client:
 
         async def one() -> int:
-            body = {"input": TEXT, "voice": "belinda", "response_format": "pcm"}
+            body = {"model": MODEL, "input": TEXT, "voice": "belinda", "response_format": "pcm"}
             r = await client.post("/v1/audio/speech", json=body)
             assert r.status_code == 200
             return len(r.content)
@@ -68,7 +69,7 @@ def test_client_disconnect_frees_the_slot(start_sim: StartSim, tmp_path: Path) -
     sim = start_sim("--sim-profile", "raw", "--sim-slowdown", "5", "--sim-trace-file", str(trace))
     body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}  # ~5 s of decoding
     with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=30) as resp:
-        next(line for line in resp.iter_lines() if '"audio"' in line)
+        next(line for line in resp.iter_lines() if '"audio":{' in line)
     deadline = time.monotonic() + 5
     while gauges(httpx.get(f"{sim.base_url}/metrics").text)["vllm:num_requests_running"] != 0:
         assert time.monotonic() < deadline, "the aborted stream kept its slot"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 import json
 import time
@@ -11,8 +12,18 @@ from importlib import resources
 
 import numpy as np
 import pytest
-from higgs_sim.audio import SAMPLES_PER_FRAME, pcm_frames, reference_seconds, timbre_of, wav_bytes
-from higgs_sim.engine import Engine, Job
+import soundfile as sf
+from higgs_sim.audio import (
+    SAMPLES_PER_FRAME,
+    encoded_file,
+    pcm_frames,
+    reference_seconds,
+    speech_chunk,
+    timbre_of,
+    wav_bytes,
+)
+from higgs_sim.engine import Chunk, Engine, Job, chunk_plan, frames_for_tokens, tokens_for_frames
+from higgs_sim.events import ChatEvents
 from higgs_sim.metrics import SimMetrics
 from higgs_sim.timing import (
     DEFAULT_SLOWDOWN,
@@ -85,14 +96,14 @@ def test_audio_is_speech_like_and_deterministic() -> None:
 
 
 def _engine(max_num_seqs: int, kv_budget: int, slowdown: float = 0.05) -> Engine:
-    return Engine(StepTimeModel(slowdown), max_num_seqs, kv_budget, SimMetrics("m", "fork"))
+    return Engine(StepTimeModel(slowdown), max_num_seqs, kv_budget, SimMetrics("m"))
 
 
 def test_engine_caps_running_sequences_and_chunks() -> None:
     async def scenario() -> None:
         engine = _engine(max_num_seqs=2, kv_budget=100_000)
         engine.start()
-        jobs = [Job(f"r{i}", prompt_tokens=20, frames=80, finish_reason="stop") for i in range(5)]
+        jobs = [Job(f"r{i}", prompt_tokens=20, tokens=90, frames=80, finish_reason="stop") for i in range(5)]
         for job in jobs:
             engine.submit(job)
         await asyncio.sleep(0)
@@ -113,8 +124,9 @@ def test_engine_caps_running_sequences_and_chunks() -> None:
             await asyncio.sleep(0.001)
         await engine.stop()
         assert peak_waiting >= 2
-        assert all(s == [32, 25, 23] for s in sizes.values())
-        assert engine.kv_reserved == 0 and engine.kv_used == 0 and engine.frames_total == 5 * 80
+        assert all(s == [17, 25, 38] for s in sizes.values())  # at steps 32, 68 and 90 (the last)
+        assert engine.kv_reserved == 0 and engine.kv_used == 0
+        assert engine.tokens_total == 5 * 90 and engine.frames_total == 5 * 80
 
     asyncio.run(scenario())
 
@@ -123,7 +135,7 @@ def test_engine_kv_budget_queues_and_abort_frees() -> None:
     async def scenario() -> None:
         engine = _engine(max_num_seqs=100, kv_budget=250)
         engine.start()
-        jobs = [Job(f"r{i}", prompt_tokens=20, frames=100, finish_reason="stop") for i in range(3)]
+        jobs = [Job(f"r{i}", prompt_tokens=20, tokens=100, frames=90, finish_reason="stop") for i in range(3)]
         for job in jobs:
             engine.submit(job)
         await asyncio.sleep(0.01)
@@ -132,7 +144,7 @@ def test_engine_kv_budget_queues_and_abort_frees() -> None:
         await asyncio.sleep(0.01)
         assert jobs[2] in engine.running
         with pytest.raises(ValueError, match="more than the whole cache"):
-            engine.submit(Job("big", prompt_tokens=200, frames=100, finish_reason="stop"))
+            engine.submit(Job("big", prompt_tokens=200, tokens=100, frames=90, finish_reason="stop"))
         await asyncio.wait_for(asyncio.gather(*(j.chunks.get() for j in jobs[1:])), 5)
         await engine.stop()
 
@@ -142,10 +154,11 @@ def test_engine_kv_budget_queues_and_abort_frees() -> None:
 def test_engine_is_never_faster_than_the_model() -> None:
     async def scenario() -> float:
         model = StepTimeModel(1.0)
-        engine = Engine(model, 64, 10**6, SimMetrics("m", "fork"))
+        engine = Engine(model, 64, 10**6, SimMetrics("m"))
         engine.start()
         jobs = [
-            Job(f"r{i}", prompt_tokens=100, frames=60, finish_reason="stop", chunked=False) for i in range(16)
+            Job(f"r{i}", prompt_tokens=100, tokens=60, frames=50, finish_reason="stop", chunked=False)
+            for i in range(16)
         ]
         t0 = time.monotonic()
         for job in jobs:
@@ -158,3 +171,79 @@ def test_engine_is_never_faster_than_the_model() -> None:
 
     ratio = asyncio.run(scenario())
     assert 0.99 <= ratio < 3.0
+
+
+def test_chunk_plan_follows_the_real_decoder() -> None:
+    """Steps 32 (17 frames), 68 and every 25 steps after (25 frames), the rest at the end."""
+
+    def sizes(plan: list[Chunk]) -> list[tuple[int, int, bool]]:
+        return [(c.token, c.frames, c.after_finish) for c in plan]
+
+    frames = 147
+    stopped = chunk_plan(tokens_for_frames(frames), frames, stopped=True)
+    assert tokens_for_frames(frames) == 157
+    assert sizes(stopped) == [(32, 17, False), (68, 25, False), (93, 25, False), (118, 25, False),
+                              (143, 25, False), (157, 30, False)]  # fmt: skip
+    assert [c.start for c in stopped[1:]] == [c.end for c in stopped[:-1]] and stopped[-1].end == frames
+    # Cut by max_tokens at step 93: a chunk at that step, then the rest after the finish event.
+    cut = chunk_plan(93, frames_for_tokens(93), stopped=False)
+    assert frames_for_tokens(93) == 85
+    assert sizes(cut) == [(32, 17, False), (68, 25, False), (93, 25, False), (93, 18, True)]
+    # Short: everything at the end; a cut at <= 10 steps decodes nothing.
+    assert sizes(chunk_plan(20, 10, stopped=True)) == [(20, 10, False)]
+    assert frames_for_tokens(10) == 0 and frames_for_tokens(11) == 3
+    assert sizes(chunk_plan(5, 0, stopped=False)) == [(5, 0, True)]
+    # A stopped request whose eos row falls on step 32: its last step (33) carries everything.
+    assert sizes(chunk_plan(33, 23, stopped=True)) == [(32, 17, False), (33, 6, False)]
+
+
+def test_chat_events_are_vllms_json() -> None:
+    events = ChatEvents("chatcmpl-x", 123, "m")
+    head = {"id": "chatcmpl-x", "object": "chat.completion.chunk", "created": 123, "model": "m"}
+
+    def parse(data: bytes) -> list[dict]:
+        assert data.endswith(b"\n\n")
+        return [json.loads(e.removeprefix(b"data: ")) for e in data.split(b"\n\n") if e]
+
+    def choice(delta: dict, finish: str | None = None, **extra: object) -> dict:
+        return {
+            **head,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish, **extra}],
+        }
+
+    assert parse(events.role) == [choice({"role": "assistant", "content": ""})]
+    assert parse(events.empty * 2) == [choice({"content": "", "audio": None})] * 2
+    pcm = bytes(range(10))
+    [audio] = parse(events.audio(pcm))
+    sent = audio["choices"][0]["delta"]["audio"]
+    assert audio == choice({"content": "", "audio": sent})
+    assert sent["id"].startswith("audio-") and base64.b64decode(sent["data"]) == pcm
+    assert (sent["expires_at"], sent["transcript"]) == (0, "")
+    assert parse(events.finish("length", None)) == [
+        choice({"content": "", "audio": None}, "length", stop_reason=None)
+    ]
+    [after] = parse(events.after_finish(pcm))
+    assert after["choices"] == [{"index": 0, "delta": {"audio": after["choices"][0]["delta"]["audio"]},
+                                 "finish_reason": None}]  # fmt: skip
+    assert parse(events.usage(5, 7)) == [
+        {**head, "choices": [], "usage": {"prompt_tokens": 5, "total_tokens": 12, "completion_tokens": 7}}
+    ]
+    [error] = parse(ChatEvents.error("boom"))
+    assert error == {"error": {"object": "error", "message": "boom", "type": "BadRequestError", "param": None,
+                               "code": 400}}  # fmt: skip
+
+
+def test_encoded_files_as_the_real_server_writes_them() -> None:
+    pcm = pcm_frames(timbre_of("belinda", 0), 0, 0, 17)
+    wav = encoded_file(pcm, "wav")
+    assert wav == wav_bytes(pcm) and len(wav) == 44 + len(pcm)
+    buffer = io.BytesIO()
+    sf.write(buffer, np.frombuffer(pcm, dtype="<i2"), 24000, format="wav")
+    assert buffer.getvalue() == wav  # byte for byte what soundfile writes
+    for fmt in ("mp3", "flac"):
+        data, rate = sf.read(io.BytesIO(encoded_file(pcm, fmt)), dtype="int16")
+        assert rate == 24000 and len(data) == 17 * SAMPLES_PER_FRAME
+    for fmt in ("pcm16", "opus"):
+        with pytest.raises(ValueError, match=f"Unknown format: '{fmt}'"):
+            encoded_file(pcm, fmt)
+    assert speech_chunk(pcm, "pcm") == pcm and speech_chunk(pcm, "wav") == wav

@@ -3,12 +3,21 @@
 Runs with `python3` in the server image, which ships huggingface_hub; written for old and new
 huggingface_hub releases alike (only snapshot_download and the error classes are used).
 
-    python3 download_model.py --item REPO REVISION DEST [--item REPO REVISION DEST ...]
+    python3 download_model.py --item REPO REVISION DEST [--item ...] [--cache-item REPO REVISION CACHE_DIR ...]
 
-For each item: skip when DEST holds the marker of that revision; otherwise snapshot_download into
+For each --item: skip when DEST holds the marker of that revision; otherwise snapshot_download into
 DEST (files already complete are kept, so an interrupted download resumes file by file), log the
-progress, then write the marker. The token comes from HF_TOKEN (never printed); HF_ENDPOINT selects a
-mirror. Exit status 0 on success, 1 with one `ERROR:` line naming the cause otherwise.
+progress, then write the marker.
+
+A --cache-item goes into the Hugging Face hub cache layout under CACHE_DIR
+(models--{org}--{name}/{blobs,snapshots/<commit>,refs}), for what the server loads by repository
+name rather than by path: the audio tokenizer's semantic teacher (bosonai/hubert_base), which
+transformers asks for at revision `main`. snapshot_download does not write refs/main when given a
+commit, so the script writes refs/main = the resolved commit itself; the server, offline, then
+finds the snapshot. The marker (in the repository's folder) records the resolved commit.
+
+The token comes from HF_TOKEN (never printed); HF_ENDPOINT selects a mirror. Exit status 0 on
+success, 1 with one `ERROR:` line naming the cause otherwise.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import errno
 import inspect
 import json
 import os
+import re
 import shutil
 import sys
 import threading
@@ -28,13 +38,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MARKER_NAME = ".higgs-download-complete"
+COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
 class Item:
+    """One repository at one revision. `dest` is where its files land: the directory of --item, or
+    the repository's folder in the hub cache `cache_dir` for --cache-item."""
+
     repo: str
     revision: str
     dest: Path
+    cache_dir: Path | None = None
+
+
+def cache_item(repo: str, revision: str, cache_dir: Path) -> Item:
+    """A --cache-item: the repository's folder in huggingface_hub's cache layout."""
+    return Item(repo, revision, cache_dir / ("models--" + repo.replace("/", "--")), cache_dir)
 
 
 class DownloadError(Exception):
@@ -49,19 +69,56 @@ def marker_path(dest: Path) -> Path:
     return dest / MARKER_NAME
 
 
-def is_complete(item: Item) -> bool:
-    """True when DEST carries the marker written after a full download of this exact revision."""
+def read_marker(item: Item) -> dict | None:
+    """The marker of a full download of this exact repository and revision, or None."""
     try:
         marker = json.loads(marker_path(item.dest).read_text())
     except (OSError, ValueError):
+        return None
+    if not isinstance(marker, dict) or (marker.get("repo"), marker.get("revision")) != (
+        item.repo,
+        item.revision,
+    ):
+        return None
+    return marker
+
+
+def is_complete(item: Item) -> bool:
+    """True when DEST carries the marker written after a full download of this exact revision (for a
+    cache item: and the snapshot and refs/main it recorded are still there)."""
+    marker = read_marker(item)
+    if marker is None:
         return False
-    return marker.get("repo") == item.repo and marker.get("revision") == item.revision
+    if item.cache_dir is None:
+        return True
+    commit = marker.get("commit")
+    ref = item.dest / "refs" / "main"
+    try:
+        return (
+            bool(commit) and (item.dest / "snapshots" / commit).is_dir() and ref.read_text().strip() == commit
+        )
+    except OSError:
+        return False
 
 
-def write_marker(item: Item) -> None:
-    tmp = item.dest / (MARKER_NAME + ".tmp")
-    tmp.write_text(json.dumps({"repo": item.repo, "revision": item.revision, "completed_at": time.time()}))
-    tmp.replace(marker_path(item.dest))
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_marker(item: Item, commit: str | None = None) -> None:
+    marker = {"repo": item.repo, "revision": item.revision, "completed_at": time.time()}
+    if commit:
+        marker["commit"] = commit
+    write_text_atomic(marker_path(item.dest), json.dumps(marker))
+
+
+def write_ref_main(item: Item, commit: str) -> None:
+    """refs/main = commit: the server asks for `main` and, offline, reads the commit from this file."""
+    refs = item.dest / "refs"
+    refs.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(refs / "main", commit)
 
 
 def dir_bytes(path: Path) -> int:
@@ -192,7 +249,8 @@ def download(item: Item, token: str | None, max_workers: int, interval: float) -
         log(f"{item.repo}@{item.revision}: marker present in {item.dest}, skipping download")
         return
     item.dest.mkdir(parents=True, exist_ok=True)
-    log(f"{item.repo}@{item.revision}: downloading into {item.dest}")
+    where = f"the Hugging Face cache {item.cache_dir}" if item.cache_dir else str(item.dest)
+    log(f"{item.repo}@{item.revision}: downloading into {where}")
     started = time.monotonic()
     try:
         total = remote_size(item, token)
@@ -203,16 +261,31 @@ def download(item: Item, token: str | None, max_workers: int, interval: float) -
             if needed > free:
                 raise OSError(errno.ENOSPC, f"needs {human(needed)} more")
         with Progress(item, total, interval):
-            snapshot_download(
-                item.repo,
-                revision=item.revision,
-                local_dir=str(item.dest),
-                token=token or None,
-                **_snapshot_kwargs(snapshot_download, max_workers),
-            )
+            if item.cache_dir is None:
+                snapshot_download(
+                    item.repo,
+                    revision=item.revision,
+                    local_dir=str(item.dest),
+                    token=token or None,
+                    **_snapshot_kwargs(snapshot_download, max_workers),
+                )
+                commit = None
+            else:
+                folder = snapshot_download(
+                    item.repo,
+                    revision=item.revision,
+                    cache_dir=str(item.cache_dir),
+                    token=token or None,
+                    max_workers=max_workers,
+                )
+                commit = Path(folder).name  # .../snapshots/<commit>
+                if not COMMIT_RE.match(item.revision):
+                    log(f"{item.repo}: resolved {item.revision} to {commit}")
+                write_ref_main(item, commit)
+                log(f"{item.repo}: refs/main -> {commit} (the server asks for main)")
     except Exception as error:
         raise DownloadError(explain(error, item)) from error
-    write_marker(item)
+    write_marker(item, commit)
     log(f"{item.repo}: complete, {human(dir_bytes(item.dest))} in {time.monotonic() - started:.1f} s")
 
 
@@ -222,15 +295,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--item",
         nargs=3,
         action="append",
-        required=True,
+        default=[],
         metavar=("REPO", "REVISION", "DEST"),
         help="repository id, revision (commit) and destination directory",
+    )
+    parser.add_argument(
+        "--cache-item",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("REPO", "REVISION", "CACHE_DIR"),
+        help="repository id, revision (commit, branch or tag) and Hugging Face hub cache directory; "
+        "refs/main is pointed at the resolved commit",
     )
     parser.add_argument("--max-workers", type=int, default=8, help="parallel file downloads")
     parser.add_argument(
         "--progress-interval", type=float, default=10.0, help="seconds between progress lines"
     )
     args = parser.parse_args(argv)
+    if not args.item and not args.cache_item:
+        parser.error("nothing to download: give --item or --cache-item")
     if args.max_workers < 1:
         parser.error("--max-workers must be >= 1")
     if args.progress_interval <= 0:
@@ -246,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     log(f"endpoint {endpoint}, token {'set' if token else 'not set'}")
     items = [Item(repo, revision, Path(dest)) for repo, revision, dest in args.item]
+    items += [cache_item(repo, revision, Path(cache)) for repo, revision, cache in args.cache_item]
     try:
         for item in items:
             download(item, token, args.max_workers, args.progress_interval)

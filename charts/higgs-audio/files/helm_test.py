@@ -1,31 +1,47 @@
 """`helm test` check of a Higgs Audio release: it must really return speech.
 
-Standard library only (runs with `python3` in the server image or any Python 3.8+ image).
-Calls POST /v1/audio/speech (WAV) and a streaming POST /v1/chat/completions (base64 PCM16 chunks)
-and fails unless each returns valid, non-silent 24 kHz mono 16-bit audio of plausible length.
+Standard library only (runs with `python3` in the server image or any Python 3.8+ image). Follows the
+server's API as docs/server-contract.md describes it:
+
+1. GET /v1/audio/voices (a JSON array of preset names, E5): the voice is HIGGS_VOICE (`tests.voice`)
+   when set, which must be one of them, else the first; an empty list fails (speech needs a preset).
+2. POST /v1/audio/speech with that voice and `response_format` pcm (raw int16, 24 kHz mono; the
+   default, SP2/SP7). HIGGS_SPEECH_FORMAT=wav asks for WAV instead: the body is one complete WAV file
+   per chunk, joined, and every file is read (SP7). An `{"error": ...}` text in the body fails (SP10).
+3. A streamed POST /v1/chat/completions with no `audio.voice` (it takes only OpenAI's names, CH2):
+   one SSE event per token, most with `"audio": null`, audio deltas possibly after `finish_reason`,
+   read to `data: [DONE]` (CH6, CH7); a `data: {"error": ...}` event fails (CH8).
+
+Each audio must last HIGGS_MIN_AUDIO_SECONDS..HIGGS_MAX_AUDIO_SECONDS and be louder than a silence floor.
+A failure is one line `FAIL: ...` and exit code 1 (2: no target); no traceback.
 
 Settings come from the environment: HIGGS_URL (else the Service link variables named by
 HIGGS_SERVICE_ENV_PREFIX, else HIGGS_SERVICE_DNS_URL), HIGGS_MODEL, HIGGS_TEXT, HIGGS_VOICE,
-HIGGS_MIN_AUDIO_SECONDS, HIGGS_MAX_AUDIO_SECONDS, HIGGS_TIMEOUT_SECONDS, HIGGS_API_KEY (optional).
+HIGGS_SPEECH_FORMAT, HIGGS_MIN_AUDIO_SECONDS, HIGGS_MAX_AUDIO_SECONDS, HIGGS_TIMEOUT_SECONDS,
+HIGGS_API_KEY (optional).
 """
 
 from __future__ import annotations
 
 import array
 import base64
-import io
+import binascii
+import http.client
 import json
 import math
 import os
+import struct
 import sys
 import time
 import urllib.error
 import urllib.request
-import wave
 
 SAMPLE_RATE = 24000
 # RMS of int16 samples below this counts as silence (about -60 dBFS).
 SILENCE_RMS = 32.0
+ERROR_MARKER = b'{"error"'
+STOP = ["<|eot_id|>", "<|end_of_text|>", "<|audio_eos|>"]  # Boson's examples send these (CH9)
+SYSTEM_PROMPT = "Generate audio following instruction."
 
 
 class CheckFailed(Exception):
@@ -51,78 +67,166 @@ def check_pcm(pcm: bytes, what: str, min_seconds: float, max_seconds: float) -> 
         raise CheckFailed(f"{what}: {seconds:.2f} s of audio, expected {min_seconds}-{max_seconds} s")
     level = rms_int16(pcm)
     if level < SILENCE_RMS:
-        raise CheckFailed(f"{what}: audio is silent (RMS {level:.1f})")
+        raise CheckFailed(f"{what}: audio is silent (RMS {level:.1f}, floor {SILENCE_RMS:g})")
     return seconds
 
 
-def check_wav(data: bytes, what: str, min_seconds: float, max_seconds: float) -> float:
+def error_text(data: bytes) -> str:
+    """The message of an `{"error": {...}}` JSON text (more bytes may follow it), else the raw text."""
+    text = data.decode("utf-8", "replace")
     try:
-        with wave.open(io.BytesIO(data)) as wav:
-            rate, channels, width = wav.getframerate(), wav.getnchannels(), wav.getsampwidth()
-            pcm = wav.readframes(wav.getnframes())
-    except (wave.Error, EOFError) as error:
-        raise CheckFailed(f"{what}: not a valid WAV file ({error}); first bytes {data[:16]!r}") from error
-    if (rate, channels, width) != (SAMPLE_RATE, 1, 2):
-        raise CheckFailed(
-            f"{what}: WAV is {rate} Hz, {channels} channel(s), {8 * width}-bit; expected 24000/1/16"
-        )
-    return check_pcm(pcm, what, min_seconds, max_seconds)
+        error = json.JSONDecoder().raw_decode(text)[0]["error"]
+        return str(error.get("message", error)) if isinstance(error, dict) else str(error)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return text[:200]
 
 
-def _request(url: str, body: dict, api_key: str | None, timeout: float) -> urllib.request.Request:
-    headers = {"Content-Type": "application/json"}
+def check_no_error(body: bytes, what: str) -> bytes:
+    """SP10: an error after the stream started is appended to the 200 body as JSON text."""
+    at = body.find(ERROR_MARKER)
+    if at >= 0:
+        raise CheckFailed(f"{what}: the server reported an error inside the audio: {error_text(body[at:])}")
+    return body
+
+
+def joined_wav_pcm(data: bytes, what: str) -> tuple[bytes, int]:
+    """PCM of a body made of complete WAV files joined together (SP7); returns (pcm, file count)."""
+    pcm, pos, files = bytearray(), 0, 0
+    while pos < len(data):
+        if data[pos : pos + 4] != b"RIFF" or data[pos + 8 : pos + 12] != b"WAVE":
+            raise CheckFailed(f"{what}: not a WAV file at byte {pos} (starts with {data[pos : pos + 12]!r})")
+        files += 1
+        pos, size = _wav_data_chunk(data, pos + 12, f"{what}: WAV file {files}")
+        body = data[pos : pos + size]
+        if len(body) < size:
+            raise CheckFailed(f"{what}: WAV file {files} is cut short ({len(body)} of {size} data bytes)")
+        pcm += body
+        pos += size + (size & 1)
+    if not files:
+        raise CheckFailed(f"{what}: empty body")
+    return bytes(pcm), files
+
+
+def _wav_data_chunk(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    """Walk a WAV file's chunks from `pos`: check fmt, return (offset, size) of the data chunk."""
+    fmt = None
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        pos += 8
+        if chunk == b"data":
+            if fmt != (1, 1, SAMPLE_RATE, 16):
+                raise CheckFailed(
+                    f"{what}: format {fmt} (tag, channels, rate, bits), expected (1, 1, 24000, 16)"
+                )
+            return pos, size
+        if chunk == b"fmt " and size >= 16 and pos + 16 <= len(data):
+            tag, channels, rate, _rate, _align, bits = struct.unpack_from("<HHIIHH", data, pos)
+            fmt = (tag, channels, rate, bits)
+        pos += size + (size & 1)
+    raise CheckFailed(f"{what}: no data chunk (body cut short?)")
+
+
+def _request(url: str, body: dict | None, api_key: str | None) -> urllib.request.Request:
+    headers = {"Content-Type": "application/json"} if body is not None else {}
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
-    return urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+    data = json.dumps(body).encode() if body is not None else None
+    return urllib.request.Request(url, data=data, headers=headers, method="GET" if body is None else "POST")
 
 
-def speech(base: str, model: str, text: str, voice: str, api_key: str | None, timeout: float) -> bytes:
-    body = {"model": model, "input": text, "response_format": "wav"}
-    if voice:
-        body["voice"] = voice
-    with urllib.request.urlopen(
-        _request(f"{base}/v1/audio/speech", body, api_key, timeout), timeout=timeout
-    ) as r:
+def list_voices(base: str, api_key: str | None, timeout: float) -> list[str]:
+    with urllib.request.urlopen(_request(f"{base}/v1/audio/voices", None, api_key), timeout=timeout) as r:
+        raw = r.read()
+    try:
+        names = json.loads(raw)
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckFailed(f"GET /v1/audio/voices: not a JSON array of voice names: {raw[:100]!r}")
+    return names
+
+
+def choose_voice(configured: str, voices: list[str]) -> str:
+    """tests.voice when set (it must be listed: the server replaces an unknown one silently, SP4),
+    else the first preset."""
+    if not voices:
+        raise CheckFailed(
+            "GET /v1/audio/voices returned []: the server has no voice presets, so /v1/audio/speech cannot "
+            "work; check voicePresets and the server log ('Error loading voice presets')"
+        )
+    if configured and configured not in voices:
+        raise CheckFailed(
+            f"tests.voice {configured!r} is not one of the server's voices: {', '.join(voices)}"
+        )
+    return configured or voices[0]
+
+
+def speech(
+    base: str, model: str, text: str, voice: str, fmt: str, api_key: str | None, timeout: float
+) -> bytes:
+    body = {"model": model, "input": text, "voice": voice, "response_format": fmt}
+    with urllib.request.urlopen(_request(f"{base}/v1/audio/speech", body, api_key), timeout=timeout) as r:
         return r.read()
 
 
+def speech_pcm(body: bytes, fmt: str, what: str) -> tuple[bytes, int]:
+    """(pcm, files) of a speech body in `fmt`: pcm is one stream, wav one file per chunk."""
+    check_no_error(body, what)
+    return joined_wav_pcm(body, what) if fmt == "wav" else (body, 1)
+
+
 def parse_sse_audio(lines: list[bytes]) -> tuple[bytes, int]:
-    """Concatenate choices[0].delta.audio.data of an SSE stream; returns (pcm, audio chunk count)."""
-    pcm, chunks = bytearray(), 0
+    """Concatenate choices[0].delta.audio.data of an SSE stream read to `data: [DONE]`; returns
+    (pcm, audio event count). Per-token events carry `"audio": null`; audio may follow finish_reason."""
+    pcm, chunks, done = bytearray(), 0, False
     for raw in lines:
         line = raw.strip()
-        if not line.startswith(b"data:"):
+        if done or not line.startswith(b"data:"):
             continue
         payload = line[5:].strip()
         if payload == b"[DONE]":
-            break
-        event = json.loads(payload)
-        if "error" in event:
-            raise CheckFailed(f"stream: server error {event['error']}")
-        for choice in event.get("choices", []):
-            audio = (choice.get("delta") or {}).get("audio") or {}
-            if audio.get("data"):
-                pcm += base64.b64decode(audio["data"])
-                chunks += 1
+            done = True
+            continue
+        data = _event_audio(payload)
+        if data:
+            try:
+                pcm += base64.b64decode(data, validate=True)
+            except (binascii.Error, ValueError, TypeError):
+                raise CheckFailed("stream: delta.audio.data is not base64") from None
+            chunks += 1
+    if not done:
+        raise CheckFailed("stream: ended without `data: [DONE]` (cut short)")
     return bytes(pcm), chunks
 
 
-def stream_chat(
-    base: str, model: str, text: str, voice: str, api_key: str | None, timeout: float
-) -> list[bytes]:
-    audio = {"format": "pcm16"}
-    if voice:
-        audio["voice"] = voice
+def _event_audio(payload: bytes) -> object:
+    """The base64 audio of one chat.completion.chunk event, or None (most per-token events)."""
+    try:
+        event = json.loads(payload)
+    except ValueError:
+        raise CheckFailed(f"stream: an event is not JSON: {payload[:80]!r}") from None
+    if isinstance(event, dict) and "error" in event:
+        raise CheckFailed(f"stream: the server reported an error: {error_text(payload)}")
+    try:
+        choices = event.get("choices") or []
+        audio = (choices[0].get("delta") or {}).get("audio") if choices else None
+        return audio.get("data") if audio else None
+    except (AttributeError, IndexError, TypeError):
+        raise CheckFailed(f"stream: an event is not a chat.completion.chunk: {payload[:80]!r}") from None
+
+
+def stream_chat(base: str, model: str, text: str, api_key: str | None, timeout: float) -> list[bytes]:
     body = {
         "model": model,
-        "messages": [{"role": "user", "content": text}],
+        "messages": [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": text}],
         "modalities": ["text", "audio"],
-        "audio": audio,
+        "audio": {"format": "pcm16"},  # no voice: a preset name here is a 400 (CH2)
         "stream": True,
         "max_tokens": 1024,
+        "stop": STOP,
     }
     url = f"{base}/v1/chat/completions"
-    with urllib.request.urlopen(_request(url, body, api_key, timeout), timeout=timeout) as r:
+    with urllib.request.urlopen(_request(url, body, api_key), timeout=timeout) as r:
         return list(r)
 
 
@@ -139,32 +243,50 @@ def base_url(env: dict[str, str]) -> str:
     return env.get("HIGGS_SERVICE_DNS_URL", "").rstrip("/")
 
 
+def _number(env: dict[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name) or default)
+    except ValueError:
+        raise CheckFailed(f"{name} must be a number, got {env[name]!r}") from None
+
+
+def checks(base: str, env: dict[str, str]) -> None:
+    model = env.get("HIGGS_MODEL", "higgs-audio-v2-generation-3B-base")
+    text = env.get("HIGGS_TEXT", "Hello from the Higgs Audio helm test.")
+    api_key = env.get("HIGGS_API_KEY") or None
+    fmt = env.get("HIGGS_SPEECH_FORMAT", "pcm") or "pcm"
+    if fmt not in ("pcm", "wav"):
+        raise CheckFailed(f"HIGGS_SPEECH_FORMAT must be pcm or wav, got {fmt!r}")
+    lo = _number(env, "HIGGS_MIN_AUDIO_SECONDS", 0.5)
+    hi = _number(env, "HIGGS_MAX_AUDIO_SECONDS", 60.0)
+    timeout = _number(env, "HIGGS_TIMEOUT_SECONDS", 300.0)
+
+    voices = list_voices(base, api_key, timeout)
+    voice = choose_voice(env.get("HIGGS_VOICE", ""), voices)
+    started = time.monotonic()
+    what = f"/v1/audio/speech ({fmt}, voice {voice})"
+    pcm, files = speech_pcm(speech(base, model, text, voice, fmt, api_key, timeout), fmt, what)
+    seconds = check_pcm(pcm, what, lo, hi)
+    parts = f" in {files} WAV files" if fmt == "wav" else ""
+    print(f"ok {what}: {seconds:.2f} s of audio{parts} in {time.monotonic() - started:.2f} s", flush=True)
+
+    started = time.monotonic()
+    pcm, chunks = parse_sse_audio(stream_chat(base, model, text, api_key, timeout))
+    if chunks == 0:
+        raise CheckFailed("stream /v1/chat/completions: no audio chunks in the stream")
+    seconds = check_pcm(pcm, "stream /v1/chat/completions", lo, hi)
+    elapsed = time.monotonic() - started
+    print(f"ok stream /v1/chat/completions: {seconds:.2f} s of audio in {chunks} chunks, {elapsed:.2f} s")
+
+
 def run(env: dict[str, str]) -> int:
     base = base_url(env)
     if not base:
         print("FAIL: no target: set HIGGS_URL (tests.url) or HIGGS_SERVICE_DNS_URL", flush=True)
         return 2
     print(f"testing {base}", flush=True)
-    model = env.get("HIGGS_MODEL", "higgs-audio-v2-generation-3B-base")
-    text = env.get("HIGGS_TEXT", "Hello from the Higgs Audio helm test.")
-    voice = env.get("HIGGS_VOICE", "")
-    api_key = env.get("HIGGS_API_KEY") or None
-    lo = float(env.get("HIGGS_MIN_AUDIO_SECONDS", "0.5"))
-    hi = float(env.get("HIGGS_MAX_AUDIO_SECONDS", "60"))
-    timeout = float(env.get("HIGGS_TIMEOUT_SECONDS", "300"))
     try:
-        started = time.monotonic()
-        seconds = check_wav(speech(base, model, text, voice, api_key, timeout), "/v1/audio/speech", lo, hi)
-        print(
-            f"ok /v1/audio/speech: {seconds:.2f} s of audio in {time.monotonic() - started:.2f} s", flush=True
-        )
-        started = time.monotonic()
-        pcm, chunks = parse_sse_audio(stream_chat(base, model, text, voice, api_key, timeout))
-        if chunks == 0:
-            raise CheckFailed("stream /v1/chat/completions: no audio chunks in the stream")
-        seconds = check_pcm(pcm, "stream /v1/chat/completions", lo, hi)
-        elapsed = time.monotonic() - started
-        print(f"ok stream /v1/chat/completions: {seconds:.2f} s of audio in {chunks} chunks, {elapsed:.2f} s")
+        checks(base, env)
     except CheckFailed as error:
         print(f"FAIL: {error}", flush=True)
         return 1
@@ -172,8 +294,11 @@ def run(env: dict[str, str]) -> int:
         detail = error.read()[:300].decode(errors="replace")
         print(f"FAIL: {error.url} answered HTTP {error.code}: {detail}", flush=True)
         return 1
-    except (urllib.error.URLError, OSError, ValueError) as error:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as error:
         print(f"FAIL: cannot talk to {base}: {type(error).__name__}: {error}", flush=True)
+        return 1
+    except Exception as error:  # one line, never a traceback
+        print(f"FAIL: unexpected {type(error).__name__}: {error}", flush=True)
         return 1
     print("PASS", flush=True)
     return 0

@@ -93,6 +93,12 @@ app.kubernetes.io/component: server
 {{- default (printf "%s/%s/%s" (trimSuffix "/" .Values.modelCache.mountPath) .Values.audioTokenizer.repository .Values.audioTokenizer.revision) .Values.audioTokenizer.path }}
 {{- end }}
 
+{{/* The Hugging Face hub cache on the cache volume: what the server loads by repository name
+(semanticModel) lives there in huggingface_hub's layout; the server gets it as HF_HUB_CACHE. */}}
+{{- define "higgs-audio.hubCachePath" -}}
+{{- printf "%s/hub" (trimSuffix "/" .Values.modelCache.mountPath) }}
+{{- end }}
+
 {{/* "true" when an init container downloads the weights (modes pvc and none). */}}
 {{- define "higgs-audio.downloads" -}}
 {{- if ne .Values.modelCache.mode "existing" }}true{{ end }}
@@ -125,7 +131,8 @@ app.kubernetes.io/component: server
 {{- end }}
 {{- end }}
 
-{{/* Server arguments: the recipe's flags from typed values, in the syntax of serverGeneration. ---- */}}
+{{/* Server arguments: the recipe's flags from typed values, in the syntax of Boson's vLLM 0.8 fork
+(`--limit-mm-per-prompt audio=50`, `--disable-mm-preprocessor-cache`). ---------------------------- */}}
 {{- define "higgs-audio.serverArgs" -}}
 - "--model"
 - {{ include "higgs-audio.modelPath" . | quote }}
@@ -134,11 +141,7 @@ app.kubernetes.io/component: server
 - "--audio-tokenizer-type"
 - {{ include "higgs-audio.tokenizerPath" . | quote }}
 - "--limit-mm-per-prompt"
-{{- if eq .Values.serverGeneration "fork" }}
 - {{ printf "audio=%d" (int .Values.limitMmPerPrompt.audio) | quote }}
-{{- else }}
-- {{ dict "audio" (int .Values.limitMmPerPrompt.audio) | toJson | quote }}
-{{- end }}
 - "--max-model-len"
 - {{ int .Values.maxModelLen | quote }}
 - "--port"
@@ -146,12 +149,7 @@ app.kubernetes.io/component: server
 - "--gpu-memory-utilization"
 - {{ .Values.gpuMemoryUtilization | toString | quote }}
 {{- if .Values.disableMmPreprocessorCache }}
-{{- if eq .Values.serverGeneration "fork" }}
 - "--disable-mm-preprocessor-cache"
-{{- else }}
-- "--mm-processor-cache-gb"
-- "0"
-{{- end }}
 {{- end }}
 {{- if not (kindIs "invalid" .Values.maxNumSeqs) }}
 - "--max-num-seqs"
@@ -192,8 +190,13 @@ app.kubernetes.io/component: server
   value: /tmp/.cache/matplotlib
 {{- end }}
 
-{{/* Checks the schema cannot express (they compare two values); each message names the values. */}}
+{{/* Checks the schema cannot express (they compare two values, or refuse a removed value with the
+reason); each message names the values. */}}
 {{- define "higgs-audio.validate" -}}
+{{- /* --set serverGeneration=null (the way to drop it from reused values) leaves a null: accepted. */}}
+{{- if and (hasKey .Values "serverGeneration") (not (kindIs "invalid" .Values.serverGeneration)) }}
+{{- fail "serverGeneration was removed: only Boson's vLLM fork (bosonai/higgs-audio-vllm) serves this API; vLLM-Omni serves Higgs Audio v2 with another command line and API, see docs/server-contract-omni.md" }}
+{{- end }}
 {{- $mount := trimSuffix "/" .Values.modelCache.mountPath }}
 {{- range $what, $path := dict "model.path" .Values.model.path "audioTokenizer.path" .Values.audioTokenizer.path }}
 {{- if and $path (not (hasPrefix (printf "%s/" $mount) $path)) }}
