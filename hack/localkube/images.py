@@ -8,6 +8,16 @@ cmd, env), and the agent turns a container into an argv exactly like a container
 * only ``args`` set -> entrypoint + args;
 * neither -> entrypoint + cmd.
 
+Two optional per-image keys stand in for what a real image holds beyond its entrypoint:
+
+* ``commands``: executables of the image by name. A container ``command`` whose first element is a
+  mapped name runs the mapped ``argv`` instead of that name, then the rest of the command, the
+  ``args``, then the entry's ``append`` (e.g. ``vllm`` -> ``{venv}/python -m higgs_sim.omni``, with
+  ``--sim-bind-host {pod_ip}`` appended). A plain list is ``argv`` alone. Other commands run as written.
+* ``files``: paths inside the image -> host paths. A path token in the argv or the environment that
+  names one of them (or lies under it) is rewritten to the host path, like a volume mount's path
+  (a volume mounted at the same path wins).
+
 Placeholders in entrypoint/cmd/env values: ``{venv}`` (the repository's ``.venv/bin``),
 ``{repo}`` (the repository root), ``{pod_ip}`` (the pod's loopback IP), ``{path}`` (the agent's
 own PATH). Literal braces are written ``{{`` / ``}}``.
@@ -33,11 +43,24 @@ class ImageNotMapped(LookupError):
 
 
 @dataclass(frozen=True)
+class MappedCommand:
+    """An executable of the image: what runs instead of its name, and what is appended after the args."""
+
+    argv: tuple[str, ...]
+    append: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class ImageConfig:
     pattern: str
     entrypoint: tuple[str, ...] = ()
     cmd: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    commands: tuple[tuple[str, MappedCommand], ...] = ()
+    files: tuple[tuple[str, str], ...] = ()
+
+    def command(self, name: str) -> MappedCommand | None:
+        return dict(self.commands).get(name)
 
 
 @dataclass(frozen=True)
@@ -93,6 +116,40 @@ def _env(value: Any, where: str) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in value.items())
 
 
+def _commands(value: Any, where: str) -> tuple[tuple[str, MappedCommand], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
+        raise ImagesFileError(f"{where}: must be a mapping of command name -> argv, got {value!r}")
+    out = []
+    for name, spec in value.items():
+        at = f"{where}.{name}"
+        if isinstance(spec, list):
+            spec = {"argv": spec}
+        if not isinstance(spec, dict) or set(spec) - {"argv", "append"}:
+            raise ImagesFileError(
+                f"{at}: must be a list (argv) or a mapping with argv and append, got {spec!r}"
+            )
+        argv = _str_list(spec.get("argv"), f"{at}.argv")
+        if not argv:
+            raise ImagesFileError(f"{at}.argv: must not be empty")
+        out.append((name, MappedCommand(argv, _str_list(spec.get("append"), f"{at}.append"))))
+    return tuple(out)
+
+
+def _files(value: Any, where: str) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and k.startswith("/") and k.rstrip("/") and isinstance(v, str) and v
+        for k, v in value.items()
+    ):
+        raise ImagesFileError(
+            f"{where}: must be a mapping of absolute image path -> host path, got {value!r}"
+        )
+    return tuple(value.items())
+
+
 def parse_image_map(data: Any, source: str) -> ImageMap:
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ImagesFileError(f"{source}: expected a mapping with an 'images' list")
@@ -104,12 +161,21 @@ def parse_image_map(data: Any, source: str) -> ImageMap:
         where = f"{source}: images[{i}]"
         if not isinstance(entry, dict) or not isinstance(entry.get("match"), str):
             raise ImagesFileError(f"{where}: each entry needs a 'match' pattern string")
-        extra = set(entry) - {"match", "entrypoint", "cmd", "env"}
+        extra = set(entry) - {"match", "entrypoint", "cmd", "env", "commands", "files"}
         if extra:
             raise ImagesFileError(f"{where}: unknown keys {sorted(extra)}")
         entrypoint = _str_list(entry.get("entrypoint"), f"{where}.entrypoint")
         cmd = _str_list(entry.get("cmd"), f"{where}.cmd")
-        images.append(ImageConfig(entry["match"], entrypoint, cmd, _env(entry.get("env"), f"{where}.env")))
+        images.append(
+            ImageConfig(
+                entry["match"],
+                entrypoint,
+                cmd,
+                _env(entry.get("env"), f"{where}.env"),
+                _commands(entry.get("commands"), f"{where}.commands"),
+                _files(entry.get("files"), f"{where}.files"),
+            )
+        )
     return ImageMap(source, tuple(images), _env(data.get("env"), f"{source}: env"))
 
 
@@ -151,9 +217,19 @@ class ImageMapFile:
 def container_argv(
     config: ImageConfig, command: list[str] | None, args: list[str] | None, ph: Placeholders
 ) -> list[str]:
-    """Entrypoint/cmd resolution as a container runtime does it (before $(VAR) expansion)."""
+    """Entrypoint/cmd resolution as a container runtime does it (before $(VAR) expansion); a command
+    whose executable the image maps (``commands``) runs the mapped argv instead."""
     if command:
-        argv = list(command) + list(args or [])
+        mapped = config.command(command[0])
+        if mapped is None:
+            argv = list(command) + list(args or [])
+        else:
+            argv = [
+                *(ph.render(v) for v in mapped.argv),
+                *command[1:],
+                *(args or []),
+                *(ph.render(v) for v in mapped.append),
+            ]
     elif args:
         argv = [ph.render(v) for v in config.entrypoint] + list(args)
     else:
@@ -163,6 +239,11 @@ def container_argv(
             f'image pattern "{config.pattern}" has no entrypoint/cmd and the container no command'
         )
     return argv
+
+
+def image_files(config: ImageConfig, ph: Placeholders) -> list[tuple[str, str]]:
+    """The image's (image path, host path) pairs, placeholders rendered: extra "mounts" for path rewriting."""
+    return [(image_path, ph.render(host)) for image_path, host in config.files]
 
 
 def image_env(image_map: ImageMap, config: ImageConfig, ph: Placeholders) -> dict[str, str]:

@@ -27,7 +27,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .images import ImageMapFile, ImageNotMapped, ImagesFileError, Placeholders, container_argv, image_env
+from .images import (
+    ImageMapFile,
+    ImageNotMapped,
+    ImagesFileError,
+    Placeholders,
+    container_argv,
+    image_env,
+    image_files,
+)
 from .kubeclient import ApiError, KubeClient, ns_path
 from .pods import (
     Backoff,
@@ -596,6 +604,9 @@ class PodWorker(threading.Thread):
         config = image_map.lookup(c.spec.get("image", ""))
         ph = Placeholders(self.ctx.venv_bin, self.ctx.repo_root, self.pod_ip, self.ctx.agent_path)
         mounts = self.mounts(c)
+        # Paths the image itself holds (images file `files`), rewritten like mounts; a volume mounted
+        # at the same path comes later in the list and wins.
+        paths = [*image_files(config, ph), *mounts]
         ns = self.pod["metadata"].get("namespace", "default")
         svc_env: dict[str, str] = {}
         if self.pod["spec"].get("enableServiceLinks", True) is not False:
@@ -611,14 +622,14 @@ class PodWorker(threading.Thread):
             **image_env(image_map, config, ph),
         }
         env.update(kenv)
-        env = {k: rewrite_path(v, mounts) for k, v in env.items()}
+        env = {k: rewrite_path(v, paths) for k, v in env.items()}
         env[UID_ENV] = self.uid
         kubeconfig = self.write_pod_kubeconfig(mounts)
         if kubeconfig and "KUBECONFIG" not in env:
             env["KUBECONFIG"] = kubeconfig
         (self.dir / "home").mkdir(exist_ok=True)
         argv = container_argv(config, c.spec.get("command"), c.spec.get("args"), ph)
-        argv = [rewrite_path(expand(a, env), mounts) for a in argv]
+        argv = [rewrite_path(expand(a, env), paths) for a in argv]
         cwd = str(self.dir)
         if c.spec.get("workingDir"):
             wd = rewrite_path(c.spec["workingDir"], mounts)

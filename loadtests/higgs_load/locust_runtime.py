@@ -30,11 +30,16 @@ from higgs_load.body_reader import BodyReader
 from higgs_load.measure import Measurement, measurement_for
 from higgs_load.metrics import SLO, Step, plausible_audio_limit_s, summarize
 from higgs_load.payloads import (
+    API_KINDS,
+    API_NAMES,
+    DEFAULT_MIXES,
     DEFAULT_PROMPTS,
     KIND_TAGS,
+    SERVER_APIS,
     SPEECH_FORMATS,
     Prompt,
     Settings,
+    check_kinds_served,
     load_prompts,
     load_reference,
     parse_mix,
@@ -46,14 +51,21 @@ from higgs_load.plans import SHAPES, ConstantPlan, PoissonArrivals, StepPlan, do
 from higgs_load.records import RequestRecord
 from higgs_load.report import build_summary, write_report
 from higgs_load.thresholds import EXIT_THRESHOLD_MISSED, evaluate, parse_gates
-from higgs_load.voices import VOICES_PATH, check_voices, fetch_voices
+from higgs_load.voices import (
+    VOICES_PATH,
+    VoiceError,
+    VoiceList,
+    check_uploaded_voice,
+    check_voices,
+    detect_api,
+    fetch_voice_list,
+)
 
 log = logging.getLogger("higgs_load")
 RECORDS_MESSAGE = "higgs_records"
 FLUSH_INTERVAL_S = 0.5
 FINAL_BATCH_WAIT_S = 10.0
 DEFAULT_MODEL = "higgs-audio-v2-generation-3B-base"
-DEFAULT_MIX = "stream=4,chat=1,speech_pcm=1,speech_wav=1,clone=1"
 
 
 class AudioRequestFailure(Exception):
@@ -83,9 +95,18 @@ def add_options(parser) -> None:
         "--api-key", default=os.environ.get("HIGGS_API_KEY", ""), help="Bearer token (or HIGGS_API_KEY)"
     )
     g.add_argument(
+        "--server-api",
+        default="auto",
+        choices=("auto", *SERVER_APIS),
+        help="the server's API: boson (Boson's vLLM fork), omni (vLLM-Omni), or auto: detected at test "
+        "start from GET /v1/audio/voices (a JSON array: boson; an object with voices: omni), else /health",
+    )
+    g.add_argument(
         "--mix",
-        default=DEFAULT_MIX,
-        help="request kinds and weights: stream, chat, speech_pcm, speech_wav, speech_mp3, clone",
+        default="",
+        help="request kinds and weights: stream, chat, speech_pcm, speech_wav, speech_mp3, clone (Boson's "
+        "fork); speech_sse, speech_pcm, speech_wav, speech_mp3 (vLLM-Omni). Default: "
+        f"{DEFAULT_MIXES['boson']} (boson), {DEFAULT_MIXES['omni']} (omni)",
     )
     g.add_argument(
         "--prompts", default=str(DEFAULT_PROMPTS), help="JSONL prompt file (text, length, voice, ...)"
@@ -95,10 +116,15 @@ def add_options(parser) -> None:
         "--voice",
         default="",
         help="voice preset of every speech request, one of GET /v1/audio/voices (default: a listed voice "
-        "drawn per request; a prompt's own voice wins); chat sends no preset",
+        "drawn per request; a prompt's own voice wins); chat sends no preset. vLLM-Omni: an uploaded "
+        "voice (default: none, the model's own voice)",
     )
-    g.add_argument("--max-tokens", type=int, default=None, help="max_tokens per request")
-    g.add_argument("--temperature", type=float, default=None, help="sampling temperature per request")
+    g.add_argument(
+        "--max-tokens", type=int, default=None, help="max_tokens per request (vLLM-Omni: max_new_tokens)"
+    )
+    g.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature per request (not vLLM-Omni)"
+    )
     g.add_argument("--seed", type=int, default=None, help="sampling seed sent with each request")
     g.add_argument(
         "--max-audio-factor",
@@ -140,7 +166,7 @@ def add_options(parser) -> None:
 class RunConfig:
     """Everything a user needs, built once per process from the parsed options."""
 
-    mix: dict[str, int]
+    mix: dict[str, int]  # empty until the server's API is known: its default mix (DEFAULT_MIXES)
     prompts: list[Prompt]
     settings: Settings
     slo: SLO
@@ -161,6 +187,8 @@ class RunConfig:
     report_dir: Path = Path("loadtest-report")
     raw_out: Path = Path("loadtest-report/raw.jsonl")
     plots: bool = True
+    server_api: str = "auto"  # as asked; settings.api is the one in use once resolved
+    api_detected: str = ""  # how --server-api auto decided
 
 
 OPTIONAL_NUMBERS: dict[str, type] = {
@@ -190,7 +218,9 @@ def _optional_number(name: str, value: object, kind: type) -> float | int | None
 
 def build_config(o) -> RunConfig:
     """Parsed options -> RunConfig; ValueError with the option's name on bad input."""
-    mix = parse_mix(o.mix)
+    mix = parse_mix(o.mix) if o.mix.strip() else {}
+    if o.server_api not in ("auto", *SERVER_APIS):
+        raise ValueError(f"--server-api must be auto, boson or omni, got {o.server_api!r}")
     lengths = {x.strip() for x in o.prompt_lengths.split(",") if x.strip()} or None
     prompts = load_prompts(Path(o.prompts), lengths)
     # Options whose default is None arrive as strings from the web UI's form: coerce them here (and leave
@@ -217,7 +247,14 @@ def build_config(o) -> RunConfig:
     return RunConfig(
         mix=mix,
         prompts=prompts,
-        settings=Settings(o.model, o.voice or None, num["max_tokens"], num["temperature"], num["seed"]),
+        settings=Settings(
+            o.model,
+            o.voice or None,
+            num["max_tokens"],
+            num["temperature"],
+            num["seed"],
+            api=o.server_api if o.server_api in SERVER_APIS else "boson",
+        ),
         slo=SLO(num["slo_ttfa_ms"], num["slo_rtf"], num["slo_underrun_s"]),
         api_key=o.api_key,
         request_timeout=o.request_timeout,
@@ -236,22 +273,71 @@ def build_config(o) -> RunConfig:
         report_dir=report_dir,
         raw_out=Path(o.raw_out) if o.raw_out else report_dir / "raw.jsonl",
         plots=not o.no_plots,
+        server_api=o.server_api,
     )
 
 
-def with_server_voices(
+def with_server(
     cfg: RunConfig, host: str, tags: list[str] | None = None, exclude_tags: list[str] | None = None
 ) -> RunConfig:
-    """Read the server's voices when speech requests may run or a voice was asked for, and check the
-    asked ones against them (VoiceError, a ValueError, names the list)."""
+    """Resolve the server's API (--server-api auto: detected from the server), its default mix, check
+    that it serves the kinds that may run, and read its voices when a voice must be checked (a
+    ValueError names what is wrong)."""
+    timeout = min(cfg.request_timeout, 30.0)
+    api, listing, how = cfg.server_api, None, ""
+    if api not in SERVER_APIS:
+        api, listing, how = _detect(cfg, host, timeout, tags, exclude_tags)
+    mix = cfg.mix or parse_mix(DEFAULT_MIXES[api])
+    check_kinds_served(api, runnable_kinds(mix, tags, exclude_tags), how)
+    if api == "omni" and cfg.settings.temperature is not None:
+        raise ValueError(
+            "--temperature cannot be sent to vLLM-Omni: it takes no per-request "
+            "sampling; its deploy YAML's stage-0 sampling applies (docs/server-contract-omni.md OR2)"
+        )
+    cfg = replace(
+        cfg,
+        mix=mix,
+        settings=replace(cfg.settings, api=api),
+        reference=cfg.reference or (load_reference() if "clone" in mix else None),
+        api_detected=how,
+    )
+    url = host.rstrip("/") + VOICES_PATH
+    if api == "omni":
+        # No voice unless --voice names an uploaded one (the model's own voice, OR5); the prompts'
+        # voices name Boson's presets and are not sent.
+        if not cfg.settings.voice:
+            return cfg
+        listing = listing or fetch_voice_list(host, cfg.api_key, timeout)
+        check_uploaded_voice(listing.names, cfg.settings.voice, url)
+        return replace(cfg, settings=replace(cfg.settings, voices=tuple(listing.names)))
     wanted = [("--voice", cfg.settings.voice)] if cfg.settings.voice else []
     wanted += [("the prompts' voice", p.voice) for p in cfg.prompts if p.voice]
-    speech = runnable_kinds(cfg.mix, tags, exclude_tags) & set(SPEECH_FORMATS)
+    speech = runnable_kinds(mix, tags, exclude_tags) & set(SPEECH_FORMATS)
     if not speech and not wanted:
         return cfg
-    names = fetch_voices(host, cfg.api_key, timeout=min(cfg.request_timeout, 30.0))
-    check_voices(names, wanted, host.rstrip("/") + VOICES_PATH)
-    return replace(cfg, settings=replace(cfg.settings, voices=tuple(names)))
+    listing = listing or fetch_voice_list(host, cfg.api_key, timeout)
+    check_voices(listing.names, wanted, url)
+    return replace(cfg, settings=replace(cfg.settings, voices=tuple(listing.names)))
+
+
+def _detect(
+    cfg: RunConfig, host: str, timeout: float, tags: list[str] | None, exclude_tags: list[str] | None
+) -> tuple[str, VoiceList | None, str]:
+    """--server-api auto: ask the server (higgs_load.voices.detect_api). When it cannot tell (not up
+    yet, say) and the kinds of an explicit --mix are served by one of the two servers only, that one."""
+    try:
+        api, listing, how = detect_api(host, cfg.api_key, timeout)
+    except VoiceError as exc:
+        kinds = runnable_kinds(cfg.mix, tags, exclude_tags)
+        serving = [a for a in SERVER_APIS if kinds and kinds <= set(API_KINDS[a])]
+        if len(serving) != 1:
+            raise
+        api = serving[0]
+        how = f"not detected; the kinds of --mix ({', '.join(sorted(kinds))}) run on {API_NAMES[api]} only"
+        log.warning("%s; assuming %s: the kinds to run are only its", exc, API_NAMES[api])
+        return api, None, how
+    log.info("server API: %s (%s)", API_NAMES[api], how)
+    return api, listing, how
 
 
 class Collector:
@@ -306,15 +392,16 @@ CONFIG: RunConfig | None = None
 WORKER_ID = "local"
 
 
-def _config(environment, *, voices: bool = True) -> RunConfig:
-    """The run's config, built once from the options; with `voices`, also the server's voice list."""
+def _config(environment, *, server: bool = True) -> RunConfig:
+    """The run's config, built once from the options; with `server`, also what the server is (its API,
+    hence the default mix) and its voice list."""
     global CONFIG
     if CONFIG is None:
         o = environment.parsed_options
         cfg = build_config(o)
-        if voices:
+        if server:
             host = environment.host or HiggsUser.host
-            cfg = with_server_voices(cfg, host, getattr(o, "tags", None), getattr(o, "exclude_tags", None))
+            cfg = with_server(cfg, host, getattr(o, "tags", None), getattr(o, "exclude_tags", None))
         CONFIG = cfg
     return CONFIG
 
@@ -327,8 +414,8 @@ def on_init(environment, **_kw) -> None:
     if environment.parsed_options is None:
         return
     try:
-        # A headless run knows its host now; the web UI's form may change it: voices at test start.
-        _config(environment, voices=bool(environment.parsed_options.headless))
+        # A headless run knows its host now; the web UI's form may change it: the server at test start.
+        _config(environment, server=bool(environment.parsed_options.headless))
     except ValueError as exc:
         sys.stderr.write(f"ERROR: {exc}\n")
         sys.exit(2)
@@ -443,6 +530,7 @@ def on_test_stop(environment, **_kw) -> None:
         "started": COLLECTOR.t_start,
         "stopped": t_stop,
         "raw_records": str(cfg.raw_out),
+        "server_api": cfg.settings.api,
     }
     summary = build_summary(
         COLLECTOR.records,
@@ -544,6 +632,11 @@ class HiggsUser(FastHttpUser):
     def speech_mp3(self) -> None:
         self._go()
 
+    @tag(*KIND_TAGS["speech_sse"])
+    @task
+    def speech_sse(self) -> None:
+        self._go()
+
     @tag(*KIND_TAGS["clone"])
     @task
     def clone(self) -> None:
@@ -582,7 +675,7 @@ class HiggsUser(FastHttpUser):
         wall0 = time.time()
         t0 = time.perf_counter()
         rec.t_start = wall0
-        m: Measurement = measurement_for(kind, rec, t0, max_audio_s)
+        m: Measurement = measurement_for(kind, rec, t0, max_audio_s, self.cfg.settings.api)
         try:
             resp = client.request("POST", url.request_uri, body=payload, headers=headers)
             rec.status = resp.status_code

@@ -2,9 +2,12 @@
 
 Transport-agnostic (no Locust, no HTTP client): the caller feeds each read's bytes with the clock
 reading taken right after the read returned, so TTFA is when the first audio byte arrived, not when
-the response was parsed at the end. The bodies are those of docs/server-contract.md: SSE read to
-`data: [DONE]` (CH6-CH8), speech `pcm` as one stream and `wav`/`mp3` as complete files joined (SP7),
-a server error inside a 200 body as `stream_error` (CH8, SP10).
+the response was parsed at the end. The bodies of Boson's fork are those of docs/server-contract.md:
+SSE read to `data: [DONE]` (CH6-CH8), speech `pcm` as one stream and `wav`/`mp3` as complete files
+joined (SP7), a server error inside a 200 body as `stream_error` (CH8, SP10). vLLM-Omni's
+(docs/server-contract-omni.md): speech SSE `speech.audio.delta` events read to `speech.audio.done`,
+a `speech.audio.error` event a `stream_error` (OP2, OX4); the raw stream as `pcm` (OP3, a failure
+cuts it: `truncated_stream`); `wav`/`mp3` not streamed, exactly one file (OP1).
 """
 
 from __future__ import annotations
@@ -165,14 +168,59 @@ _NO_AUDIO = b'"audio":null'
 _NOT_FINISHED = b'"finish_reason":null'
 
 
-def _b64_pcm(b64: object) -> bytes:
+def _b64_pcm(b64: object, what: str = "delta.audio.data") -> bytes:
     try:
         pcm = base64.b64decode(b64, validate=True)  # type: ignore[arg-type]
     except (binascii.Error, ValueError, TypeError) as exc:
-        raise AudioError("invalid_audio", f"delta.audio.data is not base64: {exc}") from exc
+        raise AudioError("invalid_audio", f"{what} is not base64: {exc}") from exc
     if len(pcm) % SAMPLE_WIDTH:
         raise AudioError("invalid_audio", f"audio chunk of {len(pcm)} bytes is not whole int16")
     return pcm
+
+
+class OmniSpeechSSEMeasurement(Measurement):
+    """vLLM-Omni's streamed speech (`stream: true`, `pcm`; OP2): `speech.audio.delta` events whose
+    `audio` is base64 int16 PCM, ended by `speech.audio.done` (no `[DONE]` line). TTFA is the arrival
+    of the first delta that carries audio. A `speech.audio.error` event (OX4) is a `stream_error`; a
+    body that ends without `speech.audio.done` is a `truncated_stream`."""
+
+    def __init__(self, record: RequestRecord, t0: float, max_audio_s: float | None = None) -> None:
+        super().__init__(record, t0, max_audio_s)
+        self.parser = SSEParser()
+        self.done = False
+
+    def feed(self, data: bytes, now: float) -> None:
+        self.bytes += len(data)
+        for event in self.parser.feed(data):
+            if not self.done and self.server_error is None:  # nothing after the end belongs to it
+                self._event(event, now)
+
+    def _event(self, event: bytes, now: float) -> None:
+        try:
+            obj = json.loads(event)
+        except ValueError as exc:
+            raise AudioError("invalid_audio", f"SSE event is not JSON: {event[:80]!r}") from exc
+        if not isinstance(obj, dict):
+            raise AudioError("invalid_audio", f"SSE event is not a JSON object: {event[:80]!r}")
+        kind = obj.get("type")
+        if kind == "speech.audio.error" or "error" in obj:
+            self.server_error = event[:ERROR_TEXT_LIMIT]
+        elif kind == "speech.audio.done":
+            self.done = True
+        elif kind == "speech.audio.delta":
+            if obj.get("response_format", "pcm") != "pcm":
+                raise AudioError(
+                    "invalid_audio", f"delta of response_format {obj.get('response_format')!r}, asked pcm"
+                )
+            self._audio(_b64_pcm(obj.get("audio"), "speech.audio.delta audio"), now)
+        else:
+            raise AudioError("invalid_audio", f"SSE event of unknown type {kind!r}: {event[:80]!r}")
+
+    def _complete(self) -> None:
+        if self.parser.pending:
+            raise AudioError("truncated_stream", "stream ended inside an event")
+        if not self.done:
+            raise AudioError("truncated_stream", "stream ended without a `speech.audio.done` event")
 
 
 class WavBodyMeasurement(Measurement):
@@ -252,6 +300,30 @@ class Mp3BodyMeasurement(Measurement):
             self._audio(decode_mp3(blob[start:end]), self.read_times[bisect_left(self.read_ends, end)])
 
 
+class OmniWavFileMeasurement(WavBodyMeasurement):
+    """vLLM-Omni's `wav`, not streamed (OP1): exactly one complete WAV file, sent once the utterance
+    is generated. Read as it arrives (TTFA: its first audio byte), but not a stream."""
+
+    streamed = False
+
+    def _complete(self) -> None:
+        super()._complete()
+        if self.wav.error_text is None and self.wav.files != 1:
+            raise AudioError("invalid_audio", f"{self.wav.files} WAV files in the body, expected one (OP1)")
+
+
+class OmniMp3FileMeasurement(Mp3BodyMeasurement):
+    """vLLM-Omni's `mp3`, not streamed (OP1): exactly one MP3 file."""
+
+    streamed = False
+
+    def _complete(self) -> None:
+        files, _error = split_mp3(bytes(self.body))
+        if len(files) > 1:
+            raise AudioError("invalid_audio", f"{len(files)} MP3 files in the body, expected one (OP1)")
+        super()._complete()
+
+
 class ChatJsonMeasurement(Measurement):
     """Non-streaming chat: choices[0].message.audio.data is a base64 WAV (CH5). Audio is usable only
     once the whole JSON body is in, so TTFA equals the full response time here."""
@@ -289,12 +361,20 @@ _MEASUREMENTS: dict[str, type[Measurement]] = {
     "speech_wav": WavBodyMeasurement,
     "speech_mp3": Mp3BodyMeasurement,
 }
+_OMNI_MEASUREMENTS: dict[str, type[Measurement]] = {
+    "speech_sse": OmniSpeechSSEMeasurement,
+    "speech_pcm": PcmBodyMeasurement,  # the raw stream (stream_format "audio", OP3)
+    "speech_wav": OmniWavFileMeasurement,
+    "speech_mp3": OmniMp3FileMeasurement,
+}
 
 
 def measurement_for(
-    kind: str, record: RequestRecord, t0: float, max_audio_s: float | None = None
+    kind: str, record: RequestRecord, t0: float, max_audio_s: float | None = None, api: str = "boson"
 ) -> Measurement:
+    """The reader of a `kind` response from `api`'s server (boson: Boson's fork, omni: vLLM-Omni)."""
+    table = _OMNI_MEASUREMENTS if api == "omni" else _MEASUREMENTS
     try:
-        return _MEASUREMENTS[kind](record, t0, max_audio_s)
+        return table[kind](record, t0, max_audio_s)
     except KeyError:
-        raise ValueError(f"unknown request kind {kind!r}") from None
+        raise ValueError(f"unknown request kind {kind!r} for --server-api {api}") from None

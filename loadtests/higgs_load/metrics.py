@@ -10,8 +10,8 @@ the end of its body) or fails with one error kind, counted in `errors`:
 | `http_<status>` | got an HTTP error status (400, 401, 404, 500, ...) |
 | `timeout` | received no byte for `--request-timeout` seconds |
 | `connection_error` | got no response (refused, reset before the status line) |
-| `truncated_stream` | lost its body midway: no `data: [DONE]`, a cut WAV or MP3 file, a reset |
-| `stream_error` | carried the server's own error inside a 200 body: an SSE event `data: {"error": ...}` (contract CH8) or `{"error": ...}` JSON appended to a speech body (SP10) |
+| `truncated_stream` | lost its body midway: no `data: [DONE]` (chat) or `speech.audio.done` (vLLM-Omni's speech SSE), a cut WAV or MP3 file, a reset (how vLLM-Omni's raw stream fails) |
+| `stream_error` | carried the server's own error inside a 200 body: an SSE event `data: {"error": ...}` (contract CH8) or `speech.audio.error` (vLLM-Omni, OX4), or `{"error": ...}` JSON appended to a speech body (SP10) |
 | `invalid_audio` | carried no audio or malformed audio (not base64, not a WAV, wrong rate, half samples) |
 | `silent_audio` | carried audio whose peak is below about -60 dBFS |
 | `implausible_length` | carried audio far longer than its text can take (see `plausible_audio_limit_s`; known fault K1) |

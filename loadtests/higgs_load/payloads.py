@@ -1,9 +1,15 @@
-"""Prompt corpus, request mix and request bodies for the Higgs Audio endpoints.
+"""Prompt corpus, request mix and request bodies for the Higgs Audio endpoints of two servers.
 
-The bodies follow Boson's server (docs/server-contract.md): speech always names a `voice` preset from
+Boson's fork (docs/server-contract.md): speech always names a `voice` preset from
 `GET /v1/audio/voices` (SP2, SP4); chat never puts a preset in `audio.voice`, which takes only the
 eight OpenAI names (CH2): it sends no `audio.voice` at all, and a voice is chosen in chat by reference
 audio in the messages (the `clone` kind, CH4); non-streamed chat asks `wav` (`pcm16` fails, CH5).
+
+vLLM-Omni (docs/server-contract-omni.md): speech only (no chat, D9); no `voice` unless `--voice` names
+an uploaded one (OR3, OR5: the model's own voice); no sampling fields (OR2): the prompt's or
+`--max-tokens`' cap goes as `max_new_tokens`, `seed` passes, a temperature is not sent; `speech_sse`
+is `stream: true` (base64 PCM events, OP2), `speech_pcm` the raw stream (`stream_format: "audio"`,
+OP3), `speech_wav`/`speech_mp3` one file, not streamed (OP1).
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ DEFAULT_PROMPTS = DATA_DIR / "prompts.jsonl"
 REFERENCE_WAV = DATA_DIR / "reference_voice.wav"
 REFERENCE_TEXT = DATA_DIR / "reference_voice.txt"
 
-KINDS = ("stream", "chat", "speech_pcm", "speech_wav", "speech_mp3", "clone")
-SPEECH_FORMATS = {"speech_pcm": "pcm", "speech_wav": "wav", "speech_mp3": "mp3"}
+KINDS = ("stream", "chat", "speech_pcm", "speech_wav", "speech_mp3", "speech_sse", "clone")
+SPEECH_FORMATS = {"speech_pcm": "pcm", "speech_wav": "wav", "speech_mp3": "mp3", "speech_sse": "pcm"}
 # Locust tags of each kind's task (`--tags speech` selects every speech kind).
 KIND_TAGS = {
     "stream": ("stream",),
@@ -29,10 +35,35 @@ KIND_TAGS = {
     "speech_pcm": ("speech", "speech_pcm"),
     "speech_wav": ("speech", "speech_wav"),
     "speech_mp3": ("speech", "speech_mp3"),
+    "speech_sse": ("speech", "speech_sse"),
     "clone": ("clone",),
 }
 # Aliases accepted in --mix so users can write the endpoint they think of.
-_KIND_ALIASES = {"speech": "speech_pcm", "pcm": "speech_pcm", "wav": "speech_wav", "mp3": "speech_mp3"}
+_KIND_ALIASES = {
+    "speech": "speech_pcm",
+    "pcm": "speech_pcm",
+    "wav": "speech_wav",
+    "mp3": "speech_mp3",
+    "sse": "speech_sse",
+}
+
+# The two servers (--server-api): Boson's vLLM fork and vLLM-Omni, and the kinds each serves.
+SERVER_APIS = ("boson", "omni")
+API_NAMES = {"boson": "Boson's vLLM fork", "omni": "vLLM-Omni"}
+API_KINDS = {
+    "boson": ("stream", "chat", "speech_pcm", "speech_wav", "speech_mp3", "clone"),
+    "omni": ("speech_sse", "speech_pcm", "speech_wav", "speech_mp3"),
+}
+# The mix when --mix is not given.
+DEFAULT_MIXES = {
+    "boson": "stream=4,chat=1,speech_pcm=1,speech_wav=1,clone=1",
+    "omni": "speech_sse=2,speech_pcm=1,speech_wav=1",
+}
+_WHY_NOT = {
+    "boson": "Boson's fork streams speech as raw bytes only (SP6, SP7; `speech_sse` is vLLM-Omni's)",
+    "omni": "vLLM-Omni's Higgs server serves speech only, no chat completions "
+    "(docs/server-contract-omni.md D9)",
+}
 # The only values chat's `audio.voice` accepts (CH2); this client sends none of them (the default).
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse")
 
@@ -88,7 +119,7 @@ def parse_mix(spec: str) -> dict[str, int]:
         name = _KIND_ALIASES.get(name.strip(), name.strip())
         if name not in KINDS:
             raise ValueError(
-                f"--mix: unknown request kind {name!r}; choose from {', '.join(KINDS)} (or speech, wav, mp3)"
+                f"--mix: unknown request kind {name!r}; choose from {', '.join(KINDS)} (or speech, wav, mp3, sse)"
             )
         try:
             w = int(weight) if weight else 1
@@ -100,6 +131,19 @@ def parse_mix(spec: str) -> dict[str, int]:
     if not any(weights.values()):
         raise ValueError(f"--mix {spec!r} selects no requests")
     return {k: v for k, v in weights.items() if v > 0}
+
+
+def check_kinds_served(api: str, kinds: Iterable[str], detected: str = "") -> None:
+    """ValueError naming the kinds that `api`'s server cannot serve, and those that work; `detected`
+    says how --server-api auto found the server."""
+    refused = [k for k in KINDS if k in set(kinds) and k not in API_KINDS[api]]
+    if refused:
+        how = f"detected: {detected}" if detected else f"--server-api {api}"
+        raise ValueError(
+            f"--mix kind{'s' if len(refused) > 1 else ''} {', '.join(refused)} cannot run against "
+            f"{API_NAMES[api]} ({how}): {_WHY_NOT[api]}; the kinds that work are "
+            f"{', '.join(API_KINDS[api])}"
+        )
 
 
 def runnable_kinds(
@@ -120,6 +164,7 @@ class Settings:
     temperature: float | None
     seed: int | None
     voices: tuple[str, ...] = ()  # the server's presets (GET /v1/audio/voices at test start)
+    api: str = "boson"  # the server's API: boson | omni (--server-api, detected at test start)
 
 
 def _pick(prompt_value, default):
@@ -156,8 +201,11 @@ def chat_body(
     return body
 
 
-def speech_voice(prompt: Prompt, settings: Settings, rng: random.Random) -> str:
-    """The prompt's voice, else --voice, else one of the server's presets drawn at random."""
+def speech_voice(prompt: Prompt, settings: Settings, rng: random.Random) -> str | None:
+    """Boson: the prompt's voice, else --voice, else one of the server's presets drawn at random.
+    vLLM-Omni: --voice (an uploaded voice), else None: the model's own voice (OR5)."""
+    if settings.api == "omni":
+        return settings.voice
     voice = _pick(prompt.voice, settings.voice)
     if voice:
         return voice
@@ -175,6 +223,31 @@ def speech_body(prompt: Prompt, settings: Settings, response_format: str, voice:
         "response_format": response_format,
     }
     _add_sampling(body, prompt, settings)
+    return body
+
+
+def omni_speech_body(prompt: Prompt, settings: Settings, kind: str, voice: str | None = None) -> dict:
+    """A vLLM-Omni speech request (OR1-OR5) for a speech kind: `speech_sse` streams base64 PCM events
+    (OP2), `speech_pcm` raw PCM (`stream_format: "audio"`, OP3), `speech_wav`/`speech_mp3` one file
+    (OP1). No `voice` unless given (an uploaded one; else the model's own voice), no sampling fields:
+    a max_tokens cap goes as `max_new_tokens` (OR2), `seed` passes, a temperature is dropped."""
+    if kind not in API_KINDS["omni"]:
+        raise ValueError(f"{kind!r} is not a speech kind of vLLM-Omni")
+    body: dict = {"model": settings.model, "input": prompt.text}
+    if voice:
+        body["voice"] = voice
+    body["response_format"] = SPEECH_FORMATS[kind]
+    if kind == "speech_sse":
+        body["stream"] = True
+    elif kind == "speech_pcm":
+        body["stream"] = True
+        body["stream_format"] = "audio"
+    for key, value in (
+        ("max_new_tokens", _pick(prompt.max_tokens, settings.max_tokens)),
+        ("seed", _pick(prompt.seed, settings.seed)),
+    ):
+        if value is not None:
+            body[key] = value
     return body
 
 
@@ -204,7 +277,12 @@ def request_for(
     reference: tuple[str, str] | None,
     rng: random.Random | None = None,
 ) -> tuple[str, dict]:
-    """(path, JSON body) for one request of the given kind."""
+    """(path, JSON body) for one request of the given kind, in the shape of `settings.api`'s server."""
+    if settings.api == "omni":
+        check_kinds_served("omni", [kind])
+        voice = speech_voice(prompt, settings, rng or random.Random())
+        return SPEECH_PATH, omni_speech_body(prompt, settings, kind, voice)
+    check_kinds_served("boson", [kind])
     if kind == "stream":
         return CHAT_PATH, chat_body(prompt, settings, stream=True)
     if kind == "chat":
@@ -213,6 +291,7 @@ def request_for(
         return CHAT_PATH, chat_body(prompt, settings, stream=True, reference=reference)
     if kind in SPEECH_FORMATS:
         voice = speech_voice(prompt, settings, rng or random.Random())
+        assert voice is not None
         return SPEECH_PATH, speech_body(prompt, settings, SPEECH_FORMATS[kind], voice)
     raise ValueError(f"unknown request kind {kind!r}")
 

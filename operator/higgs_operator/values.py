@@ -15,6 +15,8 @@ from .secrets import TokenRef
 PASS_THROUGH = (
     "image",
     "imagePullSecrets",
+    "serverGeneration",
+    "omni",
     "model",
     "audioTokenizer",
     "semanticModel",

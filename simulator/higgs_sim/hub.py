@@ -11,6 +11,14 @@ tokenizer (config.json naming its semantic teacher, model.pth) and that teacher,
 `bosonai/hubert_base` (config.json whose `auto_map` names a module file, the module, weights).
 `main` resolves to each repository's commit. `--without REPO` leaves one out.
 
+The model and the audio tokenizer also have a second commit, in the transformers-native layout that
+vLLM-Omni loads (docs/server-contract-omni.md OS8-OS11; Boson rewrote the real repositories to it on
+2026-04-04): :data:`OMNI_MODEL_REVISION` (config.json with ``model_type: higgs_audio_v2``, the
+processor and tokenizer files, sharded safetensors) and :data:`OMNI_TOKENIZER_REVISION` (config.json
+with ``model_type: higgs_audio_v2_tokenizer``, model.safetensors). They are fake 40-hex ids that stand
+in for the real commits, which are not confirmed (OS10): use them on the local stack only. ``main``
+still resolves to the Boson-layout commits above.
+
 Endpoints (the ones huggingface_hub 2.4 calls):
   GET  /api/models/{repo}/revision/{rev}   repo info (sha, siblings) for branch names such as `main`
   GET  /api/models/{repo}/tree/{rev}       file listing (path, size, oid)
@@ -45,6 +53,14 @@ TOKENIZER_REVISION = "9d4988fbd4ad07b4cac3a5fa462741a41810dbec"
 HUBERT_REPO = "bosonai/hubert_base"
 HUBERT_REVISION = hashlib.sha1(b"higgs_sim.hub fake bosonai/hubert_base").hexdigest()
 HUBERT_MODULE = "modeling_hubert_general.py"
+# The transformers-native layout vLLM-Omni needs (OS8, OS10, OS11): second commits of the model and the
+# tokenizer. Deterministic fakes standing in for the real (unconfirmed) commits; local stack only.
+OMNI_MODEL_REVISION = hashlib.sha1(
+    b"higgs_sim.hub fake transformers-native " + MODEL_REPO.encode()
+).hexdigest()
+OMNI_TOKENIZER_REVISION = hashlib.sha1(
+    b"higgs_sim.hub fake transformers-native " + TOKENIZER_REPO.encode()
+).hexdigest()
 
 FAKE_NOTE = "fake file served by higgs_sim.hub (a test double, not model weights)"
 CHUNK_BYTES = 16 * 1024
@@ -140,6 +156,74 @@ def _hubert_repo(weights_bytes: int) -> FakeRepo:
     return FakeRepo(HUBERT_REPO, HUBERT_REVISION, files)
 
 
+def _omni_model_repo(weights_bytes: int) -> FakeRepo:
+    """The generation model in the transformers-native layout (OS8: model_type/architecture match the
+    Higgs Audio v2 pipeline; OS9: the processor files AutoProcessor reads)."""
+    shards = {
+        f"model-0000{i}-of-00002.safetensors": _filler(f"omni-model-{i}", weights_bytes) for i in (1, 2)
+    }
+    weight_map = {
+        "model.embed_tokens.weight": "model-00001-of-00002.safetensors",
+        "model.embed_audio_tokens.weight": "model-00001-of-00002.safetensors",
+        "model.norm.weight": "model-00002-of-00002.safetensors",
+    }
+    config = {
+        "model_type": "higgs_audio_v2",
+        "architectures": ["HiggsAudioV2ForConditionalGeneration"],
+        "torch_dtype": "bfloat16",
+        "transformers_version": "5.5.3",
+    }
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "processor_class": "HiggsAudioV2Processor",
+        "model_max_length": 131072,
+    }
+    return FakeRepo(
+        MODEL_REPO,
+        OMNI_MODEL_REVISION,
+        {
+            "config.json": _json(config),
+            "generation_config.json": _json({"do_sample": True, "temperature": 1.0, "top_p": 0.95}),
+            "README.md": f"# {MODEL_REPO} (transformers-native layout)\n\n{FAKE_NOTE}\n".encode(),
+            "processor_config.json": _json({"processor_class": "HiggsAudioV2Processor"}),
+            "preprocessor_config.json": _json(
+                {"feature_extractor_type": "DacFeatureExtractor", "sampling_rate": 24000}
+            ),
+            "tokenizer_config.json": _json(tokenizer_config),
+            "tokenizer.json": _json({"version": "1.0", "model": {"type": "BPE"}}),
+            "special_tokens_map.json": _json({"eos_token": "<|eot_id|>"}),
+            "chat_template.jinja": b"{# fake chat template served by higgs_sim.hub #}\n",
+            "model.safetensors.index.json": _json(
+                {"metadata": {"total_size": 2 * weights_bytes}, "weight_map": weight_map}
+            ),
+            **shards,
+        },
+    )
+
+
+def _omni_tokenizer_repo(weights_bytes: int) -> FakeRepo:
+    """The audio tokenizer in the transformers-native layout: what stage 1 (code2wav) opens at start
+    (OS11: config.json and model.safetensors)."""
+    config = {
+        "model_type": "higgs_audio_v2_tokenizer",
+        "architectures": ["HiggsAudioV2TokenizerModel"],
+        "sample_rate": 24000,
+        "codebook_size": 1024,
+        "num_quantizers": 8,
+        "downsample_factor": 960,
+    }
+    files = {
+        "config.json": _json(config),
+        "model.safetensors": _filler("omni-tokenizer", weights_bytes // 4),
+    }
+    return FakeRepo(TOKENIZER_REPO, OMNI_TOKENIZER_REVISION, files)
+
+
+def omni_repos(weights_bytes: int = 512 * 1024) -> list[FakeRepo]:
+    """The second commits of the model and the tokenizer, in the transformers-native layout."""
+    return [_omni_model_repo(weights_bytes), _omni_tokenizer_repo(weights_bytes)]
+
+
 def default_repos(weights_bytes: int = 512 * 1024) -> list[FakeRepo]:
     """The generation model and the audio tokenizer at the chart's pinned revisions, and the
     tokenizer's semantic teacher."""
@@ -150,21 +234,26 @@ def default_repos(weights_bytes: int = 512 * 1024) -> list[FakeRepo]:
 class HubState:
     """Configuration and request log of one fake hub."""
 
-    repos: dict[str, FakeRepo]
+    repos: dict[str, FakeRepo]  # repository id -> the commit `main` resolves to
     token: str | None = None
     bytes_per_second: float | None = None
     # Files answered with HTTP 500 on GET (to interrupt a download in tests): "repo/path".
     broken_files: set[str] = field(default_factory=set)
     # Completed or attempted GETs per "repo/path", for tests.
     downloads: collections.Counter[str] = field(default_factory=collections.Counter)
+    # Further commits of the repositories above, reachable only by their id: (repo id, commit) -> files.
+    other_revisions: dict[tuple[str, str], FakeRepo] = field(default_factory=dict)
 
     def find(self, repo_id: str, revision: str) -> FakeRepo | web.Response:
         repo = self.repos.get(repo_id)
         if repo is None:
             return _error(404, "RepoNotFound", f"Repository not found: {repo_id}")
-        if revision not in (repo.revision, "main"):
+        if revision in (repo.revision, "main"):
+            return repo
+        other = self.other_revisions.get((repo_id, revision))
+        if other is None:
             return _error(404, "RevisionNotFound", f"Invalid rev id: {revision}")
-        return repo
+        return other
 
 
 STATE: web.AppKey[HubState] = web.AppKey("state", HubState)
@@ -265,7 +354,8 @@ def new_state(
     weights_bytes: int = 512 * 1024,
     without: Iterable[str] = (),
 ) -> HubState:
-    """A hub serving :func:`default_repos` except the repository ids in `without`."""
+    """A hub serving :func:`default_repos` (and the :func:`omni_repos` commits of the same repositories)
+    except the repository ids in `without`."""
     left_out = set(without)
     unknown = left_out - {r.repo_id for r in default_repos(0)}
     if unknown:
@@ -274,6 +364,9 @@ def new_state(
         repos={r.repo_id: r for r in default_repos(weights_bytes) if r.repo_id not in left_out},
         token=token,
         bytes_per_second=bytes_per_second,
+        other_revisions={
+            (r.repo_id, r.revision): r for r in omni_repos(weights_bytes) if r.repo_id not in left_out
+        },
     )
 
 
@@ -335,7 +428,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--bytes-per-second must be > 0")
     host, port = args.listen
     state = new_state(args.token, args.bytes_per_second, args.weights_bytes, without=args.without)
-    repos = ", ".join(f"{r.repo_id}@{r.revision[:8]}" for r in state.repos.values())
+    repos = ", ".join(
+        f"{r.repo_id}@{r.revision[:8]}" for r in (*state.repos.values(), *state.other_revisions.values())
+    )
     print(
         f"fake Hugging Face Hub (test double) on http://{host}:{port}: {repos}", file=sys.stderr, flush=True
     )

@@ -6,6 +6,7 @@ flight, uninstall keeping the cache claim; the `existing` cache mode; and the se
 from __future__ import annotations
 
 import base64
+import io
 import json
 import math
 import struct
@@ -429,10 +430,13 @@ def test_matrix_passes_server_side_dry_run(cluster: kubetest.Cluster, namespace:
     """The real API server (admission, enum and defaulting checks kubernetes-validate lacks) accepts
     every object of the render matrix; CRD kinds not installed here are left out."""
     import yaml
-    from test_chart_render import CRD_KINDS, MATRIX
+    from test_chart_render import CRD_KINDS, EXAMPLE_FILES, MATRIX
 
-    for name, values in sorted(MATRIX.items()):
-        objects = [o for o in ck.render(values, namespace=namespace) if o["kind"] not in CRD_KINDS]
+    cases = [(name, values, []) for name, values in sorted(MATRIX.items())]
+    cases += [(f.name, {}, [f]) for f in EXAMPLE_FILES]
+    for name, values, files in cases:
+        rendered = ck.render(values, files=files, namespace=namespace)
+        objects = [o for o in rendered if o["kind"] not in CRD_KINDS]
         # Pods are admitted only with an existing ServiceAccount: create it for real (throwaway namespace).
         accounts = [o for o in objects if o["kind"] == "ServiceAccount"]
         if accounts:
@@ -443,3 +447,70 @@ def test_matrix_passes_server_side_dry_run(cluster: kubetest.Cluster, namespace:
         )
         assert proc.returncode == 0, f"{name}: the API server refused the render:\n{proc.stderr}"
         assert proc.stdout.count("(server dry run)") == len(objects), proc.stdout
+
+
+def test_omni_install_serves_speech_the_vllm_omni_way(cluster: kubetest.Cluster, namespace: str) -> None:
+    """examples/values-local-omni.yaml (serverGeneration omni) against the fake hub's transformers-native
+    commits: the init container downloads the model into its directory and the tokenizer into the hub
+    cache; `vllm serve <model> --omni --deploy-config <the image's YAML>` runs the vLLM-Omni emulation
+    (hack/localkube-images.yaml), which checks both at start (OS8, OS11) and turns Ready on /health (OE4);
+    a speech request as vLLM-Omni takes it (no voice, wav) gets one WAV file (OP1), the API key from
+    VLLM_API_KEY (OE6)."""
+    state = hub.new_state(token=TOKEN, weights_bytes=4096)
+    with hub.running_hub(state, port=free_port()) as hub_url:
+        for secret, literal in (
+            ("hf-token", f"hf_access_token={TOKEN}"),
+            (API_KEY_SECRET, f"api_key={API_KEY}"),
+        ):
+            cluster.kubectl(
+                "-n", namespace, "create", "secret", "generic", secret, f"--from-literal={literal}"
+            )
+        describe = lambda: kubetest.namespace_report(cluster.api, namespace)  # noqa: E731
+        proc = cluster.helm(
+            "install", RELEASE, str(ck.CHART), "-n", namespace,
+            "-f", str(ck.EXAMPLES / "values-local-omni.yaml"),
+            "--set", f"modelCache.hfEndpoint={hub_url}",
+            "--set", f"apiKey.existingSecret={API_KEY_SECRET}",
+            "--wait", "--timeout", "180s",
+            check=False,
+        )  # fmt: skip
+        assert proc.returncode == 0, f"helm install failed:\n{proc.stderr}\n{describe()}"
+        pods = server_pods(cluster, namespace)
+        assert len(pods) == 1 and ready(pods[0]), describe()
+        pod = pods[0]
+        # Only the two omni commits were fetched: no semantic teacher, nothing at `main`.
+        fetched = set(state.downloads)
+        model_files = {(r.repo_id, r.revision): r.files for r in hub.omni_repos(4096)}
+        expected = {f"{hub.MODEL_REPO}/{n}" for n in model_files[(hub.MODEL_REPO, hub.OMNI_MODEL_REVISION)]}
+        expected |= {
+            f"{hub.TOKENIZER_REPO}/{n}"
+            for n in model_files[(hub.TOKENIZER_REPO, hub.OMNI_TOKENIZER_REVISION)]
+        }
+        assert fetched == expected, fetched ^ expected
+        log = cluster.kubectl("-n", namespace, "logs", pod.metadata.name, "-c", "download-model").stdout
+        assert f"{hub.TOKENIZER_REPO}: refs/main -> {hub.OMNI_TOKENIZER_REVISION}" in log, log[-2000:]
+        server_log = cluster.kubectl("-n", namespace, "logs", pod.metadata.name, "-c", "server").stdout
+        snapshot = f"hub/models--bosonai--higgs-audio-v2-tokenizer/snapshots/{hub.OMNI_TOKENIZER_REVISION}"
+        assert snapshot in server_log and "higgs_audio_v2.yaml" in server_log, server_log[-3000:]
+        assert "SIMULATOR" in server_log  # the emulation of vLLM-Omni, not Boson's simulator
+
+        url = f"http://{pod.status.pod_ip}:8000"
+        health = httpx.get(f"{url}/health", timeout=10)
+        assert health.status_code == 200 and health.json() == {"status": "healthy"}
+        speech = {"model": "higgs-audio-v2-generation-3B-base", "input": "Hello.", "response_format": "wav"}
+        assert httpx.post(f"{url}/v1/audio/speech", json=speech, timeout=60).status_code == 401
+        r = httpx.post(
+            f"{url}/v1/audio/speech", json=speech, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=60
+        )
+        assert r.status_code == 200, r.text[:500]
+        assert r.headers["content-type"].split(";")[0] == "audio/wav"
+        assert r.content[:4] == b"RIFF", r.content[:16]
+        (riff_size,) = struct.unpack("<I", r.content[4:8])
+        assert riff_size + 8 == len(r.content), "one complete WAV file, nothing after it"
+        with wave.open(io.BytesIO(r.content)) as w:
+            assert w.getframerate() == 24000 and w.getnchannels() == 1 and w.getnframes() > 0
+        # helm test speaks vLLM-Omni's API too (one WAV file, then an SSE stream to speech.audio.done).
+        proc = cluster.helm("test", RELEASE, "-n", namespace, "--logs", "--timeout", "180s", check=False)
+        assert proc.returncode == 0, f"helm test failed:\n{proc.stdout}\n{proc.stderr}\n{describe()}"
+        assert "PASS" in proc.stdout and "omni" in proc.stdout, proc.stdout
+        cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")

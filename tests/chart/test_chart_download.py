@@ -314,3 +314,45 @@ def test_fake_hub_cli_refuses_non_loopback() -> None:
         timeout=30,
     )
     assert proc.returncode == 2 and "argument --without: invalid choice: 'x/y'" in proc.stderr
+
+
+def test_omni_layout_as_the_chart_downloads_it_starts_vllm_omni(endpoint: str, tmp_path: Path) -> None:
+    """serverGeneration omni's download (the model with --item, the tokenizer with --cache-item at the
+    fake transformers-native commits) gives what vLLM-Omni checks at start (OS8 pipeline match, OS11 the
+    codec from the hub cache at refs/main, offline); `main` stays Boson's layout."""
+    from higgs_sim.omni.startup import load_codec, load_model
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=str(tmp_path / ".hf-home"), HF_TOKEN=TOKEN)
+    model_dir = tmp_path / "models" / hub.MODEL_REPO / hub.OMNI_MODEL_REVISION
+    cache = tmp_path / "models" / "hub"
+    args = [sys.executable, str(SCRIPT), "--progress-interval", "0.2"]
+    args += ["--item", hub.MODEL_REPO, hub.OMNI_MODEL_REVISION, str(model_dir)]
+    args += ["--cache-item", hub.TOKENIZER_REPO, hub.OMNI_TOKENIZER_REVISION, str(cache)]
+    proc = subprocess.run(args, env=env, capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    omni = {(r.repo_id, r.revision): r.files for r in hub.omni_repos(64 * 1024)}
+    for name, data in omni[(hub.MODEL_REPO, hub.OMNI_MODEL_REVISION)].items():
+        assert (model_dir / name).read_bytes() == data, name
+    storage = cache / "models--bosonai--higgs-audio-v2-tokenizer"
+    assert (storage / "refs" / "main").read_text() == hub.OMNI_TOKENIZER_REVISION
+    server_env = {"HF_HUB_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    info = load_model(str(model_dir), server_env)
+    assert info.config["model_type"] == "higgs_audio_v2"
+    assert load_codec(info, server_env) == str(storage / "snapshots" / hub.OMNI_TOKENIZER_REVISION)
+    # `main` is still the Boson layout; an unknown commit is still 404.
+    for revision, model_type in (("main", "higgs_audio"), (hub.OMNI_MODEL_REVISION, "higgs_audio_v2")):
+        url = f"{endpoint}/{hub.MODEL_REPO}/resolve/{revision}/config.json"
+        body = httpx.get(url, headers={"Authorization": f"Bearer {TOKEN}"}).json()
+        assert body["model_type"] == model_type, revision
+    missing = httpx.get(
+        f"{endpoint}/api/models/{hub.TOKENIZER_REPO}/tree/{'1' * 40}",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert missing.status_code == 404
+
+
+def test_omni_commits_left_out_with_their_repository() -> None:
+    state = hub.new_state(weights_bytes=1024, without=[hub.TOKENIZER_REPO])
+    assert set(state.other_revisions) == {(hub.MODEL_REPO, hub.OMNI_MODEL_REVISION)}
+    assert len({hub.OMNI_MODEL_REVISION, hub.OMNI_TOKENIZER_REVISION, hub.MODEL_REVISION}) == 3

@@ -1,4 +1,5 @@
-"""The `helm test` script (files/helm_test.py): its audio checks, and a full run against the simulator."""
+"""The `helm test` script (files/helm_test.py): its audio checks, and full runs against the simulator of
+Boson's fork and against the vLLM-Omni emulation (HIGGS_SERVER_GENERATION=omni)."""
 
 from __future__ import annotations
 
@@ -12,14 +13,16 @@ import re
 import struct
 import subprocess
 import sys
+import time
 import wave
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import chartkit as ck
 import httpx
 import pytest
-from chart_sim import free_port, start_simulator
+from chart_sim import free_port, start_simulator, stop
 
 SCRIPT = ck.CHART / "files" / "helm_test.py"
 VENV_BIN = Path(sys.executable).parent
@@ -200,3 +203,169 @@ def test_fails_clearly_when_the_server_has_no_voices(tmp_path: Path) -> None:
 def test_fails_when_nothing_listens() -> None:
     proc = run_script({"HIGGS_URL": f"http://127.0.0.1:{free_port()}", "HIGGS_TIMEOUT_SECONDS": "5"})
     assert proc.returncode == 1 and "cannot talk to" in proc.stdout
+
+
+# --- vLLM-Omni (HIGGS_SERVER_GENERATION=omni): bodies as docs/server-contract-omni.md says ---
+
+OMNI_MODEL = "higgs-audio-v2-generation-3B-base"
+
+
+def omni_event(name: str, payload: dict) -> list[bytes]:
+    """One SSE event as serving_speech.py writes it (compact JSON, OP2), as lines read from the socket."""
+    return [
+        f"event: {name}\n".encode(),
+        f"data: {json.dumps(payload, separators=(',', ':'))}\n".encode(),
+        b"\n",
+    ]
+
+
+def omni_delta(pcm: bytes) -> list[bytes]:
+    audio = base64.b64encode(pcm).decode()
+    return omni_event(
+        "speech.audio.delta", {"type": "speech.audio.delta", "audio": audio, "response_format": "pcm"}
+    )
+
+
+def omni_done() -> list[bytes]:
+    usage = {"input_tokens": 9, "output_tokens": 60, "total_tokens": 69}
+    usage["input_token_details"] = {"text_tokens": 9, "audio_tokens": 0}
+    return omni_event("speech.audio.done", {"type": "speech.audio.done", "usage": usage})
+
+
+def omni_error(message: str = "boom") -> list[bytes]:
+    error = {"message": message, "type": "server_error", "param": None, "code": 500}
+    return omni_event("speech.audio.error", {"type": "speech.audio.error", "error": error})
+
+
+def test_omni_sse_deltas_are_read_to_the_done_event() -> None:
+    mod = load_script()
+    a, b = tone(0.68), tone(1.0)
+    lines = [*omni_delta(a), *omni_delta(b), *omni_done()]
+    assert mod.parse_omni_sse(lines) == (a + b, 2)
+    assert mod.parse_omni_sse([*lines, b"data: trailing junk\n"])[1] == 2  # nothing read after done
+    with pytest.raises(mod.CheckFailed, match=r"without a `speech.audio.done` event \(cut short\)"):
+        mod.parse_omni_sse(lines[:-3])
+    with pytest.raises(mod.CheckFailed, match="server reported an error: CUDA out of memory"):
+        mod.parse_omni_sse([*omni_delta(a), *omni_error("CUDA out of memory")])  # OX4
+    with pytest.raises(mod.CheckFailed, match="not base64"):
+        mod.parse_omni_sse([b'data: {"type":"speech.audio.delta","audio":"!!"}\n', *omni_done()])
+    with pytest.raises(mod.CheckFailed, match="not a JSON object"):
+        mod.parse_omni_sse([b"data: [DONE]\n"])  # Boson's chat terminator is no vLLM-Omni event
+
+
+def test_omni_wav_is_exactly_one_file_of_audio_wav() -> None:
+    mod = load_script()
+    one = wav_bytes(tone(1.0))
+    assert mod.omni_wav_pcm("audio/wav", one, "x") == tone(1.0)
+    with pytest.raises(mod.CheckFailed, match="2 WAV files in the body, expected exactly one"):
+        mod.omni_wav_pcm("audio/wav", one + one, "x")
+    with pytest.raises(mod.CheckFailed, match="Content-Type 'audio/mpeg', expected audio/wav"):
+        mod.omni_wav_pcm("audio/mpeg", one, "x")
+
+
+def start_omni(tmp: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
+    """`python -m higgs_sim.omni serve <model dir> --omni --deploy-config <yaml>` (run_server.sh's
+    flags, docs/server-contract-omni.md OS1), fast, serving the model as OMNI_MODEL."""
+    codec = tmp / "codec"
+    codec.mkdir(parents=True, exist_ok=True)
+    (codec / "config.json").write_text(json.dumps({"model_type": "higgs_audio_v2_tokenizer"}))
+    (codec / "model.pth").write_bytes(b"placeholder weights")
+    model = tmp / OMNI_MODEL
+    model.mkdir(exist_ok=True)
+    config = {"model_type": "higgs_audio_v2", "audio_tokenizer_id": str(codec)}  # OS8, OS11
+    (model / "config.json").write_text(json.dumps(config))
+    talker = {"stage_id": 0, "max_num_seqs": 4, "gpu_memory_utilization": 0.6, "max_model_len": 4096}
+    talker["default_sampling_params"] = {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "max_tokens": 1024}
+    code2wav = {"stage_id": 1, "max_num_seqs": 4, "gpu_memory_utilization": 0.25, "max_model_len": 65536}
+    deploy = tmp / "higgs_audio_v2.yaml"
+    deploy.write_text(json.dumps({"async_chunk": False, "stages": [talker, code2wav]}))  # OS14's keys
+    port = free_port()
+    cmd = [
+        sys.executable,
+        "-m",
+        "higgs_sim.omni",
+        "serve",
+        str(model),
+        "--omni",
+        "--deploy-config",
+        str(deploy),
+    ]
+    cmd += [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--gpu-memory-utilization",
+        "0.4",
+        "--trust-remote-code",
+    ]
+    cmd += ["--served-model-name", OMNI_MODEL, "--sim-profile", "raw", "--sim-slowdown", "0.2", *flags]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "VLLM_API_KEY", "HF_HOME")}
+    env |= {"HF_HUB_CACHE": str(tmp / "hf-cache"), "SPEAKER_SAMPLES_DIR": str(tmp / "speakers")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"the emulation exited: {proc.stderr.read() if proc.stderr else ''}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    stop(proc)
+    raise AssertionError("the vLLM-Omni emulation did not answer /health in 30 s")
+
+
+@pytest.fixture(scope="module")
+def omni(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The vLLM-Omni emulation requiring API key `k-123`."""
+    proc, url = start_omni(tmp_path_factory.mktemp("omni"), "--api-key", "k-123")
+    try:
+        yield url
+    finally:
+        stop(proc)
+
+
+OMNI_ENV = {"HIGGS_SERVER_GENERATION": "omni", "HIGGS_API_KEY": "k-123", "HIGGS_TIMEOUT_SECONDS": "60"}
+
+
+def test_omni_passes_against_the_emulation(omni: str) -> None:
+    proc = run_script({"HIGGS_URL": omni, **OMNI_ENV})
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert re.search(
+        r"ok /v1/audio/speech \(wav, the model's own voice\): [0-9.]+ s of audio in one WAV file", proc.stdout
+    ), proc.stdout
+    assert re.search(r"ok stream /v1/audio/speech \(pcm\): [0-9.]+ s of audio in [0-9]+ deltas?", proc.stdout)
+    assert "chat" not in proc.stdout  # vLLM-Omni serves no chat (D9)
+    assert proc.stdout.strip().endswith("PASS")
+
+
+def test_omni_fails_clearly(omni: str) -> None:
+    proc = run_script({"HIGGS_URL": omni, **OMNI_ENV, "HIGGS_API_KEY": "wrong"})
+    assert proc.returncode == 1 and "HTTP 401" in proc.stdout
+    proc = run_script({"HIGGS_URL": omni, **OMNI_ENV, "HIGGS_VOICE": "belinda"})  # no such upload (OR3)
+    assert proc.returncode == 1 and "HTTP 400" in proc.stdout and "Unknown voice 'belinda'" in proc.stdout
+    proc = run_script({"HIGGS_URL": omni, **OMNI_ENV, "HIGGS_MAX_AUDIO_SECONDS": "0.1"})
+    assert proc.returncode == 1 and "FAIL: /v1/audio/speech (wav, the model's own voice)" in proc.stdout
+    assert "expected 0.5-0.1 s" in proc.stdout
+    proc = run_script({"HIGGS_URL": omni, **OMNI_ENV, "HIGGS_SERVER_GENERATION": "current"})
+    assert proc.returncode == 1 and "HIGGS_SERVER_GENERATION must be fork or omni" in proc.stdout
+    # The fork's checks against vLLM-Omni: the voice list is an object, not Boson's bare array.
+    proc = run_script({"HIGGS_URL": omni, **OMNI_ENV, "HIGGS_SERVER_GENERATION": "fork"})
+    assert proc.returncode == 1 and "not a JSON array of voice names" in proc.stdout
+    assert "set serverGeneration: omni" in proc.stdout
+    assert len(proc.stdout.strip().splitlines()) == 2  # "testing URL", then one FAIL line
+    assert "Traceback" not in proc.stdout + proc.stderr
+
+
+def test_omni_generation_failure_fails(tmp_path: Path) -> None:
+    proc_sim, url = start_omni(tmp_path, "--sim-error-rate", "1.0")  # every generation fails (OX3, XO9)
+    try:
+        proc = run_script({"HIGGS_URL": url, **OMNI_ENV, "HIGGS_API_KEY": ""})
+    finally:
+        stop(proc_sim)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert last.startswith("FAIL: ") and "HTTP 400" in last and "Speech generation failed" in last
+    assert "Traceback" not in proc.stdout + proc.stderr

@@ -68,6 +68,14 @@ MATRIX: dict[str, dict[str, Any]] = {
         "podDisruptionBudget": {"enabled": False},
     },
     "digest-pinned": {"image": {"digest": "sha256:" + "a" * 64}},
+    "omni": {
+        "serverGeneration": "omni",
+        "image": {"repository": "vllm/vllm-omni", "tag": "v0.25.0"},
+        "model": {"revision": "d" * 40},
+        "audioTokenizer": {"revision": "e" * 40},
+        "apiKey": {"existingSecret": "higgs-api-key"},
+        "extraArgs": ["--stage-overrides", '{"0": {"max_num_seqs": 8}}'],
+    },
 }
 # Kinds outside the core Kubernetes schemas: checked for the fields the chart sets instead.
 CRD_KINDS = {"ServiceMonitor", "HTTPRoute"}
@@ -97,6 +105,35 @@ def test_matrix_renders_valid_objects(name: str) -> None:
             kubernetes_validate.validate(obj, ck.K8S_VERSION, strict=True)
         except kubernetes_validate.ValidationError as exc:
             raise AssertionError(f"{where} is invalid for Kubernetes {ck.K8S_VERSION}: {exc}") from exc
+
+
+@pytest.mark.parametrize("example", EXAMPLE_FILES, ids=[f.name for f in EXAMPLE_FILES])
+def test_examples_render_valid_objects(example: Path) -> None:
+    for obj in ck.render(files=[example]):
+        if obj["kind"] in CRD_KINDS:
+            continue
+        try:
+            kubernetes_validate.validate(obj, ck.K8S_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            where = f"{example.name}: {obj['kind']}/{obj['metadata']['name']}"
+            raise AssertionError(f"{where} is invalid for Kubernetes {ck.K8S_VERSION}: {exc}") from exc
+
+
+def test_local_omni_example_uses_the_fake_hubs_native_commits_and_the_mapped_image() -> None:
+    from higgs_sim import hub
+
+    example = ck.EXAMPLES / "values-local-omni.yaml"
+    values = ck.load_yaml(example)
+    assert values["serverGeneration"] == "omni"
+    assert values["model"]["revision"] == hub.OMNI_MODEL_REVISION
+    assert values["audioTokenizer"]["revision"] == hub.OMNI_TOKENIZER_REVISION
+    server = ck.container(ck.deployment_pod(ck.render(files=[example])), "server")
+    assert server["image"].startswith("vllm/vllm-omni:")
+    assert server["args"][2:4] == ["--deploy-config", OMNI_DEPLOY_CONFIG]  # the image's file, mapped locally
+    images = ck.load_yaml(ck.REPO_ROOT / "hack" / "localkube-images.yaml")["images"]
+    entry = next(e for e in images if e["match"] == "vllm/vllm-omni:*")
+    assert entry["commands"]["vllm"]["argv"] == ["{venv}/python", "-m", "higgs_sim.omni"]
+    assert OMNI_DEPLOY_CONFIG in entry["files"]
 
 
 def test_everything_on_renders_each_optional_object() -> None:
@@ -179,23 +216,189 @@ def test_flags_are_in_the_forks_syntax() -> None:
     assert flags["--enforce-eager"] is None
 
 
-SERVER_GENERATION_REMOVED = (
-    "serverGeneration was removed: only Boson's vLLM fork (bosonai/higgs-audio-vllm) serves this API; "
-    "vLLM-Omni serves Higgs Audio v2 with another command line and API, see docs/server-contract-omni.md"
+@pytest.mark.parametrize("value", ["current", "v1", ""])
+def test_server_generation_other_than_fork_or_omni_is_refused_naming_both(value: str) -> None:
+    """The schema's enum refuses it (the old `current` included) and names both values; the template's
+    own check says the same when the schema is skipped."""
+    proc = ck.template(extra=["--set-string", f"serverGeneration={value}"])
+    assert proc.returncode != 0, f"serverGeneration={value!r} was accepted"
+    assert "serverGeneration" in proc.stderr and "fork" in proc.stderr and "omni" in proc.stderr, proc.stderr
+    proc = ck.template(extra=["--set-string", f"serverGeneration={value}", "--skip-schema-validation"])
+    assert proc.returncode != 0
+    assert (
+        "serverGeneration must be fork (Boson's vLLM fork, image bosonai/higgs-audio-vllm) or omni "
+        "(vLLM-Omni, image vllm/vllm-omni)"
+    ) in proc.stderr, proc.stderr
+
+
+def test_fork_is_the_default_and_null_means_fork() -> None:
+    """`fork` renders exactly today's chart (the golden file); `--set serverGeneration=null` (how an
+    upgrade drops a value from reused values) too."""
+    default = ck.template().stdout
+    for extra in (["--set", "serverGeneration=fork"], ["--set", "serverGeneration=null"]):
+        proc = ck.template(extra=extra)
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == default, extra
+    assert ck.load_yaml(ck.CHART / "values.yaml")["serverGeneration"] == "fork"
+
+
+OMNI_VALUES = MATRIX["omni"]
+OMNI_DEPLOY_CONFIG = "/app/vllm-omni/vllm_omni/deploy/higgs_audio_v2.yaml"
+BOSON_FLAGS = (
+    "--model",
+    "--audio-tokenizer-type",
+    "--limit-mm-per-prompt",
+    "--disable-mm-preprocessor-cache",
+    "--voice-presets-dir",
+    "--max-model-len",
+    "--gpu-memory-utilization",
+    "--max-num-seqs",
+    "--api-key",
 )
 
 
-@pytest.mark.parametrize("value", ["current", "fork", ""])
-def test_removed_server_generation_is_refused_with_the_reason(value: str) -> None:
-    """Any leftover value, the old default `fork` included, fails the render with the reason (not only
-    the schema's "additional properties 'serverGeneration' not allowed")."""
-    proc = ck.template(extra=["--set", f"serverGeneration={value}"])
-    assert proc.returncode != 0, f"serverGeneration={value!r} was accepted"
-    assert SERVER_GENERATION_REMOVED in proc.stderr, proc.stderr
-    # `--set serverGeneration=null` (how an upgrade drops it from reused values) renders as before.
-    dropped = ck.template(extra=["--set", "serverGeneration=null"])
-    assert dropped.returncode == 0, dropped.stderr
-    assert dropped.stdout == ck.template().stdout
+def test_omni_renders_vllm_omnis_command_line_exactly() -> None:
+    """docs/server-contract-omni.md OS1-OS5: `vllm serve <model dir> --omni --deploy-config <yaml>`, the
+    served name, port and --trust-remote-code, then extraArgs; none of Boson's flags (OS14/XO11: the
+    deploy YAML has each stage's limits), even when their values are set."""
+    values = {**OMNI_VALUES, "maxNumSeqs": 16, "maxModelLen": 4096, "gpuMemoryUtilization": 0.5}
+    pod = ck.deployment_pod(ck.render(values))
+    server = ck.container(pod, "server")
+    assert server["image"] == "vllm/vllm-omni:v0.25.0"
+    assert server["command"] == ["vllm", "serve"]
+    assert server["args"] == [
+        f"/models/bosonai/higgs-audio-v2-generation-3B-base/{'d' * 40}",
+        "--omni",
+        "--deploy-config",
+        OMNI_DEPLOY_CONFIG,
+        "--served-model-name",
+        "higgs-audio-v2-generation-3B-base",
+        "--port",
+        "8000",
+        "--trust-remote-code",
+        "--stage-overrides",
+        '{"0": {"max_num_seqs": 8}}',
+    ]
+    assert not set(BOSON_FLAGS) & set(server["args"])
+    custom = ck.container(
+        ck.deployment_pod(
+            ck.render({**OMNI_VALUES, "omni": {"deployConfig": "/etc/omni/d.yaml"}, "port": 9000})
+        ),
+        "server",
+    )
+    assert custom["args"][2:4] == ["--deploy-config", "/etc/omni/d.yaml"]
+    assert custom["args"][6:8] == ["--port", "9000"]
+
+
+def test_omni_environment_exactly() -> None:
+    """OS1 (DeepGEMM off), OS6 (SPEAKER_SAMPLES_DIR on the writable scratch), OS11 (the codec from the
+    hub cache, offline), OE6 (the API key as VLLM_API_KEY from the Secret, not on the command line)."""
+    server = ck.container(ck.deployment_pod(ck.render(OMNI_VALUES)), "server")
+    env = {e["name"]: e for e in server["env"]}
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "higgs-api-key", "key": "api_key"}
+    assert "HIGGS_API_KEY" not in env and not any("$(" in a for a in server["args"])
+    values = {name: e.get("value") for name, e in env.items() if name != "VLLM_API_KEY"}
+    assert values == {
+        "HF_HUB_OFFLINE": "1",
+        "HF_HUB_CACHE": "/models/hub",
+        "TRANSFORMERS_OFFLINE": "1",
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "VLLM_USE_DEEP_GEMM": "0",
+        "VLLM_MOE_USE_DEEP_GEMM": "0",
+        "SPEAKER_SAMPLES_DIR": "/tmp/.cache/vllm-omni/speakers",
+        "HOME": "/tmp",
+        "XDG_CACHE_HOME": "/tmp/.cache",
+        "HF_HOME": "/tmp/.cache/huggingface",
+        "VLLM_CACHE_ROOT": "/tmp/.cache/vllm",
+        "TRITON_CACHE_DIR": "/tmp/.cache/triton",
+        "TORCHINDUCTOR_CACHE_DIR": "/tmp/.cache/torchinductor",
+        "NUMBA_CACHE_DIR": "/tmp/.cache/numba",
+        "OUTLINES_CACHE_DIR": "/tmp/.cache/outlines",
+        "MPLCONFIGDIR": "/tmp/.cache/matplotlib",
+    }
+    assert {"name": "scratch", "mountPath": "/tmp"} in server["volumeMounts"]
+    # OE4: /health answers 200 with JSON: the probes stay on it.
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        assert server[probe]["httpGet"] == {"path": "/health", "port": "http"}, probe
+
+
+def test_omni_downloads_the_model_and_the_tokenizer_into_the_hub_cache() -> None:
+    """The model into its own directory (`--item`, the positional path); the tokenizer into the hub
+    cache layout with refs/main (`--cache-item`, stage 1 finds it by name, OS11); no semantic teacher (D2)."""
+    pod = ck.deployment_pod(ck.render(OMNI_VALUES))
+    download = ck.container(pod, "download-model", init=True)
+    assert download["args"] == [
+        "--item",
+        "bosonai/higgs-audio-v2-generation-3B-base",
+        "d" * 40,
+        f"/models/bosonai/higgs-audio-v2-generation-3B-base/{'d' * 40}",
+        "--cache-item",
+        "bosonai/higgs-audio-v2-tokenizer",
+        "e" * 40,
+        "/models/hub",
+        "--max-workers",
+        "8",
+    ]
+    assert download["image"] == "vllm/vllm-omni:v0.25.0"
+
+
+OMNI_IMAGE_MESSAGE = (
+    "serverGeneration omni needs the vLLM-Omni image: set image.repository=vllm/vllm-omni and "
+    "image.tag to a release that contains PR #3762"
+)
+
+
+@pytest.mark.parametrize("repository", ["bosonai/higgs-audio-vllm", "docker.io/bosonai/higgs-audio-vllm"])
+def test_omni_refuses_bosons_image(repository: str) -> None:
+    proc = ck.template({**OMNI_VALUES, "image": {"repository": repository}})
+    assert proc.returncode != 0 and OMNI_IMAGE_MESSAGE in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("pinned", "named"),
+    [
+        ({"model": {"revision": ck.MODEL_REVISION}}, f"model.revision ({ck.MODEL_REVISION}) is"),
+        ({"audioTokenizer": {"revision": ck.TOKENIZER_REVISION}}, "audioTokenizer.revision"),
+        (
+            {"model": {"revision": ck.MODEL_REVISION}, "audioTokenizer": {"revision": ck.TOKENIZER_REVISION}},
+            f"model.revision ({ck.MODEL_REVISION}) and audioTokenizer.revision ({ck.TOKENIZER_REVISION}) are",
+        ),
+    ],
+)
+def test_omni_refuses_the_fork_pins(pinned: dict[str, Any], named: str) -> None:
+    """OS8, OS10: the default pins are Boson's original layout, which vLLM-Omni has no pipeline for."""
+    proc = ck.template({**OMNI_VALUES, **pinned})
+    assert proc.returncode != 0, pinned
+    assert f"serverGeneration omni: {named}" in proc.stderr, proc.stderr
+    for why in ("model_type higgs_audio)", "transformers-native layout", "OS8, OS10", "Set model.revision"):
+        assert why in proc.stderr, why
+
+
+def test_the_refused_pins_are_the_chart_defaults() -> None:
+    defaults = ck.load_yaml(ck.CHART / "values.yaml")
+    assert (defaults["model"]["revision"], defaults["audioTokenizer"]["revision"]) == (
+        ck.MODEL_REVISION,
+        ck.TOKENIZER_REVISION,
+    )
+    helpers = (ck.CHART / "templates" / "_helpers.tpl").read_text()
+    for pin in (ck.MODEL_REVISION, ck.TOKENIZER_REVISION):
+        assert f"-}}}}{pin}{{{{- end }}}}" in helpers
+
+
+@pytest.mark.parametrize(
+    "presets", [{"configMap": "voices"}, {"volume": {"persistentVolumeClaim": {"claimName": "v"}}}]
+)
+def test_omni_refuses_voice_presets(presets: dict[str, Any]) -> None:
+    proc = ck.template({**OMNI_VALUES, "voicePresets": presets})
+    assert proc.returncode != 0
+    assert "vLLM-Omni has no presets; upload voices with POST /v1/audio/voices" in proc.stderr, proc.stderr
+
+
+def test_omni_notes(tmp_path: Path) -> None:
+    text = ck.notes(tmp_path, OMNI_VALUES)
+    assert "served by vLLM-Omni" in text and '"response_format": "wav"' in text and "-o hello.wav" in text
+    assert "hubert_base" not in text and "POST /v1/audio/voices" in text and "helm test tts" in text
+    assert "sox" not in text and '"voice"' not in text
 
 
 def test_typed_values_reach_the_args() -> None:

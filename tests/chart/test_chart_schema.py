@@ -14,7 +14,9 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"gpuMemoryUtilization": 0}, "/gpuMemoryUtilization"),
     ({"gpuMemoryUtilization": 1.2}, "/gpuMemoryUtilization"),
     ({"gpuMemoryUtilization": "1.5"}, "/gpuMemoryUtilization"),
-    ({"serverGeneration": "current"}, "serverGeneration was removed"),  # removed value, with the reason
+    ({"serverGeneration": "current"}, "/serverGeneration"),  # fork or omni only
+    ({"omni": {"deployConfig": "deploy/higgs_audio_v2.yaml"}}, "/omni/deployConfig"),  # absolute only
+    ({"omni": {"deployConfg": "/d.yaml"}}, "deployConfg"),
     ({"image": {"tag": "latest"}}, "/image/tag"),
     ({"image": {"digest": "sha256:xyz"}}, "/image/digest"),
     ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
@@ -59,6 +61,9 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"voicePresets": {"configMap": "v", "volume": {"emptyDir": {}}}}, "voicePresets"),
     ({"hfToken": {"existingSecret": "mine", "value": "t"}}, "hfToken"),
     ({"strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0}}}, "strategy.rollingUpdate"),
+    # serverGeneration omni: Boson's image and the fork's pins are refused, naming the value to set.
+    ({"serverGeneration": "omni"}, "image.repository=vllm/vllm-omni"),
+    ({"serverGeneration": "omni", "image": {"repository": "vllm/vllm-omni"}}, "model.revision"),
 ]
 
 

@@ -109,3 +109,50 @@ def sse_error_events(before: list[bytes] | None = None) -> list[bytes]:
     """CH8: some audio, then the error event and [DONE]."""
     events = sse_events(before or chunks()[:1], last_after_finish=False)[:-2]
     return [*events, b"data: " + error_json() + b"\n\n", b"data: [DONE]\n\n"]
+
+
+# --- vLLM-Omni (docs/server-contract-omni.md) ---
+# OP2: `event: speech.audio.delta` + `data: {"type":"speech.audio.delta","audio":"<base64>","response_format":"pcm"}`
+# per chunk (compact JSON), then `speech.audio.done` with the usage; no `[DONE]` line. OX4: an error
+# after the 200 is `speech.audio.error`. With async_chunk false all audio comes in one chunk (OP4).
+
+
+def _omni_event(name: str, payload: dict) -> bytes:
+    return f"event: {name}\ndata: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+
+def omni_delta(pcm: bytes, fmt: str = "pcm") -> bytes:
+    audio = base64.b64encode(pcm).decode("ascii")
+    return _omni_event(
+        "speech.audio.delta", {"type": "speech.audio.delta", "audio": audio, "response_format": fmt}
+    )
+
+
+def omni_done(text_tokens: int = 12, output_tokens: int = 90) -> bytes:
+    usage = {
+        "input_tokens": text_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": text_tokens + output_tokens,
+        "input_token_details": {"text_tokens": text_tokens, "audio_tokens": 0},
+    }
+    return _omni_event("speech.audio.done", {"type": "speech.audio.done", "usage": usage})
+
+
+def omni_error(message: str = "Speech generation failed: boom") -> bytes:
+    error = {"message": message, "type": "server_error", "param": None, "code": 500}
+    return _omni_event("speech.audio.error", {"type": "speech.audio.error", "error": error})
+
+
+def omni_sse_events(pieces: list[bytes] | None = None) -> list[bytes]:
+    """A streamed `pcm` speech response (OP2), one list item per event: deltas, then done."""
+    pieces = [tone(2.4)] if pieces is None else pieces
+    return [*(omni_delta(p) for p in pieces), omni_done()]
+
+
+def omni_wav_file(pcm: bytes) -> bytes:
+    """OP1: one WAV file written by soundfile (PCM_16), as the whole non-streamed body."""
+    import soundfile
+
+    buf = io.BytesIO()
+    soundfile.write(buf, np.frombuffer(pcm, "<i2"), SR, format="WAV", subtype="PCM_16")
+    return buf.getvalue()

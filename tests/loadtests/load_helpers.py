@@ -1,7 +1,9 @@
-"""Helpers for the headless tests and the benchmark: simulator and Locust as bounded subprocesses."""
+"""Helpers for the headless tests and the benchmark: simulator (Boson's fork, or the vLLM-Omni
+emulation) and Locust as bounded subprocesses."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -73,11 +75,14 @@ def start_sim(tmp: Path, *flags: str, startup_s: float = 20.0) -> SimProc:
     ]
     with log_path.open("w") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    sim = SimProc(proc, port, log_path, trace_path)
+    return _wait_healthy(SimProc(proc, port, log_path, trace_path), startup_s, "simulator")
+
+
+def _wait_healthy(sim: SimProc, startup_s: float, what: str) -> SimProc:
     deadline = time.monotonic() + startup_s
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"simulator exited with {proc.returncode}:\n{log_path.read_text()}")
+        if sim.proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {sim.proc.returncode}:\n{sim.log_path.read_text()}")
         try:
             if httpx.get(f"{sim.url}/health", timeout=1.0).status_code == 200:
                 return sim
@@ -85,7 +90,72 @@ def start_sim(tmp: Path, *flags: str, startup_s: float = 20.0) -> SimProc:
             pass
         time.sleep(0.05)
     sim.stop()
-    raise RuntimeError(f"simulator not healthy after {startup_s} s:\n{log_path.read_text()}")
+    raise RuntimeError(f"{what} not healthy after {startup_s} s:\n{sim.log_path.read_text()}")
+
+
+# A deploy config with the keys of vllm_omni/deploy/higgs_audio_v2.yaml (docs/server-contract-omni.md OS14).
+OMNI_DEPLOY = {
+    "async_chunk": False,
+    "stages": [
+        {
+            "stage_id": 0,
+            "max_num_seqs": 4,
+            "gpu_memory_utilization": 0.6,
+            "max_model_len": 4096,
+            "default_sampling_params": {
+                "temperature": 1.0,
+                "top_p": 0.95,
+                "top_k": 50,
+                "max_tokens": 1024,
+                "seed": 42,
+            },
+        },
+        {
+            "stage_id": 1,
+            "max_num_seqs": 4,
+            "gpu_memory_utilization": 0.25,
+            "max_model_len": 65536,
+            "default_sampling_params": {"temperature": 0.0, "top_k": -1, "max_tokens": 65536},
+        },
+    ],
+}
+
+
+def omni_model(root: Path) -> tuple[Path, Path]:
+    """(model directory, deploy YAML) for the emulation: the transformers-native `higgs_audio_v2`
+    layout (OS8) whose codec (OS11) is a local directory, and the deploy config."""
+    codec = root / "codec"
+    codec.mkdir(parents=True, exist_ok=True)
+    (codec / "config.json").write_text(json.dumps({"model_type": "higgs_audio_v2_tokenizer"}))
+    (codec / "model.pth").write_bytes(b"placeholder weights")
+    model = root / MODEL
+    model.mkdir(parents=True, exist_ok=True)
+    config = {
+        "model_type": "higgs_audio_v2",
+        "architectures": ["HiggsAudioV2ForConditionalGeneration"],
+        "audio_tokenizer_id": str(codec),
+    }
+    (model / "config.json").write_text(json.dumps(config))
+    deploy = root / "higgs_audio_v2.yaml"
+    deploy.write_text(json.dumps(OMNI_DEPLOY))  # JSON is YAML
+    return model, deploy
+
+
+def start_omni(tmp: Path, *flags: str, startup_s: float = 20.0) -> SimProc:
+    """`python -m higgs_sim.omni serve <model> --omni --deploy-config <yaml>` (run_server.sh's flags)
+    on a loopback port, fast (raw H100 steps x 0.2), serving the model as MODEL."""
+    port = free_port()
+    model, deploy = omni_model(tmp / f"omni-{port}")
+    log_path, trace_path = tmp / f"omni-{port}.log", tmp / f"omni-trace-{port}.jsonl"
+    cmd = [sys.executable, "-m", "higgs_sim.omni", "serve", str(model), "--omni"]
+    cmd += ["--deploy-config", str(deploy), "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--gpu-memory-utilization", "0.4", "--trust-remote-code", "--served-model-name", MODEL]
+    cmd += ["--sim-profile", "raw", "--sim-slowdown", "0.2", "--sim-trace-file", str(trace_path), *flags]
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "VLLM_API_KEY", "HF_HOME")}
+    env |= {"HF_HUB_CACHE": str(tmp / "hf-cache"), "SPEAKER_SAMPLES_DIR": str(tmp / f"speakers-{port}")}
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    return _wait_healthy(SimProc(proc, port, log_path, trace_path), startup_s, "vLLM-Omni emulation")
 
 
 def locust_cmd(host: str, report_dir: Path, *extra: str) -> list[str]:

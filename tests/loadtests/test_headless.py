@@ -85,6 +85,7 @@ def test_report_figures_equal_those_recomputed_from_raw(single_run, sim):
     for key, value in expected.items():
         assert summary[key] == pytest.approx(value, rel=1e-9), key
     assert summary["gates_passed"] is True
+    assert summary["server_api"] == "boson"  # --server-api auto: GET /v1/audio/voices is a bare array
     # Locust's own request counter saw the same requests as the raw records.
     assert locust_post_counts(single_run / "locust.json") == (len(raw), 0)
     # Every client record joins the simulator's trace by X-Request-Id.

@@ -14,6 +14,7 @@ from localkube.images import (
     Placeholders,
     container_argv,
     image_env,
+    image_files,
     load_image_map,
     parse_image_map,
 )
@@ -205,10 +206,75 @@ def test_command_and_args_override_like_a_runtime() -> None:
     assert container_argv(cfg, ["sh"], None, ph) == ["sh"]
 
 
+def test_shipped_images_file_runs_vllm_omnis_command_as_the_emulation() -> None:
+    """vllm/vllm-omni has ENTRYPOINT [] (docs/server-contract-omni.md OS5): the chart's `vllm serve`
+    runs `python -m higgs_sim.omni serve ...` with the listen address appended as a `serve` flag; other
+    commands (the download init container's `python3`) run as written; the image's deploy YAML path
+    points at the emulation's copy."""
+    images = load_image_map(REPO / "hack" / "localkube-images.yaml")
+    ph = Placeholders(venv="/v/bin", repo=str(REPO), pod_ip="127.42.1.9", path="/usr/bin")
+    for ref in ("vllm/vllm-omni:v0.25.0", "docker.io/vllm/vllm-omni:v1", "vllm/vllm-omni@sha256:" + "a" * 64):
+        omni = images.lookup(ref)
+        args = ["/models/m", "--omni", "--deploy-config", "/app/d.yaml", "--port", "8000"]
+        assert container_argv(omni, ["vllm", "serve"], args, ph) == [
+            "/v/bin/python", "-m", "higgs_sim.omni", "serve", *args, "--sim-bind-host", "127.42.1.9",
+        ]  # fmt: skip
+        assert container_argv(omni, ["python3", "/s/download_model.py"], ["--item"], ph) == [
+            "python3", "/s/download_model.py", "--item",
+        ]  # fmt: skip
+        deploy = "/app/vllm-omni/vllm_omni/deploy/higgs_audio_v2.yaml"
+        host = dict(image_files(omni, ph))[deploy]
+        assert host == str(REPO / "simulator" / "higgs_sim" / "omni" / "higgs_audio_v2.yaml")
+        assert Path(host).is_file()
+        assert rewrite_path(f"--deploy-config={deploy}", image_files(omni, ph)) == f"--deploy-config={host}"
+
+
+def test_mapped_commands_and_image_files() -> None:
+    m = parse_image_map(
+        {
+            "images": [
+                {
+                    "match": "img:*",
+                    "entrypoint": ["/ep"],
+                    "commands": {
+                        "tool": {"argv": ["{venv}/python", "-m", "t"], "append": ["--ip", "{pod_ip}"]},
+                        "short": ["{repo}/bin/short"],
+                    },
+                    "files": {"/app/conf.yaml": "{repo}/conf.yaml", "/app/data/": "/host/data"},
+                }
+            ]
+        },
+        "f",
+    )
+    cfg = m.lookup("img:1")
+    ph = Placeholders(venv="/v", repo="/r", pod_ip="127.0.0.5")
+    assert container_argv(cfg, ["tool", "serve"], ["a", "b"], ph) == [
+        "/v/python", "-m", "t", "serve", "a", "b", "--ip", "127.0.0.5",
+    ]  # fmt: skip
+    assert container_argv(cfg, ["tool"], None, ph) == ["/v/python", "-m", "t", "--ip", "127.0.0.5"]
+    assert container_argv(cfg, ["short", "x"], ["y"], ph) == ["/r/bin/short", "x", "y"]
+    # Only the command's executable is looked up: not a later element, not the entrypoint path.
+    assert container_argv(cfg, ["sh", "tool"], None, ph) == ["sh", "tool"]
+    assert container_argv(cfg, None, ["tool"], ph) == ["/ep", "tool"]
+    files = image_files(cfg, ph)
+    assert files == [("/app/conf.yaml", "/r/conf.yaml"), ("/app/data/", "/host/data")]
+    assert rewrite_path("/app/conf.yaml", files) == "/r/conf.yaml"
+    assert rewrite_path("/app/data/x.bin", files) == "/host/data/x.bin"
+    assert rewrite_path("/app/conf.yaml.bak", files) == "/app/conf.yaml.bak"
+    # A volume mounted at the same path comes after the image's files and wins (kubelet.command_for).
+    assert rewrite_path("/app/data/x", [*files, ("/app/data", "/vol")]) == "/vol/x"
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
         ({"images": "x"}, "'images' list"),
+        ({"images": [{"match": "a", "commands": ["vllm"]}]}, r"images\[0\].commands: must be a mapping"),
+        ({"images": [{"match": "a", "commands": {"vllm": "python"}}]}, r"commands.vllm: must be a list"),
+        ({"images": [{"match": "a", "commands": {"vllm": {"argv": []}}}]}, r"commands.vllm.argv: must not"),
+        ({"images": [{"match": "a", "commands": {"vllm": {"argv": ["p"], "x": 1}}}]}, "commands.vllm"),
+        ({"images": [{"match": "a", "files": {"rel/p": "/h"}}]}, r"images\[0\].files: must be a mapping"),
+        ({"images": [{"match": "a", "files": {"/p": 3}}]}, r"images\[0\].files"),
         ({"images": [{"entrypoint": ["a"]}]}, r"images\[0\]: each entry needs a 'match'"),
         ({"images": [{"match": "a", "entrypoint": "a b"}]}, r"images\[0\].entrypoint: must be a list"),
         ({"images": [{"match": "a", "entrypiont": ["a"]}]}, "unknown keys"),

@@ -152,7 +152,8 @@ INVALID = [
     ({"image": {"repository": "x", "tag": "latest"}}, "spec.image.tag"),
     ({"hfToken": {}}, "spec.hfToken"),
     ({"hfToken": {"secretRef": {"name": "a"}, "mirrorFrom": {"name": "b"}}}, "spec.hfToken"),
-    ({"serverGeneration": "current"}, "spec.serverGeneration was removed"),
+    ({"serverGeneration": "current"}, "spec.serverGeneration must be fork"),
+    ({"omni": {"deployConfig": "deploy/higgs_audio_v2.yaml"}}, "spec.omni.deployConfig"),
     ({"extraArgs": ["--port", "9000"]}, "spec.extraArgs"),
     ({"replicas": -1}, "spec.replicas"),
     ({"model": {"revision": "main"}}, "spec.model.revision"),
@@ -193,17 +194,17 @@ def test_invalid_resources_rejected_with_field_names(cluster: kubetest.Cluster, 
     assert apply(cluster, namespace, ok, check=False, dry_run=True).returncode == 0
 
 
-SERVER_GENERATION_REMOVED = (
-    "spec.serverGeneration was removed: only Boson's vLLM fork (bosonai/higgs-audio-vllm) serves this API; "
-    "vLLM-Omni serves Higgs Audio v2 with another command line and API, see docs/server-contract-omni.md"
+SERVER_GENERATION_ENUM = (
+    "spec.serverGeneration must be fork (Boson's vLLM fork, image bosonai/higgs-audio-vllm) or omni "
+    "(vLLM-Omni, image vllm/vllm-omni)"
 )
 
 
-def test_removed_server_generation_is_refused_with_the_reason(
+def test_server_generation_is_fork_or_omni_and_omni_gets_its_deploy_config_default(
     cluster: kubetest.Cluster, crd: None, namespace: str
 ):
-    """The field stays in the schema only so that the API server refuses it with the reason: as an
-    unknown field it would be pruned silently, or (strict field validation) refused as "unknown field"."""
+    """An enum by CEL (not `enum:`): a value stored under the first CRD stays accepted while unchanged
+    (optionalOldSelf), a new or changed one must be fork or omni; the message names both."""
 
     def body(**spec: object) -> dict:
         return {
@@ -213,23 +214,51 @@ def test_removed_server_generation_is_refused_with_the_reason(
             "spec": {"replicas": 0, "hfToken": {"secretRef": {"name": "hf"}}, **spec},
         }
 
-    # On create, any value, the old default `fork` included; also with client-side validation off.
-    for value in ("current", "fork"):
+    def create(spec: dict, validate: str = "--validate=strict"):
+        return cluster.kubectl(
+            "create", "-n", namespace, "-f", "-", "--dry-run=server", validate, "-o", "json",
+            input=yaml.safe_dump(body(**spec)), check=False,
+        )  # fmt: skip
+
+    # On create: the old `current` and anything else refused, also with client-side validation off.
+    for value in ("current", "v1", ""):
         for validate in ("--validate=strict", "--validate=false"):
-            proc = cluster.kubectl(
-                "create", "-n", namespace, "-f", "-", "--dry-run=server", validate,
-                input=yaml.safe_dump(body(serverGeneration=value)), check=False,
-            )  # fmt: skip
-            assert proc.returncode != 0, f"serverGeneration={value} accepted ({validate})"
-            assert SERVER_GENERATION_REMOVED in proc.stderr, proc.stderr
-    # Added to an existing resource: refused too (only a leftover stored by the old CRD, unchanged, is kept).
+            proc = create({"serverGeneration": value}, validate)
+            assert proc.returncode != 0, f"serverGeneration={value!r} accepted ({validate})"
+            assert SERVER_GENERATION_ENUM in proc.stderr, proc.stderr
+    # fork (also what the first CRD's default wrote) and omni are accepted; omni.deployConfig defaults
+    # to the file inside the vllm/vllm-omni image, as the chart's value.
+    for value in ("fork", "omni"):
+        proc = create({"serverGeneration": value})
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["spec"]["serverGeneration"] == value
+    proc = create({"serverGeneration": "omni", "omni": {}})
+    assert proc.returncode == 0, proc.stderr
+    chart_default = yaml.safe_load((REPO / "charts" / "higgs-audio" / "values.yaml").read_text())["omni"]
+    assert json.loads(proc.stdout)["spec"]["omni"] == chart_default
+    # Absent: no default is stored (the chart's own default, fork, applies).
     apply(cluster, namespace, body())
+    assert "serverGeneration" not in get_hd(cluster, namespace, "gen")["spec"]
+
+    # Changed on an existing resource: to another value refused, between fork and omni accepted.
+    def patch(value: str):
+        return cluster.kubectl(
+            "patch", "hd", "gen", "-n", namespace, "--type=merge",
+            "-p", json.dumps({"spec": {"serverGeneration": value}}), check=False,
+        )  # fmt: skip
+
+    proc = patch("current")
+    assert proc.returncode != 0 and SERVER_GENERATION_ENUM in proc.stderr, proc.stderr
+    for value in ("fork", "omni", "fork"):
+        proc = patch(value)
+        assert proc.returncode == 0, proc.stderr
+        assert get_hd(cluster, namespace, "gen")["spec"]["serverGeneration"] == value
+    # An unrelated change keeps a stored value valid (the rule reads the field's own old value).
     proc = cluster.kubectl(
-        "patch", "hd", "gen", "-n", namespace, "--type=merge", "--dry-run=server",
-        "-p", json.dumps({"spec": {"serverGeneration": "fork"}}), check=False,
+        "patch", "hd", "gen", "-n", namespace, "--type=merge",
+        "-p", json.dumps({"spec": {"servedModelName": "other"}}), check=False,
     )  # fmt: skip
-    assert proc.returncode != 0 and SERVER_GENERATION_REMOVED in proc.stderr, proc.stderr
-    assert "serverGeneration" not in get_hd(cluster, namespace, "gen")["spec"]  # no default any more
+    assert proc.returncode == 0, proc.stderr
     cluster.kubectl("delete", "hd", "gen", "-n", namespace, "--wait=false")
 
 

@@ -1,5 +1,5 @@
 """Parsing the server's Prometheus text: Boson's fork (vLLM 0.8, V1 engine); later vLLM's name of the
-KV-cache gauge is read too."""
+KV-cache gauge is read too; vLLM-Omni's pipeline gauges (OM1) and per-stage vLLM gauges (OM2)."""
 
 import pytest
 from higgs_operator.metrics import MetricsParseError, parse_pod_metrics
@@ -115,3 +115,102 @@ def test_missing_gauges_named():
 def test_garbage_rejected():
     with pytest.raises(MetricsParseError):
         parse_pod_metrics("this is {not prometheus")
+
+
+# --- vLLM-Omni (docs/server-contract-omni.md OM1-OM3) ---------------------------------------------------
+OMNI_MODEL = 'model_name="higgs-audio-v2-generation-3B-base"'
+
+
+def staged(stage: str) -> str:
+    return f'{OMNI_MODEL},replica="0",stage="{stage}"'
+
+
+# OM1: vLLM-Omni's own families, prefix vllm_omni:, gauges labelled {model_name} (the whole pipeline).
+OMNI_PIPELINE = f"""# HELP vllm_omni:num_requests_running Number of requests currently running across all pipeline stages.
+# TYPE vllm_omni:num_requests_running gauge
+vllm_omni:num_requests_running{{{OMNI_MODEL}}} 3.0
+# HELP vllm_omni:num_requests_waiting Number of requests waiting to be scheduled.
+# TYPE vllm_omni:num_requests_waiting gauge
+vllm_omni:num_requests_waiting{{{OMNI_MODEL}}} 7.0
+# HELP vllm_omni:requests_success_total Total requests by completion reason (stop / length / abort / ...).
+# TYPE vllm_omni:requests_success_total counter
+vllm_omni:requests_success_total{{finished_reason="stop",{OMNI_MODEL}}} 12.0
+# HELP vllm_omni:audio_rtf Audio real-time factor.
+# TYPE vllm_omni:audio_rtf histogram
+vllm_omni:audio_rtf_bucket{{le="1.0",{staged("1")}}} 4.0
+vllm_omni:audio_rtf_bucket{{le="+Inf",{staged("1")}}} 4.0
+vllm_omni:audio_rtf_count{{{staged("1")}}} 4.0
+vllm_omni:audio_rtf_sum{{{staged("1")}}} 1.2
+"""
+# OM2: vLLM's families with `engine` replaced by `stage` + `replica`: one series per stage (0 talker,
+# 1 code2wav).
+OMNI_STAGES = f"""# HELP vllm:num_requests_running Number of requests in model execution batches.
+# TYPE vllm:num_requests_running gauge
+vllm:num_requests_running{{{staged("0")}}} 4.0
+vllm:num_requests_running{{{staged("1")}}} 1.0
+# HELP vllm:num_requests_waiting Number of requests waiting to be processed.
+# TYPE vllm:num_requests_waiting gauge
+vllm:num_requests_waiting{{{staged("0")}}} 5.0
+vllm:num_requests_waiting{{{staged("1")}}} 2.0
+# HELP vllm:kv_cache_usage_perc KV-cache usage. 1 means 100 percent usage.
+# TYPE vllm:kv_cache_usage_perc gauge
+vllm:kv_cache_usage_perc{{{staged("0")}}} 0.3
+vllm:kv_cache_usage_perc{{{staged("1")}}} 0.05
+# HELP vllm:request_success_total Count of successfully processed requests.
+# TYPE vllm:request_success_total counter
+vllm:request_success_total{{finished_reason="stop",{staged("0")}}} 12.0
+vllm:request_success_total{{finished_reason="stop",{staged("1")}}} 12.0
+"""
+# OM3: --disable-log-stats: the vllm_omni:* families stay empty, the vllm:* wrap is not registered.
+OMNI_NO_STATS = """# HELP vllm_omni:num_requests_running Number of requests currently running across all pipeline stages.
+# TYPE vllm_omni:num_requests_running gauge
+# HELP vllm_omni:num_requests_waiting Number of requests waiting to be scheduled.
+# TYPE vllm_omni:num_requests_waiting gauge
+"""
+
+
+def test_omni_pipeline_gauges_are_the_queue():
+    """OM1 present: the pipeline-wide queue; the KV cache is the talker's (stage 0)."""
+    s = parse_pod_metrics(OMNI_PIPELINE + OMNI_STAGES)
+    assert (s.waiting, s.running) == (7.0, 3.0)
+    assert s.kv_cache == pytest.approx(0.3)
+
+
+def test_omni_stage_labelled_vllm_gauges_count_stage_0_only():
+    """No OM1 samples (families declared but empty): vLLM's gauges of stage 0, not the sum over stages."""
+    s = parse_pod_metrics(OMNI_NO_STATS + OMNI_STAGES)
+    assert (s.waiting, s.running) == (5.0, 4.0)
+    assert s.kv_cache == pytest.approx(0.3)
+
+
+def test_omni_one_pipeline_gauge_alone_falls_back_to_stage_0():
+    body = "\n".join(line for line in OMNI_PIPELINE.splitlines() if "num_requests_running" not in line)
+    s = parse_pod_metrics(body + "\n" + OMNI_STAGES)
+    assert (s.waiting, s.running) == (5.0, 4.0)
+
+
+def test_omni_stages_without_stage_0_are_named():
+    body = "\n".join(line for line in OMNI_STAGES.splitlines() if 'stage="0"' not in line) + "\n"
+    with pytest.raises(MetricsParseError, match='stage="0"'):
+        parse_pod_metrics(body)
+
+
+def test_omni_without_stats_lacks_the_queue():
+    """OM3: with --disable-log-stats nothing counts the queue: a scrape failure, as for the fork."""
+    with pytest.raises(MetricsParseError, match="vllm:num_requests_waiting"):
+        parse_pod_metrics(OMNI_NO_STATS)
+
+
+def test_the_emulations_metrics_are_read():
+    """The registry higgs_sim.omni serves (OM1 + OM2): the pipeline gauges once set, else stage 0's."""
+    from higgs_sim.omni.metrics import OmniMetrics
+    from prometheus_client import generate_latest
+
+    metrics = OmniMetrics("higgs-audio-v2-generation-3B-base", log_stats=True, max_model_len=4096)
+    metrics.stages["0"].set_queue(running=4, waiting=6, kv_fraction=0.25)
+    metrics.stages["1"].set_queue(running=1, waiting=9, kv_fraction=0.5)
+    s = parse_pod_metrics(generate_latest(metrics.registry).decode())
+    assert (s.waiting, s.running, s.kv_cache) == (6.0, 4.0, 0.25)  # no pipeline samples yet: stage 0
+    metrics.set_pipeline_queue(running=3, waiting=2)
+    s = parse_pod_metrics(generate_latest(metrics.registry).decode())
+    assert (s.waiting, s.running, s.kv_cache) == (2.0, 3.0, 0.25)

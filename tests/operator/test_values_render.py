@@ -25,6 +25,8 @@ OWNER = {"metadata": {"name": "tts", "namespace": "team-a", "uid": "1234-uid"}}
 SAMPLE = {
     "image": {"repository": "localhost/higgs-audio-simulator", "tag": "0.1.0"},
     "imagePullSecrets": [{"name": "reg"}],
+    "serverGeneration": "fork",
+    "omni": {"deployConfig": "/etc/omni/higgs_audio_v2.yaml"},
     "model": {"repository": "org/model", "revision": "a" * 40},
     "audioTokenizer": {"repository": "org/tok", "revision": "b" * 40},
     "semanticModel": {"repository": "org/teacher", "revision": "c" * 40},
@@ -74,16 +76,25 @@ def test_crd_spec_fields_all_mapped():
     crd = yaml.safe_load(CRD.read_text())
     fields = set(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"])
     operator_owned = {"replicas", "autoscaling", "hfToken", "apiKey", "degradedAfterSeconds"}
-    removed = {"serverGeneration"}  # kept in the CRD only to refuse it with the reason
-    assert fields - operator_owned - removed == set(PASS_THROUGH)
+    assert fields - operator_owned == set(PASS_THROUGH)
 
 
-def test_removed_server_generation_is_not_passed_to_the_chart():
-    """Resources stored under the old CRD carry its default `serverGeneration: fork` (the API server
-    keeps an unchanged leftover); the chart refuses the key, so the operator must drop it."""
-    assert "serverGeneration" not in PASS_THROUGH
+def test_server_generation_and_omni_are_passed_to_the_chart():
+    """Resources stored under the first CRD carry its default `serverGeneration: fork`, valid again."""
+    assert {"serverGeneration", "omni"} <= set(PASS_THROUGH)
     values = chart_values("tts", {"serverGeneration": "fork", "maxModelLen": 4096}, None, None, 1)
-    assert "serverGeneration" not in values and values["maxModelLen"] == 4096
+    assert values["serverGeneration"] == "fork" and values["maxModelLen"] == 4096
+    spec = {"serverGeneration": "omni", "omni": {"deployConfig": "/d.yaml"}}
+    values = chart_values("tts", spec, None, None, 1)
+    assert (values["serverGeneration"], values["omni"]) == ("omni", {"deployConfig": "/d.yaml"})
+
+
+def test_crd_omni_default_matches_the_chart():
+    crd = yaml.safe_load(CRD.read_text())
+    spec = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+    chart = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert spec["omni"]["properties"]["deployConfig"]["default"] == chart["omni"]["deployConfig"]
+    assert chart["serverGeneration"] == "fork" and "default" not in spec["serverGeneration"]
 
 
 @pytest.mark.parametrize("key", PASS_THROUGH)
@@ -231,6 +242,31 @@ def test_leftover_server_generation_renders():
     pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     server = next(c for c in pod["containers"] if c["name"] == "server")
     assert "audio=10" in server["args"]  # the fork's syntax, from limitMmPerPrompt
+    assert "command" not in server
+
+
+@pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")
+def test_omni_spec_renders_vllm_omnis_command():
+    spec = {
+        **{k: v for k, v in SAMPLE.items() if k != "voicePresets"},
+        "serverGeneration": "omni",
+        "image": {"repository": "vllm/vllm-omni", "tag": "v0"},
+    }
+    values = chart_values("tts", spec, TokenRef("hf", "hf_access_token"), None, 1)
+    objs = parse_manifests(helm_template(str(CHART), "tts", "team-a", values))
+    pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
+    server = next(c for c in pod["containers"] if c["name"] == "server")
+    assert server["command"] == ["vllm", "serve"]
+    assert server["args"][:4] == [
+        f"/models/org/model/{'a' * 40}",
+        "--omni",
+        "--deploy-config",
+        "/etc/omni/higgs_audio_v2.yaml",
+    ]
+    # A leftover `current` (possible under the first CRD, kept while unchanged) is refused by the chart.
+    bad = chart_values("tts", {**SAMPLE, "serverGeneration": "current"}, TokenRef("hf", "k"), None, 1)
+    with pytest.raises(RenderError, match="serverGeneration"):
+        helm_template(str(CHART), "tts", "team-a", bad)
 
 
 @pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")

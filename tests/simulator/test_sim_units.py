@@ -247,3 +247,21 @@ def test_encoded_files_as_the_real_server_writes_them() -> None:
         with pytest.raises(ValueError, match=f"Unknown format: '{fmt}'"):
             encoded_file(pcm, fmt)
     assert speech_chunk(pcm, "pcm") == pcm and speech_chunk(pcm, "wav") == wav
+
+
+def test_omni_deploy_yaml_the_local_image_carries_is_os14s_values() -> None:
+    """simulator/higgs_sim/omni/higgs_audio_v2.yaml stands in for the file inside vllm/vllm-omni
+    (hack/localkube-images.yaml maps the image path to it): the same values as the built-in defaults."""
+    from pathlib import Path
+
+    import yaml
+    from higgs_sim.omni import deploy
+
+    path = Path(deploy.__file__).with_name("higgs_audio_v2.yaml")
+    assert yaml.safe_load(path.read_text()) == deploy.DEFAULT_DEPLOY
+    loaded, built_in = deploy.load_deploy(str(path)), deploy.load_deploy(None)
+    assert (loaded.async_chunk, loaded.codec_chunk_frames, loaded.stages) == (
+        built_in.async_chunk,
+        built_in.codec_chunk_frames,
+        built_in.stages,
+    )

@@ -1,7 +1,8 @@
 """`helm test` check of a Higgs Audio release: it must really return speech.
 
-Standard library only (runs with `python3` in the server image or any Python 3.8+ image). Follows the
-server's API as docs/server-contract.md describes it:
+Standard library only (runs with `python3` in the server image or any Python 3.8+ image).
+HIGGS_SERVER_GENERATION (the chart's `serverGeneration`) names the server: `fork` (the default) is
+Boson's vLLM fork, `omni` is vLLM-Omni. For `fork` it follows docs/server-contract.md:
 
 1. GET /v1/audio/voices (a JSON array of preset names, E5): the voice is HIGGS_VOICE (`tests.voice`)
    when set, which must be one of them, else the first; an empty list fails (speech needs a preset).
@@ -12,13 +13,22 @@ server's API as docs/server-contract.md describes it:
    one SSE event per token, most with `"audio": null`, audio deltas possibly after `finish_reason`,
    read to `data: [DONE]` (CH6, CH7); a `data: {"error": ...}` event fails (CH8).
 
+For `omni`, docs/server-contract-omni.md (no chat: D9; HIGGS_SPEECH_FORMAT does not apply):
+
+1. POST /v1/audio/speech without a voice (the model's own voice, OR5; HIGGS_VOICE, when set, names an
+   uploaded voice) and `response_format` wav, not streamed: 200, `Content-Type: audio/wav`, exactly one
+   RIFF file (OP1).
+2. The same streamed: `stream: true`, `response_format` pcm, Server-Sent Events `speech.audio.delta`
+   (base64 int16 PCM) read to `speech.audio.done` (OP2; there is no `data: [DONE]`); a
+   `speech.audio.error` event fails (OX4).
+
 Each audio must last HIGGS_MIN_AUDIO_SECONDS..HIGGS_MAX_AUDIO_SECONDS and be louder than a silence floor.
 A failure is one line `FAIL: ...` and exit code 1 (2: no target); no traceback.
 
 Settings come from the environment: HIGGS_URL (else the Service link variables named by
-HIGGS_SERVICE_ENV_PREFIX, else HIGGS_SERVICE_DNS_URL), HIGGS_MODEL, HIGGS_TEXT, HIGGS_VOICE,
-HIGGS_SPEECH_FORMAT, HIGGS_MIN_AUDIO_SECONDS, HIGGS_MAX_AUDIO_SECONDS, HIGGS_TIMEOUT_SECONDS,
-HIGGS_API_KEY (optional).
+HIGGS_SERVICE_ENV_PREFIX, else HIGGS_SERVICE_DNS_URL), HIGGS_SERVER_GENERATION, HIGGS_MODEL,
+HIGGS_TEXT, HIGGS_VOICE, HIGGS_SPEECH_FORMAT, HIGGS_MIN_AUDIO_SECONDS, HIGGS_MAX_AUDIO_SECONDS,
+HIGGS_TIMEOUT_SECONDS, HIGGS_API_KEY (optional).
 """
 
 from __future__ import annotations
@@ -42,6 +52,7 @@ SILENCE_RMS = 32.0
 ERROR_MARKER = b'{"error"'
 STOP = ["<|eot_id|>", "<|end_of_text|>", "<|audio_eos|>"]  # Boson's examples send these (CH9)
 SYSTEM_PROMPT = "Generate audio following instruction."
+GENERATIONS = ("fork", "omni")
 
 
 class CheckFailed(Exception):
@@ -141,6 +152,11 @@ def list_voices(base: str, api_key: str | None, timeout: float) -> list[str]:
         names = json.loads(raw)
     except ValueError:
         names = None
+    if isinstance(names, dict) and "voices" in names:  # vLLM-Omni's listing (its OE2)
+        raise CheckFailed(
+            f"GET /v1/audio/voices: not a JSON array of voice names but vLLM-Omni's object {raw[:100]!r}: "
+            "is the server vLLM-Omni? then set serverGeneration: omni"
+        )
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
         raise CheckFailed(f"GET /v1/audio/voices: not a JSON array of voice names: {raw[:100]!r}")
     return names
@@ -230,6 +246,90 @@ def stream_chat(base: str, model: str, text: str, api_key: str | None, timeout: 
         return list(r)
 
 
+def omni_speech(
+    base: str, body: dict, api_key: str | None, timeout: float
+) -> tuple[str, http.client.HTTPResponse]:
+    """POST a vLLM-Omni speech request; (Content-Type, the open response)."""
+    r = urllib.request.urlopen(_request(f"{base}/v1/audio/speech", body, api_key), timeout=timeout)
+    return r.headers.get("Content-Type", ""), r
+
+
+def omni_wav_pcm(content_type: str, body: bytes, what: str) -> bytes:
+    """OP1: a non-streamed `wav` is exactly one complete RIFF file, `Content-Type: audio/wav`."""
+    if content_type.split(";")[0].strip().lower() != "audio/wav":
+        raise CheckFailed(f"{what}: Content-Type {content_type!r}, expected audio/wav")
+    pcm, files = joined_wav_pcm(body, what)
+    if files != 1:
+        raise CheckFailed(f"{what}: {files} WAV files in the body, expected exactly one")
+    return pcm
+
+
+def parse_omni_sse(lines) -> tuple[bytes, int]:
+    """(pcm, delta count) of vLLM-Omni's speech SSE (OP2): `speech.audio.delta` events carry base64
+    int16 PCM in `audio`, `speech.audio.done` ends the stream (no `data: [DONE]`); a
+    `speech.audio.error` event (OX4) fails. Stops reading at the done event."""
+    pcm, deltas = bytearray(), 0
+    for raw in lines:
+        line = raw.strip()
+        if not line.startswith(b"data:"):
+            continue  # `event:` names repeat the data's `type`; blank lines end events
+        payload = line[5:].strip()
+        try:
+            event = json.loads(payload)
+            kind = event.get("type")
+        except (ValueError, AttributeError):
+            raise CheckFailed(f"speech stream: an event is not a JSON object: {payload[:80]!r}") from None
+        if kind == "speech.audio.error" or "error" in event:
+            raise CheckFailed(f"speech stream: the server reported an error: {error_text(payload)}")
+        if kind == "speech.audio.done":
+            return bytes(pcm), deltas
+        if kind != "speech.audio.delta":
+            raise CheckFailed(f"speech stream: unexpected event type {kind!r}")
+        if event.get("response_format", "pcm") != "pcm":
+            raise CheckFailed(f"speech stream: a delta in {event.get('response_format')!r}, asked pcm")
+        try:
+            pcm += base64.b64decode(event.get("audio") or "", validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise CheckFailed("speech stream: a delta's audio is not base64") from None
+        deltas += 1
+    raise CheckFailed("speech stream: ended without a `speech.audio.done` event (cut short)")
+
+
+def omni_checks(base: str, env: dict[str, str], model: str, text: str, api_key: str | None) -> None:
+    """vLLM-Omni: one WAV file, then the SSE stream; no chat (D9)."""
+    lo = _number(env, "HIGGS_MIN_AUDIO_SECONDS", 0.5)
+    hi = _number(env, "HIGGS_MAX_AUDIO_SECONDS", 60.0)
+    timeout = _number(env, "HIGGS_TIMEOUT_SECONDS", 300.0)
+    voice = env.get("HIGGS_VOICE", "")
+    body: dict = {"model": model, "input": text}
+    if voice:  # an uploaded voice; an unknown one is refused with a 400 naming it (OR3)
+        body["voice"] = voice
+    who = f"voice {voice}" if voice else "the model's own voice"
+
+    started = time.monotonic()
+    what = f"/v1/audio/speech (wav, {who})"
+    content_type, r = omni_speech(base, {**body, "response_format": "wav"}, api_key, timeout)
+    with r:
+        data = r.read()
+    seconds = check_pcm(omni_wav_pcm(content_type, data, what), what, lo, hi)
+    print(f"ok {what}: {seconds:.2f} s of audio in one WAV file in {time.monotonic() - started:.2f} s")
+
+    started = time.monotonic()
+    what = "stream /v1/audio/speech (pcm)"
+    stream = {**body, "response_format": "pcm", "stream": True}
+    content_type, r = omni_speech(base, stream, api_key, timeout)
+    with r:
+        if not content_type.startswith("text/event-stream"):
+            raise CheckFailed(f"{what}: Content-Type {content_type!r}, expected text/event-stream")
+        pcm, deltas = parse_omni_sse(r)
+    if deltas == 0:
+        raise CheckFailed(f"{what}: no speech.audio.delta events in the stream")
+    seconds = check_pcm(pcm, what, lo, hi)
+    elapsed = time.monotonic() - started
+    parts = f"{deltas} delta{'s' if deltas != 1 else ''}"
+    print(f"ok {what}: {seconds:.2f} s of audio in {parts}, {elapsed:.2f} s", flush=True)
+
+
 def base_url(env: dict[str, str]) -> str:
     """HIGGS_URL, else the Service's link variables, else its DNS name."""
     if env.get("HIGGS_URL"):
@@ -254,6 +354,12 @@ def checks(base: str, env: dict[str, str]) -> None:
     model = env.get("HIGGS_MODEL", "higgs-audio-v2-generation-3B-base")
     text = env.get("HIGGS_TEXT", "Hello from the Higgs Audio helm test.")
     api_key = env.get("HIGGS_API_KEY") or None
+    generation = env.get("HIGGS_SERVER_GENERATION", "") or "fork"
+    if generation not in GENERATIONS:
+        raise CheckFailed(f"HIGGS_SERVER_GENERATION must be fork or omni, got {generation!r}")
+    if generation == "omni":
+        omni_checks(base, env, model, text, api_key)
+        return
     fmt = env.get("HIGGS_SPEECH_FORMAT", "pcm") or "pcm"
     if fmt not in ("pcm", "wav"):
         raise CheckFailed(f"HIGGS_SPEECH_FORMAT must be pcm or wav, got {fmt!r}")

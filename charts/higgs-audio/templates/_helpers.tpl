@@ -131,6 +131,39 @@ app.kubernetes.io/component: server
 {{- end }}
 {{- end }}
 
+{{/* Server generation ------------------------------------------------------------------------- */}}
+
+{{/* "true" with serverGeneration omni (vLLM-Omni); absent or null is fork. */}}
+{{- define "higgs-audio.omni" -}}
+{{- if eq (toString .Values.serverGeneration) "omni" }}true{{ end }}
+{{- end }}
+
+{{/* The chart's default revisions: the last commits of Boson's original Hub layout, which only the fork
+loads (docs/server-contract-omni.md OS8, OS10). serverGeneration omni refuses them. */}}
+{{- define "higgs-audio.forkModelRevision" -}}10840182ca4ad5d9d9113b60b9bb3c1ef1ba3f84{{- end }}
+{{- define "higgs-audio.forkTokenizerRevision" -}}9d4988fbd4ad07b4cac3a5fa462741a41810dbec{{- end }}
+
+{{/* vLLM-Omni's command line (docs/server-contract-omni.md): `vllm serve <model> --omni` (OS2; the
+image's ENTRYPOINT is empty, so the container's command is `vllm serve`, OS5), the deploy YAML (OS3,
+OS14: each stage's max_num_seqs, gpu_memory_utilization, max_model_len and sampling come from it, so
+none of Boson's flags is rendered: --max-model-len/--max-num-seqs would be ignored and
+--gpu-memory-utilization would apply to both stages, XO11), the served name and port (vLLM's),
+--trust-remote-code (OS1). The API key goes in as VLLM_API_KEY (OE6), not on the command line. */}}
+{{- define "higgs-audio.omniArgs" -}}
+- {{ include "higgs-audio.modelPath" . | quote }}
+- "--omni"
+- "--deploy-config"
+- {{ .Values.omni.deployConfig | quote }}
+- "--served-model-name"
+- {{ .Values.servedModelName | quote }}
+- "--port"
+- {{ int .Values.port | quote }}
+- "--trust-remote-code"
+{{- range .Values.extraArgs }}
+- {{ toString . | quote }}
+{{- end }}
+{{- end }}
+
 {{/* Server arguments: the recipe's flags from typed values, in the syntax of Boson's vLLM 0.8 fork
 (`--limit-mm-per-prompt audio=50`, `--disable-mm-preprocessor-cache`). ---------------------------- */}}
 {{- define "higgs-audio.serverArgs" -}}
@@ -193,9 +226,34 @@ app.kubernetes.io/component: server
 {{/* Checks the schema cannot express (they compare two values, or refuse a removed value with the
 reason); each message names the values. */}}
 {{- define "higgs-audio.validate" -}}
-{{- /* --set serverGeneration=null (the way to drop it from reused values) leaves a null: accepted. */}}
-{{- if and (hasKey .Values "serverGeneration") (not (kindIs "invalid" .Values.serverGeneration)) }}
-{{- fail "serverGeneration was removed: only Boson's vLLM fork (bosonai/higgs-audio-vllm) serves this API; vLLM-Omni serves Higgs Audio v2 with another command line and API, see docs/server-contract-omni.md" }}
+{{- /* The schema's enum says it first; this also covers --skip-schema-validation. Absent or null
+(`--set serverGeneration=null`, how an upgrade drops it from reused values) is fork. */}}
+{{- $generation := ternary "fork" (toString .Values.serverGeneration) (kindIs "invalid" .Values.serverGeneration) }}
+{{- if not (has $generation (list "fork" "omni")) }}
+{{- fail (printf "serverGeneration must be fork (Boson's vLLM fork, image bosonai/higgs-audio-vllm) or omni (vLLM-Omni, image vllm/vllm-omni), got %q" $generation) }}
+{{- end }}
+{{- if include "higgs-audio.omni" . }}
+{{- /* OS5: the fork's image has no `vllm serve --omni`; vLLM-Omni ships as vllm/vllm-omni. */}}
+{{- if eq (trimPrefix "docker.io/" .Values.image.repository) "bosonai/higgs-audio-vllm" }}
+{{- fail "serverGeneration omni needs the vLLM-Omni image: set image.repository=vllm/vllm-omni and image.tag to a release that contains PR #3762" }}
+{{- end }}
+{{- /* OS8, OS10: vLLM-Omni matches the pipeline by model_type higgs_audio_v2 (the transformers-native
+layout Boson published on 2026-04-04); the default pins are Boson's original layout (model_type
+higgs_audio), for which it has no pipeline. The new commits are not confirmed here. */}}
+{{- $pinned := list }}
+{{- if eq .Values.model.revision (include "higgs-audio.forkModelRevision" .) }}
+{{- $pinned = append $pinned (printf "model.revision (%s)" .Values.model.revision) }}
+{{- end }}
+{{- if eq .Values.audioTokenizer.revision (include "higgs-audio.forkTokenizerRevision" .) }}
+{{- $pinned = append $pinned (printf "audioTokenizer.revision (%s)" .Values.audioTokenizer.revision) }}
+{{- end }}
+{{- if $pinned }}
+{{- fail (printf "serverGeneration omni: %s %s for Boson's vLLM fork, the last commit of Boson's original Hub layout (model_type higgs_audio), which vLLM-Omni cannot load: it needs the transformers-native layout (model_type higgs_audio_v2) Boson published on 2026-04-04 (docs/server-contract-omni.md OS8, OS10, OS11). Set model.revision and audioTokenizer.revision to commits of %s and %s in that layout that you verified (each repository's commit history since 2026-04-04)" (join " and " $pinned) (ternary "are the chart's pins" "is the chart's pin" (gt (len $pinned) 1)) .Values.model.repository .Values.audioTokenizer.repository) }}
+{{- end }}
+{{- /* OE2, OE3: no built-in or preset voices; voices are uploaded through the API. */}}
+{{- if or .Values.voicePresets.configMap .Values.voicePresets.volume }}
+{{- fail "voicePresets: vLLM-Omni has no presets; upload voices with POST /v1/audio/voices (serverGeneration omni; docs/server-contract-omni.md OE3)" }}
+{{- end }}
 {{- end }}
 {{- $mount := trimSuffix "/" .Values.modelCache.mountPath }}
 {{- range $what, $path := dict "model.path" .Values.model.path "audioTokenizer.path" .Values.audioTokenizer.path }}
