@@ -11,17 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 
 from aiohttp import web
 
 from higgs_sim import __version__
-from higgs_sim.arrival import new_event_loop
 from higgs_sim.audio import ensure_voice_loop, timbre_of
 from higgs_sim.config import SimConfig, StartupError, parse_args
 from higgs_sim.server import EMULATED_SERVER, SimServer
+from higgs_sim.serving import configure_logging, run, serve_until, stop_on_signals
 from higgs_sim.startup import run_startup
 from higgs_sim.voices import VoiceRegistry
 
@@ -55,11 +54,7 @@ def _banner(config: SimConfig) -> None:
 
 
 async def _serve(config: SimConfig, voices: VoiceRegistry) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
+    stop = stop_on_signals()
     if config.startup_seconds > 0:
         log.info("Loading model weights (simulated, %.1f s)...", config.startup_seconds)
         warm = asyncio.gather(*(ensure_voice_loop(timbre_of(name, config.seed)) for name in voices.voices))
@@ -85,25 +80,17 @@ async def _serve(config: SimConfig, voices: VoiceRegistry) -> None:
         await runner.cleanup()
         raise StartupError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
     log.info("Started server process; listening on http://%s:%d (simulator)", config.host, config.port)
-    try:
-        await stop.wait()
-    finally:
-        log.info("Shutting down")
-        await runner.cleanup()
+    await serve_until(stop, runner, log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(asctime)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging()
     config = parse_args(sys.argv[1:] if argv is None else argv)  # exits 2 on a bad flag
     try:
         _banner(config)
         run_startup(config, os.environ)
         voices = VoiceRegistry(config.voice_presets_dir)
-        # The loop stamps each request's arrival with the kernel's receive time (higgs_sim.arrival).
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(_serve(config, voices))
+        run(_serve(config, voices))
     except StartupError as exc:
         log.error("higgs-sim cannot start: %s", exc)
         return 1

@@ -18,6 +18,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from higgs_sim.timing import PROFILES, slowdown_for
 from higgs_sim.voices import BUILTIN_PRESETS_DIR  # the real default: the image's own presets
@@ -103,8 +104,12 @@ class SimConfig:
 # --- value types: each raises ArgumentTypeError so argparse prints "argument --x: ..." and exits 2 ---
 
 
-def _number(kind: Callable[[str], float | int], lo: float | None, hi: float | None, lo_open: bool = False):
-    def parse(text: str) -> float | int:
+def number_type(
+    kind: Callable[[str], Any], lo: float | None = None, hi: float | None = None, lo_open: bool = False
+) -> Callable[[str], Any]:
+    """An argparse ``type``: ``kind`` (int or float), finite, within [lo, hi] (``lo_open``: (lo, hi])."""
+
+    def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
@@ -112,9 +117,9 @@ def _number(kind: Callable[[str], float | int], lo: float | None, hi: float | No
         if isinstance(value, float) and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
         if lo is not None and (value <= lo if lo_open else value < lo):
-            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, got {text!r}")
         if hi is not None and value > hi:
-            raise argparse.ArgumentTypeError(f"must be <= {hi}, got {text!r}")
+            raise argparse.ArgumentTypeError(f"must be <= {hi:g}, got {text!r}")
         return value
 
     parse.__name__ = kind.__name__
@@ -180,11 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     real.add_argument("--disable-mm-preprocessor-cache", action="store_true")
     real.add_argument("--revision", help="model revision: a hub id is resolved at it (default: main)")
-    real.add_argument("--max-model-len", type=_number(int, 1, None), default=8192)
-    real.add_argument("--gpu-memory-utilization", type=_number(float, 0, 1, lo_open=True), default=0.9)
-    real.add_argument("--max-num-seqs", type=_number(int, 1, None), default=256)
+    real.add_argument("--max-model-len", type=number_type(int, 1), default=8192)
+    real.add_argument("--gpu-memory-utilization", type=number_type(float, 0, 1, lo_open=True), default=0.9)
+    real.add_argument("--max-num-seqs", type=number_type(int, 1), default=256)
     real.add_argument("--host", default="0.0.0.0")
-    real.add_argument("--port", type=_number(int, 1, 65535), default=8000)
+    real.add_argument("--port", type=number_type(int, 1, 65535), default=8000)
     real.add_argument(
         "--api-key", default=None, help="require 'Authorization: Bearer KEY' on /v1 (or $VLLM_API_KEY)"
     )
@@ -195,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     real.add_argument(
         "--voice-presets-refresh-interval",
-        type=_number(int, 0, None),
+        type=number_type(int, 0),
         default=FORK_DEFAULT_REFRESH_INTERVAL,
         help="seconds between re-reads of the presets' config.json",
     )
@@ -205,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     real.add_argument("--chat-template", help="chat template file or inline template (accepted, unused)")
     real.add_argument("--disable-uvicorn-access-log", action="store_true")
     real.add_argument("--disable-fastapi-docs", action="store_true")
-    real.add_argument("--max-log-len", type=_number(int, 0, None))
+    real.add_argument("--max-log-len", type=number_type(int, 0))
 
     # Common vLLM flags that a chart's extraArgs may carry: validated, accepted, no effect here.
     ignored = p.add_argument_group("vLLM flags accepted and ignored by the simulator")
@@ -214,10 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("--trust-remote-code", "--enforce-eager", "--disable-log-requests", "--disable-log-stats"):
         ignored.add_argument(name, action="store_true")
     ignored.add_argument("--dtype", choices=("auto", "half", "float16", "bfloat16", "float", "float32"))
-    ignored.add_argument("--tensor-parallel-size", "-tp", type=_number(int, 1, None))
-    ignored.add_argument("--seed", type=_number(int, 0, None))
-    ignored.add_argument("--max-num-batched-tokens", type=_number(int, 1, None))
-    ignored.add_argument("--swap-space", type=_number(float, 0, None))
+    ignored.add_argument("--tensor-parallel-size", "-tp", type=number_type(int, 1))
+    ignored.add_argument("--seed", type=number_type(int, 0))
+    ignored.add_argument("--max-num-batched-tokens", type=number_type(int, 1))
+    ignored.add_argument("--swap-space", type=number_type(float, 0))
     ignored.add_argument("--block-size", type=int, choices=(8, 16, 32, 64, 128))
     ignored.add_argument(
         "--uvicorn-log-level", choices=("debug", "info", "warning", "error", "critical", "trace")
@@ -234,25 +239,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sim.add_argument(
         "--sim-slowdown",
-        type=_number(float, 0, None, lo_open=True),
+        type=number_type(float, 0, lo_open=True),
         default=None,
         help="multiply step times by this (default: 3.4 for calibrated, 1 for raw)",
     )
     sim.add_argument(
         "--sim-gpu-memory-gib",
-        type=_number(float, 0, None, lo_open=True),
+        type=number_type(float, 0, lo_open=True),
         default=80.0,
         help="simulated GPU memory (default 80, an H100 80GB)",
     )
     sim.add_argument(
         "--sim-startup-seconds",
-        type=_number(float, 0, None),
+        type=number_type(float, 0),
         default=0.0,
         help="simulated weight loading before the port opens",
     )
     sim.add_argument(
         "--sim-shutdown-timeout",
-        type=_number(float, 0, None),
+        type=number_type(float, 0),
         default=120.0,
         help="on SIGTERM, seconds in-flight requests get to finish (default 120, like uvicorn's drain; "
         "the pod's grace period bounds it)",
@@ -263,40 +268,40 @@ def build_parser() -> argparse.ArgumentParser:
     faults = p.add_argument_group("fault injection")
     faults.add_argument(
         "--sim-error-rate",
-        type=_number(float, 0, 1),
+        type=number_type(float, 0, 1),
         default=0.0,
         help="fraction of requests answered with HTTP 500",
     )
     faults.add_argument(
         "--sim-crash-after-requests",
-        type=_number(int, 1, None),
+        type=number_type(int, 1),
         help="exit with status 1 after this many requests finished",
     )
     faults.add_argument(
         "--sim-crash-after-seconds",
-        type=_number(float, 0, None, lo_open=True),
+        type=number_type(float, 0, lo_open=True),
         help="exit with status 1 this long after the server became ready",
     )
     faults.add_argument(
         "--sim-stall-after-frames",
-        type=_number(int, 0, None),
+        type=number_type(int, 0),
         help="every response pauses once after this many audio frames were sent",
     )
     faults.add_argument(
         "--sim-stall-seconds",
-        type=_number(float, 0, None),
+        type=number_type(float, 0),
         default=None,
         help="length of the stall (default 5)",
     )
     faults.add_argument(
         "--sim-truncate-after-frames",
-        type=_number(int, 0, None),
+        type=number_type(int, 0),
         help="every response is cut (connection closed) after this many frames",
     )
     faults.add_argument("--sim-silent-audio", action="store_true", help="all audio samples are zero")
     faults.add_argument(
         "--sim-error-after-frames",
-        type=_number(int, 0, None),
+        type=number_type(int, 0),
         help="every streamed response fails mid-stream (status 200, an error in the body) after this many frames",
     )
     return p

@@ -34,6 +34,12 @@ from higgs_sim.audio import (
 from higgs_sim.config import FaultConfig, SimConfig
 from higgs_sim.engine import Chunk, Engine, Job
 from higgs_sim.events import DONE, ChatEvents, chat_completion, stream_error_text
+from higgs_sim.fastapi_answers import (
+    api_key_middleware,
+    internal_server_error,
+    json_response,
+    routing_errors_middleware,
+)
 from higgs_sim.metrics import SimMetrics
 from higgs_sim.protocol import (
     ApiError,
@@ -60,17 +66,6 @@ UNSUPPORTED_MEDIA_TYPE = "Unsupported Media Type: Only 'application/json' is all
 REQUEST_ID = web.RequestKey("request_id", str)
 
 PcmSource = Callable[[int, int], bytes]  # frames [start, end) of one request's audio
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    """Starlette's JSONResponse: compact, UTF-8."""
-    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
-    return web.Response(text=text, status=status, content_type="application/json")
-
-
-def internal_server_error() -> web.Response:
-    """What an unexpected exception gets from Starlette (ER3)."""
-    return web.Response(status=500, text="Internal Server Error", content_type="text/plain")
 
 
 def _trace_record(request: web.Request, rid: str, **fields: Any) -> TraceRecord:
@@ -184,7 +179,9 @@ class SimServer:
     # --- application ---
 
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY_BYTES)
+        # FastAPI's routing errors and Starlette's plain 500 (E6, ER3); the API key on /v1 (E7).
+        middlewares = [routing_errors_middleware(log), api_key_middleware(self.config.api_key)]
+        app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/health", self.health)
         app.router.add_get("/version", self.version)
         app.router.add_get("/metrics", self.metrics_endpoint)
@@ -221,40 +218,6 @@ class SimServer:
         log.error("SIMULATED CRASH (%s): exiting with status 1", reason)
         logging.shutdown()
         os._exit(1)
-
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """FastAPI's answers for routing errors (E6) and Starlette's plain 500 (ER3)."""
-        try:
-            return await handler(request)
-        except web.HTTPNotFound:
-            return json_response({"detail": "Not Found"}, 404)
-        except web.HTTPMethodNotAllowed as exc:
-            resp = json_response({"detail": "Method Not Allowed"}, 405)
-            resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
-            return resp
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return json_response({"detail": exc.reason}, exc.status)  # e.g. 413 over the size limit
-        except Exception:
-            log.exception("Exception in ASGI application (%s %s)", request.method, request.path)
-            return internal_server_error()
-        finally:
-            take_arrival(request.transport)  # what arrived during this request is not the next one's start
-
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        """E7: with an API key, everything under /v1 needs it; the rest stays open."""
-        key = self.config.api_key
-        if (
-            key
-            and request.method != "OPTIONS"
-            and request.path.startswith("/v1")
-            and request.headers.get("Authorization") != f"Bearer {key}"
-        ):
-            return json_response({"error": "Unauthorized"}, 401)
-        return await handler(request)
 
     async def _add_request_id(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers["X-Request-Id"] = request.get(REQUEST_ID) or request.headers.get(

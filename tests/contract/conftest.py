@@ -15,7 +15,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "simulator"))
 
 from contract_helpers import BASE_ARGS, StartSim
-from sim_helpers import Sim, launch
+from sim_helpers import Fleet, Sim, launch
 
 SLOWDOWN = "0.2"  # raw H100 steps x 0.2: a 3 s clip decodes in ~0.1 s
 
@@ -24,18 +24,13 @@ SLOWDOWN = "0.2"  # raw H100 steps x 0.2: a 3 s clip decodes in ~0.1 s
 def start_sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartSim]:
     """Start simulators (the chart's flags, raw profile, plus ``extra``) for this module."""
     tmp = tmp_path_factory.mktemp("contract")
-    started: list[Sim] = []
+    fleet = Fleet()
 
     def start(*extra: str, slowdown: str = SLOWDOWN, wait: bool = True) -> Sim:
-        sim = launch([*BASE_ARGS, "--sim-slowdown", slowdown, *extra], tmp)
-        started.append(sim)
-        if wait:
-            sim.wait_healthy()
-        return sim
+        return fleet.add(launch([*BASE_ARGS, "--sim-slowdown", slowdown, *extra], tmp), wait)
 
     yield start
-    for sim in started:
-        sim.stop()
+    fleet.stop()
 
 
 @pytest.fixture(scope="module")

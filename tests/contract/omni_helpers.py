@@ -8,37 +8,26 @@ frames), not imported from the simulator.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import os
-import socket
 import struct
 import subprocess
 import sys
-import time
-import wave
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import yaml
+from sim_helpers import Sim, free_port, spawn
 
 RATE = 24000
 SAMPLES_PER_FRAME = 960
 FRAME_BYTES = SAMPLES_PER_FRAME * 2
 MODEL_NAME = "higgs-audio-v2-generation-3B-base"  # the model directory's name: a Higgs model id (OR4)
 HUB_MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
-STARTUP_TIMEOUT_S = 20.0
 FAST = ["--sim-profile", "raw", "--sim-slowdown", "0.2"]  # raw H100 steps x 0.2: ~0.7 ms per step
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def text_frames(text: str) -> int:
@@ -137,43 +126,11 @@ def sim_env(tmp: Path, **extra: str) -> dict[str, str]:
 
 
 @dataclass
-class OmniSim:
-    proc: subprocess.Popen[str]
-    port: int
-    log_path: Path
+class OmniSim(Sim):
     model: str
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def log(self) -> str:
-        return self.log_path.read_text()
-
-    def wait_healthy(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the emulation exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError(f"not healthy after {timeout} s:\n{self.log()}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
-
     def speech(self, timeout: float = 30.0, **body: Any) -> httpx.Response:
-        return httpx.post(f"{self.url}/v1/audio/speech", json=body, timeout=timeout)
+        return httpx.post(f"{self.base_url}/v1/audio/speech", json=body, timeout=timeout)
 
 
 def serve_command(model: str | None, *args: str, port: int | None = None) -> list[str]:
@@ -188,14 +145,7 @@ def launch(model: str | None, args: list[str], tmp: Path, env: dict[str, str] | 
     """Start the emulation; ``model`` None: the model is among ``args`` (``--model DIR``)."""
     port = free_port()
     log_path = tmp / f"omni-{port}.log"
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(
-            serve_command(model, *args, port=port),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env if env is not None else sim_env(tmp),
-        )
+    proc = spawn(serve_command(model, *args, port=port), log_path, env if env is not None else sim_env(tmp))
     return OmniSim(proc, port, log_path, model or args[args.index("--model") + 1])
 
 
@@ -216,18 +166,6 @@ def sse(text: str) -> list[tuple[str, dict[str, Any]]]:
         ]
         events.append((lines[0][7:], json.loads(lines[1][6:])))
     return events
-
-
-def make_wav(seconds: float, freq: float = 220.0, rate: int = RATE) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * 32767 * np.sin(2 * np.pi * freq * t)).astype("<i2")
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(samples.tobytes())
-    return buffer.getvalue()
 
 
 def wav_data(body: bytes) -> tuple[int, bytes]:

@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import soundfile as sf
+from contract_helpers import make_wav
 from omni_helpers import (
     FAST,
     FRAME_BYTES,
@@ -28,7 +29,6 @@ from omni_helpers import (
     capped_frames,
     error_of,
     launch,
-    make_wav,
     run_cli,
     sim_env,
     sse,
@@ -38,6 +38,7 @@ from omni_helpers import (
     write_model,
 )
 from prometheus_client.parser import text_string_to_metric_families
+from sim_helpers import Fleet
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank."  # 64 chars: 107 frames
 UNKNOWN_VOICE = (
@@ -73,7 +74,7 @@ def model(workdir: Path) -> Path:
 @pytest.fixture(scope="module")
 def start(workdir: Path, deploy: Path, model: Path) -> Iterator[Start]:
     """Start emulations with the example's flags (run_server.sh) plus ``extra``; stopped at the end."""
-    started: list[OmniSim] = []
+    fleet = Fleet()
 
     def run(
         *extra: str,
@@ -91,15 +92,10 @@ def start(workdir: Path, deploy: Path, model: Path) -> Iterator[Start]:
             "--omni",
             *extra,
         ]
-        sim = launch(model_arg or str(model), args, workdir, env)
-        started.append(sim)
-        if wait:
-            sim.wait_healthy()
-        return sim
+        return fleet.add(launch(model_arg or str(model), args, workdir, env), wait)
 
     yield run
-    for sim in started:
-        sim.stop()
+    fleet.stop()
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +108,7 @@ def omni(start: Start) -> OmniSim:
 
 @pytest.mark.contract("OS1", "OS2", "OS3", "OE4")
 def test_the_example_command_line_serves(omni: OmniSim) -> None:
-    resp = httpx.get(f"{omni.url}/health")
+    resp = httpx.get(f"{omni.base_url}/health")
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/json"
     assert resp.json() == {"status": "healthy"}
@@ -196,7 +192,7 @@ def test_the_socket_is_bound_before_the_engine_is_ready(start: Start) -> None:
         try:
             with httpx.Client(timeout=httpx.Timeout(10.0, connect=0.2)) as client:
                 t0 = time.monotonic()
-                resp = client.get(f"{sim.url}/health")
+                resp = client.get(f"{sim.base_url}/health")
                 break
         except httpx.ConnectError:
             assert time.monotonic() < deadline, sim.log()
@@ -213,13 +209,13 @@ def test_uploaded_voices_persist_in_speaker_samples_dir(start: Start, workdir: P
     first = start(*FAST, env=env)
     files = {"audio_sample": ("me.wav", make_wav(2.0), "audio/wav")}
     data = {"name": "Keeper", "consent": "c-1", "ref_text": "Hello there."}
-    resp = httpx.post(f"{first.url}/v1/audio/voices", files=files, data=data)
+    resp = httpx.post(f"{first.base_url}/v1/audio/voices", files=files, data=data)
     assert resp.status_code == 200, resp.text
     created = resp.json()["voice"]["created_at"]
     first.stop()
     assert [p.name for p in speakers.iterdir()] == [f"Keeper_c-1_{created}.safetensors"]
     second = start(*FAST, env=env)
-    listing = httpx.get(f"{second.url}/v1/audio/voices").json()
+    listing = httpx.get(f"{second.base_url}/v1/audio/voices").json()
     assert listing["voices"] == ["keeper"]
     assert listing["uploaded_voices"][0]["name"] == "Keeper"
     assert second.speech(input=TEXT, voice="keeper").status_code == 200
@@ -234,10 +230,12 @@ def test_upload_cap_and_local_reference_files(start: Start, workdir: Path) -> No
     sim = start(*FAST, "--allowed-local-media-path", str(clips), env=env)
     files = {"audio_sample": ("a.wav", make_wav(2.0), "audio/wav")}
     assert (
-        httpx.post(f"{sim.url}/v1/audio/voices", files=files, data={"name": "a", "consent": "c"}).status_code
+        httpx.post(
+            f"{sim.base_url}/v1/audio/voices", files=files, data={"name": "a", "consent": "c"}
+        ).status_code
         == 200
     )
-    resp = httpx.post(f"{sim.url}/v1/audio/voices", files=files, data={"name": "b", "consent": "c"})
+    resp = httpx.post(f"{sim.base_url}/v1/audio/voices", files=files, data={"name": "b", "consent": "c"})
     assert error_of(resp, 400)["message"].startswith("Uploaded voice limit reached (1).")
     local = sim.speech(input=TEXT, ref_audio=f"file://{clips / 'ref.wav'}", ref_text="Hi.")
     assert local.status_code == 200, local.text
@@ -418,10 +416,10 @@ def test_schema_errors_are_400_in_the_openai_wrapper(omni: OmniSim) -> None:
     bad = error_of(omni.speech(input=TEXT, response_format="aac"), 400)
     assert "Input should be 'wav', 'pcm', 'flac', 'mp3' or 'opus'" in bad["message"]
     assert "greater than or equal to 0.25" in error_of(omni.speech(input=TEXT, speed=0.1), 400)["message"]
-    form = httpx.post(f"{omni.url}/v1/audio/speech", data={"input": TEXT})
+    form = httpx.post(f"{omni.base_url}/v1/audio/speech", data={"input": TEXT})
     assert "Unsupported Media Type: Only 'application/json' is allowed" in error_of(form, 400)["message"]
     raw = httpx.post(
-        f"{omni.url}/v1/audio/speech", content=b"{", headers={"Content-Type": "application/json"}
+        f"{omni.base_url}/v1/audio/speech", content=b"{", headers={"Content-Type": "application/json"}
     )
     assert "JSON decode error" in error_of(raw, 400)["message"]
 
@@ -483,7 +481,7 @@ def test_all_audio_arrives_at_the_end_of_generation(start: Start, workdir: Path)
     text = TEXT * 2  # 214 frames: 224 steps, ~1.5 s
     with httpx.stream(
         "POST",
-        f"{slow.url}/v1/audio/speech",
+        f"{slow.base_url}/v1/audio/speech",
         json={"input": text, "stream": True, "stream_format": "audio", "response_format": "pcm"},
         timeout=30,
     ) as resp:
@@ -511,7 +509,7 @@ def test_no_async_chunk_overrides_the_yaml(start: Start, workdir: Path) -> None:
 def upload(sim: OmniSim, name: str, seconds: float = 2.0, **fields: Any) -> httpx.Response:
     files = {"audio_sample": ("clip.wav", make_wav(seconds), "audio/wav")}
     return httpx.post(
-        f"{sim.url}/v1/audio/voices", files=files, data={"name": name, "consent": "ok-1", **fields}
+        f"{sim.base_url}/v1/audio/voices", files=files, data={"name": name, "consent": "ok-1", **fields}
     )
 
 
@@ -530,7 +528,7 @@ def test_voices_upload_list_use_replace_delete(omni: OmniSim) -> None:
         "ref_text": "Hello from Anna.",
         "speaker_description": "warm",
     }
-    listing = httpx.get(f"{omni.url}/v1/audio/voices").json()
+    listing = httpx.get(f"{omni.base_url}/v1/audio/voices").json()
     assert listing["voices"] == ["anna"]
     assert listing["uploaded_voices"] == [
         {
@@ -550,14 +548,14 @@ def test_voices_upload_list_use_replace_delete(omni: OmniSim) -> None:
     assert cloned.content != omni.speech(input=TEXT, response_format="pcm").content  # another timbre
     again = upload(omni, "anna")  # the same name replaces it, now without ref_text
     assert again.status_code == 200 and again.json()["voice"]["created_at"] > voice["created_at"]
-    assert len(httpx.get(f"{omni.url}/v1/audio/voices").json()["uploaded_voices"]) == 1
+    assert len(httpx.get(f"{omni.base_url}/v1/audio/voices").json()["uploaded_voices"]) == 1
     assert error_of(omni.speech(input=TEXT, voice="anna"), 400)["message"] == REF_WITHOUT_TEXT
     assert omni.speech(input=TEXT, voice="anna", ref_text="Hello.").status_code == 200
-    deleted = httpx.delete(f"{omni.url}/v1/audio/voices/anna")
+    deleted = httpx.delete(f"{omni.base_url}/v1/audio/voices/anna")
     assert deleted.json() == {"success": True, "message": "Voice 'anna' deleted successfully"}
-    gone = error_of(httpx.delete(f"{omni.url}/v1/audio/voices/anna"), 404)
+    gone = error_of(httpx.delete(f"{omni.base_url}/v1/audio/voices/anna"), 404)
     assert gone == {"message": "Voice 'anna' not found", "type": "NotFoundError", "param": None, "code": 404}
-    assert httpx.get(f"{omni.url}/v1/audio/voices").json() == {"voices": [], "uploaded_voices": []}
+    assert httpx.get(f"{omni.base_url}/v1/audio/voices").json() == {"voices": [], "uploaded_voices": []}
 
 
 @pytest.mark.contract("OE3", "OX1")
@@ -567,25 +565,25 @@ def test_voice_upload_refusals(omni: OmniSim) -> None:
     long = error_of(upload(omni, "l", seconds=31), 400)
     assert long["message"] == "Reference audio too long (31.0s). Maximum 30s supported — use a shorter clip."
     big = {"audio_sample": ("big.wav", b"\0" * (10 * 1024 * 1024 + 1), "audio/wav")}
-    resp = httpx.post(f"{omni.url}/v1/audio/voices", files=big, data={"name": "b", "consent": "c"})
+    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", files=big, data={"name": "b", "consent": "c"})
     assert (
         error_of(resp, 400)["message"]
         == f"File size exceeds maximum limit of 10MB. Got {10 * 1024 * 1024 + 1} bytes."
     )
     text = {"audio_sample": ("a.txt", b"hello", "text/plain")}
-    resp = httpx.post(f"{omni.url}/v1/audio/voices", files=text, data={"name": "t", "consent": "c"})
+    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", files=text, data={"name": "t", "consent": "c"})
     assert error_of(resp, 400)["message"].startswith("Unsupported MIME type: text/plain. Allowed: ")
     junk = {"audio_sample": ("a.wav", b"not audio at all", "audio/wav")}
-    resp = httpx.post(f"{omni.url}/v1/audio/voices", files=junk, data={"name": "j", "consent": "c"})
+    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", files=junk, data={"name": "j", "consent": "c"})
     assert error_of(resp, 400)["message"].startswith("Could not decode audio file: ")
     bad_name = error_of(upload(omni, "../etc"), 400)
     assert bad_name["message"] == "Invalid voice name '../etc': must be non-empty, no path separators or NUL"
     no_consent = {"audio_sample": ("a.wav", make_wav(2.0), "audio/wav")}
-    resp = httpx.post(f"{omni.url}/v1/audio/voices", files=no_consent, data={"name": "n"})
+    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", files=no_consent, data={"name": "n"})
     assert "Field required" in error_of(resp, 400)["message"]
-    resp = httpx.post(f"{omni.url}/v1/audio/voices", data={"name": "n", "consent": "c"})
+    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", data={"name": "n", "consent": "c"})
     assert error_of(resp, 400)["message"] == "Either 'audio_sample' or 'speaker_embedding' must be provided"
-    assert httpx.get(f"{omni.url}/v1/audio/voices").json()["voices"] == []
+    assert httpx.get(f"{omni.base_url}/v1/audio/voices").json()["voices"] == []
 
 
 @pytest.mark.contract("OR5", "OR3")
@@ -623,23 +621,23 @@ def test_generation_failures(start: Start) -> None:
 @pytest.mark.contract("OE5", "OE6", "XO6")
 def test_models_version_and_api_key(start: Start) -> None:
     keyed = start(*FAST, "--api-key", "sekret", "--served-model-name", "higgs-v2", "tts")
-    assert httpx.get(f"{keyed.url}/v1/models").status_code == 401
-    assert httpx.get(f"{keyed.url}/v1/models").json() == {"error": "Unauthorized"}
+    assert httpx.get(f"{keyed.base_url}/v1/models").status_code == 401
+    assert httpx.get(f"{keyed.base_url}/v1/models").json() == {"error": "Unauthorized"}
     auth = {"Authorization": "Bearer sekret"}
-    models = httpx.get(f"{keyed.url}/v1/models", headers=auth).json()
+    models = httpx.get(f"{keyed.base_url}/v1/models", headers=auth).json()
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["higgs-v2", "tts"]
     assert models["data"][0]["root"] == keyed.model
     for path in ("/health", "/metrics", "/version"):
-        assert httpx.get(f"{keyed.url}{path}").status_code == 200, path
-    assert httpx.get(f"{keyed.url}/version").json()["simulator"] is True
+        assert httpx.get(f"{keyed.base_url}{path}").status_code == 200, path
+    assert httpx.get(f"{keyed.base_url}/version").json()["simulator"] is True
     resp = httpx.post(
-        f"{keyed.url}/v1/audio/speech", json={"input": TEXT, "model": "tts"}, headers=auth, timeout=30
+        f"{keyed.base_url}/v1/audio/speech", json={"input": TEXT, "model": "tts"}, headers=auth, timeout=30
     )
     assert resp.status_code == 200
 
 
 def metric_samples(sim: OmniSim) -> list[tuple[str, dict[str, str], float]]:
-    text = httpx.get(f"{sim.url}/metrics").text
+    text = httpx.get(f"{sim.base_url}/metrics").text
     return [(s.name, s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples]
 
 
@@ -699,7 +697,7 @@ def test_a_remote_reference_is_refused_for_want_of_network(omni: OmniSim) -> Non
 @pytest.mark.contract("XO8")
 def test_routes_outside_the_emulation_are_404(omni: OmniSim) -> None:
     for path in ("/v1/audio/speech/batch", "/v1/chat/completions"):
-        assert httpx.post(omni.url + path, json={}, timeout=10).status_code == 404
+        assert httpx.post(omni.base_url + path, json={}, timeout=10).status_code == 404
 
 
 @pytest.mark.contract("XO12")

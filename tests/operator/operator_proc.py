@@ -137,16 +137,19 @@ def speech_load(
     """`workers` closed-loop threads posting /v1/audio/speech to `url` until `stop` is set: a queue for
     the autoscaler to see."""
 
+    body = {"model": model, "input": text, "voice": "belinda", "response_format": "pcm"}
+
     def worker() -> None:
         with httpx.Client(timeout=30) as c:
             while not stop.is_set():
                 try:
-                    c.post(
-                        f"{url}/v1/audio/speech",
-                        json={"model": model, "input": text, "response_format": "pcm"},
-                    )
+                    r = c.post(f"{url}/v1/audio/speech", json=body)
                 except httpx.HTTPError:
                     time.sleep(0.2)
+                    continue
+                if 400 <= r.status_code < 500:  # a refused request makes no queue: say why, stop
+                    print(f"speech_load: HTTP {r.status_code} {r.text[:300]}", file=sys.stderr, flush=True)
+                    return
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(workers)]
     for t in threads:

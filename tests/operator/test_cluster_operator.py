@@ -309,7 +309,12 @@ def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, 
     # forced resync (15 s) and a no-op spec touch.
     time.sleep(3)
     before = {k: _written(k, v) for k, v in children(cluster, namespace, uid).items()}
-    writes_before = operator.health().get("writes", {})
+    # kopf caches probe results for 10 s: wait for counters that include the children's first apply.
+    writes_before = kubetest.wait_for(
+        lambda: (w := operator.health().get("writes", {})) and any(k.startswith("apply") for k in w) and w,
+        15,
+        what="the operator's write counters (kopf caches probes for 10 s)",
+    )
     cluster.kubectl("annotate", "hd/tts", "-n", namespace, "touched=yes")
     time.sleep(17)
     after = {k: _written(k, v) for k, v in children(cluster, namespace, uid).items()}

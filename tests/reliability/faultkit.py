@@ -56,7 +56,13 @@ def stream_chat(
                 if line == "data: [DONE]":
                     result.done = True
                     continue
-                delta = json.loads(line[6:])["choices"][0]["delta"]
+                event = json.loads(line[6:])
+                if "error" in event:  # an engine error after the 200 (contract CH8)
+                    result.error = f"error event: {event['error'].get('message', event['error'])}"
+                    continue
+                if not event.get("choices"):  # a usage event
+                    continue
+                delta = event["choices"][0]["delta"]
                 if (delta.get("audio") or {}).get("data"):
                     result.frames += 1
                     if result.first_audio is None:

@@ -1,4 +1,6 @@
-"""Helpers: the simulator as a real subprocess on 127.0.0.1 with a free port; WAV builders."""
+"""Helpers: the simulator as a real subprocess on 127.0.0.1 with a free port; WAV builders.
+
+The vLLM-Omni emulation's tests (tests/contract/omni_helpers.py) start theirs with these too."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ import time
 import wave
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -21,7 +24,7 @@ STARTUP_TIMEOUT_S = 20.0
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -60,13 +63,38 @@ class Sim:
                 self.proc.wait(timeout=10)
 
 
+S = TypeVar("S", bound=Sim)
+
+
+class Fleet:
+    """The processes one fixture starts; ``stop()`` at its teardown stops them all."""
+
+    def __init__(self) -> None:
+        self.started: list[Sim] = []
+
+    def add(self, sim: S, wait: bool = True) -> S:
+        """Keep ``sim`` for the teardown; with ``wait``, once it answers /health."""
+        self.started.append(sim)
+        if wait:
+            sim.wait_healthy()
+        return sim
+
+    def stop(self) -> None:
+        for sim in self.started:
+            sim.stop()
+
+
+def spawn(cmd: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start ``cmd`` with its stdout and stderr in ``log_path``."""
+    with open(log_path, "w") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True, env=env)
+
+
 def launch(args: list[str], tmp_path: Path, port: int | None = None) -> Sim:
     port = port or free_port()
     log_path = tmp_path / f"sim-{port}.log"
     cmd = [sys.executable, "-m", "higgs_sim.cli", *args, "--host", "127.0.0.1", "--port", str(port)]
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
-    return Sim(proc, port, log_path)
+    return Sim(spawn(cmd, log_path), port, log_path)
 
 
 def run_cli(*args: str, timeout: float = 20.0) -> subprocess.CompletedProcess[str]:

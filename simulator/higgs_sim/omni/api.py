@@ -18,7 +18,7 @@ import os
 import random
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -32,6 +32,12 @@ from higgs_sim.audio import (
     pcm_frames,
     start_offset,
     timbre_of,
+)
+from higgs_sim.fastapi_answers import (
+    api_key_middleware,
+    internal_server_error,
+    json_response,
+    routing_errors_middleware,
 )
 from higgs_sim.omni import EMULATED_VLLM_VERSION
 from higgs_sim.omni.errors import (
@@ -80,17 +86,6 @@ WORD_TIMESTAMPS_STREAMING = (
     "Use session.config with stream_audio=true and response_format='pcm'."
 )
 UNSUPPORTED_MEDIA_TYPE = "Unsupported Media Type: Only 'application/json' is allowed"
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    """Starlette's JSONResponse: compact UTF-8, ``Content-Type: application/json`` (no charset)."""
-    data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-    return web.Response(body=data, status=status, headers={"Content-Type": "application/json"})
-
-
-def internal_server_error() -> web.Response:
-    return web.Response(status=500, text="Internal Server Error", content_type="text/plain")
 
 
 class OmniServer:
@@ -107,7 +102,8 @@ class OmniServer:
     # --- application ---
 
     def make_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors, self._auth], client_max_size=MAX_BODY_BYTES)
+        middlewares = [routing_errors_middleware(log), api_key_middleware(self.config.api_key)]
+        app = web.Application(middlewares=middlewares, client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/health", self.health)
         app.router.add_get("/version", self.version)
         app.router.add_get("/metrics", self.metrics_endpoint)
@@ -136,38 +132,6 @@ class OmniServer:
         log.error("EngineDeadError (%s): shutting down", reason)
         logging.shutdown()
         os._exit(1)
-
-    @web.middleware
-    async def _errors(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        try:
-            return await handler(request)
-        except web.HTTPNotFound:
-            return json_response({"detail": "Not Found"}, 404)
-        except web.HTTPMethodNotAllowed as exc:
-            resp = json_response({"detail": "Method Not Allowed"}, 405)
-            resp.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
-            return resp
-        except web.HTTPException as exc:
-            if exc.status < 400:
-                raise
-            return json_response({"detail": exc.reason}, exc.status)
-        except Exception:
-            log.exception("Exception in ASGI application (%s %s)", request.method, request.path)
-            return internal_server_error()
-        finally:
-            take_arrival(request.transport)
-
-    @web.middleware
-    async def _auth(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        key = self.config.api_key
-        if (
-            key
-            and request.method != "OPTIONS"
-            and request.path.startswith("/v1")
-            and request.headers.get("Authorization") != f"Bearer {key}"
-        ):
-            return json_response({"error": "Unauthorized"}, 401)
-        return await handler(request)
 
     @staticmethod
     async def _request_id_header(request: web.Request, response: web.StreamResponse) -> None:

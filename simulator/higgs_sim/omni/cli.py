@@ -20,17 +20,15 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
-import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
 
-from higgs_sim.arrival import new_event_loop
+from higgs_sim.config import number_type
 from higgs_sim.omni import EMULATED_VLLM_VERSION, EMULATES
 from higgs_sim.omni.api import OmniServer
 from higgs_sim.omni.deploy import DeployError, load_deploy
@@ -38,6 +36,7 @@ from higgs_sim.omni.options import OmniConfig
 from higgs_sim.omni.pipeline import kv_budget_tokens
 from higgs_sim.omni.startup import StartupError, load_codec, load_model
 from higgs_sim.omni.voices import VoiceStore
+from higgs_sim.serving import configure_logging, run, serve_until, stop_on_signals
 from higgs_sim.timing import PROFILES, slowdown_for
 
 log = logging.getLogger("higgs_sim.omni")
@@ -59,26 +58,6 @@ REFUSED_UNDER_OMNI = {
     "enable_expert_parallel": "--enable-expert-parallel",
 }
 DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
-
-
-def _number(
-    kind: Callable[[str], Any], lo: float | None = None, hi: float | None = None, lo_open: bool = False
-) -> Any:
-    def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        if isinstance(value, float) and not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
-        if lo is not None and (value <= lo if lo_open else value < lo):
-            raise argparse.ArgumentTypeError(f"must be {'>' if lo_open else '>='} {lo:g}, got {text!r}")
-        if hi is not None and value > hi:
-            raise argparse.ArgumentTypeError(f"must be <= {hi:g}, got {text!r}")
-        return value
-
-    parse.__name__ = kind.__name__
-    return parse
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -119,14 +98,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     omni.add_argument("--async-chunk", action=argparse.BooleanOptionalAction, default=None)
     omni.add_argument("--log-stats", action="store_true")
-    omni.add_argument("--stage-init-timeout", type=_number(int, 1), default=300)
-    omni.add_argument("--init-timeout", type=_number(int, 1), default=600)
+    omni.add_argument("--stage-init-timeout", type=number_type(int, 1), default=300)
+    omni.add_argument("--init-timeout", type=number_type(int, 1), default=600)
     omni.add_argument("--log-file")
     vllm = serve.add_argument_group("vLLM serving flags")
     vllm.add_argument("--host", default=None, help="listen address (all interfaces by default)")
-    vllm.add_argument("--port", type=_number(int, 0, 65535), default=8000)
+    vllm.add_argument("--port", type=number_type(int, 0, 65535), default=8000)
     vllm.add_argument("--served-model-name", nargs="+", default=None)
-    vllm.add_argument("--gpu-memory-utilization", type=_number(float, 0.0, 1.0, lo_open=True), default=None)
+    vllm.add_argument(
+        "--gpu-memory-utilization", type=number_type(float, 0.0, 1.0, lo_open=True), default=None
+    )
     vllm.add_argument("--trust-remote-code", action="store_true")
     vllm.add_argument("--disable-log-stats", action="store_true")
     vllm.add_argument("--api-key", default=None)
@@ -138,30 +119,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     vllm.add_argument("--dtype", choices=DTYPES, default="auto")
     vllm.add_argument("--enforce-eager", action="store_true")
-    vllm.add_argument("--seed", type=_number(int), default=None)
-    vllm.add_argument("--max-model-len", type=_number(int, 1), default=None)
-    vllm.add_argument("--max-num-seqs", type=_number(int, 1), default=None)
-    vllm.add_argument("-tp", "--tensor-parallel-size", type=_number(int, 1), default=1)
+    vllm.add_argument("--seed", type=number_type(int), default=None)
+    vllm.add_argument("--max-model-len", type=number_type(int, 1), default=None)
+    vllm.add_argument("--max-num-seqs", type=number_type(int, 1), default=None)
+    vllm.add_argument("-tp", "--tensor-parallel-size", type=number_type(int, 1), default=1)
     vllm.add_argument("--limit-mm-per-prompt", type=_json_object, default=None)
     vllm.add_argument("--revision", default=None)
     refused = serve.add_argument_group("refused under --omni (serve.py validate)")
-    refused.add_argument("-dp", "--data-parallel-size", type=_number(int, 1), default=None)
-    refused.add_argument("--data-parallel-size-local", type=_number(int, 0), default=None)
+    refused.add_argument("-dp", "--data-parallel-size", type=number_type(int, 1), default=None)
+    refused.add_argument("--data-parallel-size-local", type=number_type(int, 0), default=None)
     refused.add_argument("--data-parallel-address", default=None)
-    refused.add_argument("--data-parallel-rpc-port", type=_number(int, 0, 65535), default=None)
-    refused.add_argument("--data-parallel-start-rank", type=_number(int, 0), default=None)
+    refused.add_argument("--data-parallel-rpc-port", type=number_type(int, 0, 65535), default=None)
+    refused.add_argument("--data-parallel-start-rank", type=number_type(int, 0), default=None)
     refused.add_argument("--data-parallel-backend", default=None)
-    refused.add_argument("--api-server-count", type=_number(int, 1), default=None)
+    refused.add_argument("--api-server-count", type=number_type(int, 1), default=None)
     refused.add_argument("--enable-expert-parallel", action="store_true", default=None)
     sim = serve.add_argument_group("simulator (--sim-*)")
     sim.add_argument("--sim-profile", choices=PROFILES, default="calibrated")
-    sim.add_argument("--sim-slowdown", type=_number(float, 0.0, lo_open=True), default=None)
+    sim.add_argument("--sim-slowdown", type=number_type(float, 0.0, lo_open=True), default=None)
     sim.add_argument("--sim-bind-host", default=None, help="listen address; overrides --host")
-    sim.add_argument("--sim-gpu-memory-gib", type=_number(float, 0.0, lo_open=True), default=80.0)
-    sim.add_argument("--sim-startup-seconds", type=_number(float, 0.0), default=0.0)
-    sim.add_argument("--sim-seed", type=_number(int), default=0)
+    sim.add_argument("--sim-gpu-memory-gib", type=number_type(float, 0.0, lo_open=True), default=80.0)
+    sim.add_argument("--sim-startup-seconds", type=number_type(float, 0.0), default=0.0)
+    sim.add_argument("--sim-seed", type=number_type(int), default=0)
     sim.add_argument("--sim-trace-file", default=None)
-    sim.add_argument("--sim-error-rate", type=_number(float, 0.0, 1.0), default=0.0)
+    sim.add_argument("--sim-error-rate", type=number_type(float, 0.0, 1.0), default=0.0)
     sim.add_argument(
         "--sim-schema-error-status",
         type=int,
@@ -169,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=400,
         help="schema errors: vLLM's handler (400, {'error': ...}) or FastAPI's default (422, {'detail': [...]})",
     )
-    sim.add_argument("--sim-shutdown-timeout", type=_number(float, 0.0), default=30.0)
+    sim.add_argument("--sim-shutdown-timeout", type=number_type(float, 0.0), default=30.0)
     return parser
 
 
@@ -280,10 +261,7 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 async def _serve(config: OmniConfig, voices: VoiceStore, sock: socket.socket) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_on_signals()
     if config.startup_seconds > 0:
         log.info(
             "Loading stage 0 (talker) and stage 1 (code2wav) (simulated, %.1f s)...", config.startup_seconds
@@ -306,17 +284,11 @@ async def _serve(config: OmniConfig, voices: VoiceStore, sock: socket.socket) ->
     site = web.SockSite(runner, sock)
     await site.start()
     log.info("Started server process; serving on http://%s:%d (simulator)", config.host, config.port)
-    try:
-        await stop.wait()
-    finally:
-        log.info("Shutting down")
-        await runner.cleanup()
+    await serve_until(stop, runner, log)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(levelname)s %(asctime)s %(name)s: %(message)s", stream=sys.stderr
-    )
+    configure_logging()
     arguments = list(sys.argv[1:] if argv is None else argv)
     if "--omni" not in arguments:  # main.py: the literal flag decides, before any parsing
         print(NEEDS_OMNI, file=sys.stderr)
@@ -333,8 +305,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"cannot use the uploaded-voice directory (SPEAKER_SAMPLES_DIR): {exc}"
             ) from None
         sock = _listen(config.host, config.port)
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            runner.run(_serve(config, voices, sock))
+        run(_serve(config, voices, sock))
     except (StartupError, DeployError) as exc:
         log.error("vllm-omni (simulator) cannot start: %s", exc)
         return 1

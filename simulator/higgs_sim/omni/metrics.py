@@ -30,60 +30,29 @@ from prometheus_client import (
     generate_latest,
 )
 
+from higgs_sim.metrics import (
+    FINISH_REASONS,
+    FORK_LATENCY_BUCKETS,
+    FORK_TTFT_BUCKETS,
+    TPOT_BUCKETS,
+    buckets_1_2_5,
+)
+
 if TYPE_CHECKING:
     from higgs_sim.engine import Job
 
 STAGES = ("0", "1")  # the talker, code2wav
 REPLICA = "0"
-FINISH_REASONS = ("stop", "length", "abort")
 # vllm_omni/metrics/definitions.py
 SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0, 300.0)
 SECONDS_FAST_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 60.0)
 RTF_BUCKETS = (0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1.25, 1.5, 2.0, 5.0, 10.0)
 BYTES_BUCKETS = (1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864, 268435456)
 CONTINUITY_THRESHOLD_MS = 100  # AUDIO_CONTINUITY_DEFAULT_THRESHOLD_S
-# vLLM V1's buckets (vllm/v1/metrics/loggers.py)
-TTFT_BUCKETS = (
-    *(0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0),
-    *(20.0, 40.0, 80.0, 160.0, 640.0, 2560.0),
-)
-ITL_BUCKETS = (
-    0.01,
-    0.025,
-    0.05,
-    0.075,
-    0.1,
-    0.15,
-    0.2,
-    0.3,
-    0.4,
-    0.5,
-    0.75,
-    1.0,
-    2.5,
-    5.0,
-    7.5,
-    10.0,
-    20.0,
-    40.0,
-    80.0,
-)
-LATENCY_BUCKETS = (
-    *(0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0),
-    *(120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0),
-)
-
-
-def buckets_1_2_5(limit: int) -> tuple[int, ...]:
-    out: list[int] = []
-    exponent = 0
-    while True:
-        for mantissa in (1, 2, 5):
-            value = mantissa * 10**exponent
-            if value > limit:
-                return tuple(out)
-            out.append(value)
-        exponent += 1
+# vLLM V1's buckets (vllm/v1/metrics/loggers.py): those of Boson's 0.8 fork, with larger ones added since.
+TTFT_BUCKETS = (*FORK_TTFT_BUCKETS, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)
+ITL_BUCKETS = (*TPOT_BUCKETS, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0)
+LATENCY_BUCKETS = (*FORK_LATENCY_BUCKETS, 120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)
 
 
 class _Null:
