@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,31 +215,49 @@ class ImageMapFile:
         return self.current
 
 
-def container_argv(
+@dataclass(frozen=True)
+class ArgvPart:
+    """One argv element and where it came from: the pod spec (a container path, which $(VAR)
+    expansion and volume-path rewriting apply to) or the images file (already a host path)."""
+
+    value: str
+    from_pod: bool
+
+
+def container_argv_parts(
     config: ImageConfig, command: list[str] | None, args: list[str] | None, ph: Placeholders
-) -> list[str]:
+) -> list[ArgvPart]:
     """Entrypoint/cmd resolution as a container runtime does it (before $(VAR) expansion); a command
     whose executable the image maps (``commands``) runs the mapped argv instead."""
+
+    def host(values: Iterable[str]) -> list[ArgvPart]:
+        return [ArgvPart(ph.render(v), False) for v in values]
+
+    def pod(values: Iterable[str]) -> list[ArgvPart]:
+        return [ArgvPart(v, True) for v in values]
+
     if command:
         mapped = config.command(command[0])
         if mapped is None:
-            argv = list(command) + list(args or [])
+            argv = pod([*command, *(args or [])])
         else:
-            argv = [
-                *(ph.render(v) for v in mapped.argv),
-                *command[1:],
-                *(args or []),
-                *(ph.render(v) for v in mapped.append),
-            ]
+            argv = [*host(mapped.argv), *pod([*command[1:], *(args or [])]), *host(mapped.append)]
     elif args:
-        argv = [ph.render(v) for v in config.entrypoint] + list(args)
+        argv = [*host(config.entrypoint), *pod(args)]
     else:
-        argv = [ph.render(v) for v in (*config.entrypoint, *config.cmd)]
+        argv = host((*config.entrypoint, *config.cmd))
     if not argv:
         raise ImagesFileError(
             f'image pattern "{config.pattern}" has no entrypoint/cmd and the container no command'
         )
     return argv
+
+
+def container_argv(
+    config: ImageConfig, command: list[str] | None, args: list[str] | None, ph: Placeholders
+) -> list[str]:
+    """The argv of :func:`container_argv_parts`, as plain strings."""
+    return [part.value for part in container_argv_parts(config, command, args, ph)]
 
 
 def image_files(config: ImageConfig, ph: Placeholders) -> list[tuple[str, str]]:

@@ -32,7 +32,7 @@ from .images import (
     ImageNotMapped,
     ImagesFileError,
     Placeholders,
-    container_argv,
+    container_argv_parts,
     image_env,
     image_files,
 )
@@ -621,15 +621,17 @@ class PodWorker(threading.Thread):
             "LANG": "C.UTF-8",
             **image_env(image_map, config, ph),
         }
-        env.update(kenv)
-        env = {k: rewrite_path(v, paths) for k, v in env.items()}
+        # Only what the pod spec says is a container path: the agent's own values (HOME, the images
+        # file's PATH and entrypoint) are host paths already, and a clone under a mountPath (/tmp) must
+        # not have them rewritten into a volume.
+        env.update({k: rewrite_path(v, paths) for k, v in kenv.items()})
         env[UID_ENV] = self.uid
         kubeconfig = self.write_pod_kubeconfig(mounts)
         if kubeconfig and "KUBECONFIG" not in env:
             env["KUBECONFIG"] = kubeconfig
         (self.dir / "home").mkdir(exist_ok=True)
-        argv = container_argv(config, c.spec.get("command"), c.spec.get("args"), ph)
-        argv = [rewrite_path(expand(a, env), paths) for a in argv]
+        parts = container_argv_parts(config, c.spec.get("command"), c.spec.get("args"), ph)
+        argv = [rewrite_path(expand(p.value, env), paths) if p.from_pod else p.value for p in parts]
         cwd = str(self.dir)
         if c.spec.get("workingDir"):
             wd = rewrite_path(c.spec["workingDir"], mounts)

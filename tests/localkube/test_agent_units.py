@@ -13,6 +13,7 @@ from localkube.images import (
     ImagesFileError,
     Placeholders,
     container_argv,
+    container_argv_parts,
     image_env,
     image_files,
     load_image_map,
@@ -204,6 +205,33 @@ def test_command_and_args_override_like_a_runtime() -> None:
     assert container_argv(cfg, None, ["a"], ph) == ["/ep", "127.0.0.5", "a"]
     assert container_argv(cfg, ["python3", "-c"], ["x"], ph) == ["python3", "-c", "x"]
     assert container_argv(cfg, ["sh"], None, ph) == ["sh"]
+
+
+def test_only_the_pod_specs_argv_is_a_container_path() -> None:
+    """The images file's entrypoint is a host path: with a clone under /tmp and an emptyDir at /tmp it
+    must not be rewritten into the volume (kubelet.command_for rewrites only the pod's parts)."""
+    m = parse_image_map(
+        {"images": [{"match": "img:*", "entrypoint": ["{venv}/op", "--ip", "{pod_ip}"]}]}, "f"
+    )
+    ph = Placeholders(venv="/tmp/clone/.venv/bin", repo="/tmp/clone", pod_ip="127.0.0.5")
+    parts = container_argv_parts(m.lookup("img:1"), None, ["--cache", "/tmp/x"], ph)
+    mounts = [("/tmp", "/state/pods/p/volumes/scratch")]
+    argv = [rewrite_path(p.value, mounts) if p.from_pod else p.value for p in parts]
+    assert argv == [
+        "/tmp/clone/.venv/bin/op",
+        "--ip",
+        "127.0.0.5",
+        "--cache",
+        "/state/pods/p/volumes/scratch/x",
+    ]
+    mapped = parse_image_map(
+        {"images": [{"match": "v:*", "commands": {"vllm": {"argv": ["{venv}/py"], "append": ["{repo}/f"]}}}]},
+        "f",
+    )
+    parts = container_argv_parts(mapped.lookup("v:1"), ["vllm", "serve"], ["/tmp/m"], ph)
+    assert [(p.value, p.from_pod) for p in parts] == [
+        ("/tmp/clone/.venv/bin/py", False), ("serve", True), ("/tmp/m", True), ("/tmp/clone/f", False),
+    ]  # fmt: skip
 
 
 def test_shipped_images_file_runs_vllm_omnis_command_as_the_emulation() -> None:
