@@ -176,7 +176,6 @@ def install_operator() -> None:
         [
             "helm", "upgrade", "--install", "higgs-operator", str(REPO / "charts" / "higgs-operator"),
             "-n", OPERATOR_NS, "--create-namespace", "-f", str(REPO / "examples" / "operator-values-local.yaml"),
-            "--set", f"chartPath={REPO / 'charts' / 'higgs-audio'}",
             "--set", "extraEnv[0].name=HELM", "--set", f"extraEnv[0].value={helm}",
             "--wait", "--timeout", "3m",
         ],

@@ -24,7 +24,6 @@ def test_helm_installed_operator_runs_a_resource(cluster: kubetest.Cluster, name
             "install", release, str(REPO / "charts" / "higgs-operator"), "-n", namespace,
             "--set", "image.repository=localhost/higgs-operator", "--set", "image.tag=0.1.0",
             "--set", f"watchNamespaces={{{namespace}}}",
-            "--set", f"chartPath={REPO / 'charts' / 'higgs-audio'}",
             "--set", "extraEnv[0].name=HELM", "--set", f"extraEnv[0].value={helm}",
             "--set", "statusSeconds=1", "--set", "tests.enabled=false",
             # The local cluster has only (fake) GPU nodes, tainted like real GPU pools.
