@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from higgs_sim.omni.deploy import PACKAGED_DEPLOY
 
 REPO = Path(__file__).resolve().parents[2]
 LOCUSTFILE = REPO / "loadtests" / "locustfile.py"
@@ -93,34 +94,6 @@ def _wait_healthy(sim: SimProc, startup_s: float, what: str) -> SimProc:
     raise RuntimeError(f"{what} not healthy after {startup_s} s:\n{sim.log_path.read_text()}")
 
 
-# A deploy config with the keys of vllm_omni/deploy/higgs_audio_v2.yaml (docs/server-contract-omni.md OS14).
-OMNI_DEPLOY = {
-    "async_chunk": False,
-    "stages": [
-        {
-            "stage_id": 0,
-            "max_num_seqs": 4,
-            "gpu_memory_utilization": 0.6,
-            "max_model_len": 4096,
-            "default_sampling_params": {
-                "temperature": 1.0,
-                "top_p": 0.95,
-                "top_k": 50,
-                "max_tokens": 1024,
-                "seed": 42,
-            },
-        },
-        {
-            "stage_id": 1,
-            "max_num_seqs": 4,
-            "gpu_memory_utilization": 0.25,
-            "max_model_len": 65536,
-            "default_sampling_params": {"temperature": 0.0, "top_k": -1, "max_tokens": 65536},
-        },
-    ],
-}
-
-
 def omni_model(root: Path) -> tuple[Path, Path]:
     """(model directory, deploy YAML) for the emulation: the transformers-native `higgs_audio_v2`
     layout (OS8) whose codec (OS11) is a local directory, and the deploy config."""
@@ -136,9 +109,7 @@ def omni_model(root: Path) -> tuple[Path, Path]:
         "audio_tokenizer_id": str(codec),
     }
     (model / "config.json").write_text(json.dumps(config))
-    deploy = root / "higgs_audio_v2.yaml"
-    deploy.write_text(json.dumps(OMNI_DEPLOY))  # JSON is YAML
-    return model, deploy
+    return model, PACKAGED_DEPLOY  # OS14's values, as the image carries them
 
 
 def start_omni(tmp: Path, *flags: str, startup_s: float = 20.0) -> SimProc:

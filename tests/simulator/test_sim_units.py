@@ -258,7 +258,29 @@ def test_omni_deploy_yaml_the_local_image_carries_is_os14s_values() -> None:
     from higgs_sim.omni import deploy
 
     path = Path(deploy.__file__).with_name("higgs_audio_v2.yaml")
-    assert yaml.safe_load(path.read_text()) == deploy.DEFAULT_DEPLOY
+    assert path == deploy.PACKAGED_DEPLOY
+    data = yaml.safe_load(path.read_text())  # OS14's values, key by key
+    assert data["async_chunk"] is False
+    assert data["connectors"]["connector_of_shared_memory"]["extra"] == {
+        "codec_streaming": True,
+        "codec_chunk_frames": 25,
+    }
+    talker, code2wav = data["stages"]
+    assert (talker["stage_id"], talker["max_num_seqs"], talker["gpu_memory_utilization"]) == (0, 4, 0.6)
+    assert talker["max_model_len"] == 4096 and talker["devices"] == "0"
+    assert talker["default_sampling_params"] == {
+        "temperature": 1.0,
+        "top_p": 0.95,
+        "top_k": 50,
+        "max_tokens": 1024,
+        "seed": 42,
+    }
+    assert (code2wav["stage_id"], code2wav["max_num_seqs"], code2wav["gpu_memory_utilization"]) == (
+        1,
+        4,
+        0.25,
+    )
+    assert code2wav["max_model_len"] == 65536 and code2wav["devices"] == "0"
     loaded, built_in = deploy.load_deploy(str(path)), deploy.load_deploy(None)
     assert (loaded.async_chunk, loaded.codec_chunk_frames, loaded.stages) == (
         built_in.async_chunk,

@@ -10,55 +10,24 @@ What the emulation uses: ``async_chunk`` (OP4 cadence), stage 0's ``max_num_seqs
 Other keys are accepted and ignored.
 
 Without ``--deploy-config`` the real server picks ``higgs_audio_v2.yaml`` by the model's HF
-``model_type`` (OS4); the emulation then uses :data:`DEFAULT_DEPLOY`, the values OS14 lists.
+``model_type`` (OS4); the emulation then reads :data:`PACKAGED_DEPLOY`, with the values OS14 lists.
 Overrides (OS3): ``--stage-overrides`` (per-stage JSON, merged over the YAML), ``--async-chunk`` /
 ``--no-async-chunk`` and ``--gpu-memory-utilization`` ("caller-typed value > deploy YAML").
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-# OS14's values: what the packaged higgs_audio_v2.yaml sets (used when --deploy-config is absent).
-DEFAULT_DEPLOY: dict[str, Any] = {
-    "async_chunk": False,
-    "connectors": {
-        "connector_of_shared_memory": {
-            "name": "SharedMemoryConnector",
-            "extra": {"codec_streaming": True, "codec_chunk_frames": 25},
-        }
-    },
-    "stages": [
-        {
-            "stage_id": 0,
-            "max_num_seqs": 4,
-            "gpu_memory_utilization": 0.6,
-            "max_model_len": 4096,
-            "devices": "0",
-            "default_sampling_params": {
-                "temperature": 1.0,
-                "top_p": 0.95,
-                "top_k": 50,
-                "max_tokens": 1024,
-                "seed": 42,
-            },
-        },
-        {
-            "stage_id": 1,
-            "max_num_seqs": 4,
-            "gpu_memory_utilization": 0.25,
-            "max_model_len": 65536,
-            "devices": "0",
-            "default_sampling_params": {"temperature": 0.0, "top_p": 1.0, "top_k": -1, "max_tokens": 65536},
-        },
-    ],
-}
+# OS14's values, in the file the local stack also maps the image's path to (hack/localkube-images.yaml):
+# used when --deploy-config is absent, as the real server picks its packaged YAML (OS4).
+PACKAGED_DEPLOY = Path(__file__).with_name("higgs_audio_v2.yaml")
 DEFAULT_CODEC_CHUNK_FRAMES = 25
 
 
@@ -178,18 +147,15 @@ def load_deploy(
     gpu_memory_utilization: float | None = None,
 ) -> DeployConfig:
     """Read the deploy YAML (or the built-in defaults) and apply the command line's overrides."""
-    if path is None:
-        data: Any = copy.deepcopy(DEFAULT_DEPLOY)
-        source = "built-in defaults (OS14; the package's higgs_audio_v2.yaml)"
-    else:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-        except FileNotFoundError:
-            raise DeployError(f"deploy config not found: {path}") from None
-        except (OSError, yaml.YAMLError) as exc:
-            raise DeployError(f"cannot read deploy config {path}: {exc}") from None
-        source = path
+    source = path or "built-in defaults (OS14; the package's higgs_audio_v2.yaml)"
+    file = path or str(PACKAGED_DEPLOY)
+    try:
+        with open(file, encoding="utf-8") as fh:
+            data: Any = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise DeployError(f"deploy config not found: {file}") from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise DeployError(f"cannot read deploy config {file}: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("stages"), list):
         raise DeployError(f"{source}: a deploy config needs a 'stages' list")
     if stage_overrides:
