@@ -36,7 +36,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from higgs_sim.metrics import SimMetrics
+from higgs_sim.metrics import EngineMetrics
 from higgs_sim.timing import StepTimeModel
 
 log = logging.getLogger("higgs_sim.engine")
@@ -148,7 +148,9 @@ class Job:
 class Engine:
     """Continuous-batching scheduler and step loop."""
 
-    def __init__(self, model: StepTimeModel, max_num_seqs: int, kv_budget: int, metrics: SimMetrics) -> None:
+    def __init__(
+        self, model: StepTimeModel, max_num_seqs: int, kv_budget: int, metrics: EngineMetrics
+    ) -> None:
         self.model = model
         self.max_num_seqs = max_num_seqs
         self.kv_budget = kv_budget

@@ -42,6 +42,68 @@ class _Observer(Protocol):
     def observe(self, amount: float) -> None: ...
 
 
+class _Counting(Protocol):
+    def inc(self, amount: float = 1) -> None: ...
+
+
+class _Labelled(Protocol):
+    def labels(self, *values: str) -> _Counting: ...
+
+
+class RequestSeries(Protocol):
+    """The series V1 records when a request ends (what :func:`record_finished` fills)."""
+
+    @property
+    def success(self) -> _Labelled: ...
+    @property
+    def e2e(self) -> _Observer: ...
+    @property
+    def request_prompt_tokens(self) -> _Observer: ...
+    @property
+    def request_generation_tokens(self) -> _Observer: ...
+    @property
+    def inference_time(self) -> _Observer: ...
+    @property
+    def prefill_time(self) -> _Observer: ...
+    @property
+    def decode_time(self) -> _Observer: ...
+
+
+class EngineMetrics(RequestSeries, Protocol):
+    """What ``higgs_sim.engine.Engine`` records: :class:`SimMetrics` (Boson's server) and one stage of
+    the vLLM-Omni emulation (``higgs_sim.omni.metrics.StageMetrics``) both provide it."""
+
+    @property
+    def queue_time(self) -> _Observer: ...
+    @property
+    def ttft(self) -> _Observer: ...
+    @property
+    def prompt_tokens(self) -> _Counting: ...
+    @property
+    def generation_tokens(self) -> _Counting: ...
+    def set_queue(self, running: int, waiting: int, kv_fraction: float) -> None: ...
+    def observe_tpot(self, seconds: float, tokens: int) -> None: ...
+    def finished(self, job: Job, now: float) -> None: ...
+
+
+def record_finished(series: RequestSeries, job: Job, now: float) -> None:
+    """A request's end-of-life series, as V1 records them when it finishes."""
+    series.success.labels(job.finish_reason).inc()
+    series.e2e.observe(now - job.arrival)
+    series.request_prompt_tokens.observe(job.prompt_tokens)
+    series.request_generation_tokens.observe(job.generated)
+    admitted = job.admitted_at if job.admitted_at is not None else job.arrival
+    first = job.first_token_at if job.first_token_at is not None else now
+    series.inference_time.observe(now - admitted)
+    series.prefill_time.observe(first - admitted)
+    series.decode_time.observe(now - first)
+
+
+def observe_many(histogram: _Observer, value: float, count: int) -> None:
+    for _ in range(count):  # ~0.5 us each: cheap next to a step's other work
+        histogram.observe(value)
+
+
 def buckets_1_2_5(limit: int) -> tuple[int, ...]:
     """vLLM's build_1_2_5_buckets: 1, 2, 5, 10, 20, 50, ... up to ``limit``."""
     out: list[int] = []
@@ -144,27 +206,13 @@ class SimMetrics:
     def observe_tpot(self, seconds: float, tokens: int) -> None:
         """One step's interval for each of its tokens that was not a request's first (V1 observes
         every inter-token gap)."""
-        _observe_many(self.tpot, seconds, tokens)
+        observe_many(self.tpot, seconds, tokens)
 
     def finished(self, job: Job, now: float) -> None:
-        """A request's end-of-life series, as V1 records them when it finishes."""
-        self.success.labels(job.finish_reason).inc()
-        self.e2e.observe(now - job.arrival)
-        self.request_prompt_tokens.observe(job.prompt_tokens)
-        self.request_generation_tokens.observe(job.generated)
-        admitted = job.admitted_at if job.admitted_at is not None else job.arrival
-        first = job.first_token_at if job.first_token_at is not None else now
-        self.inference_time.observe(now - admitted)
-        self.prefill_time.observe(first - admitted)
-        self.decode_time.observe(now - first)
+        record_finished(self, job, now)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-def _observe_many(histogram: _Observer, value: float, count: int) -> None:
-    for _ in range(count):  # ~0.5 us each: cheap next to a step's other work
-        histogram.observe(value)
 
 
 class _Partial:

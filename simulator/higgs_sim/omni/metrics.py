@@ -10,9 +10,8 @@ series per stage. Which ``vllm:*`` families vLLM 0.25 registers is UNCONFIRMED: 
 set is used, with vLLM 0.2x's names (``kv_cache_usage_perc``, ``inter_token_latency_seconds``).
 OM3: ``--disable-log-stats`` leaves the ``vllm:*`` wrap out and the ``vllm_omni:*`` families empty.
 
-The per-stage object has the interface ``higgs_sim.engine.Engine`` calls on its metrics (the
-engine's annotation names the Boson simulator's ``SimMetrics``; this class provides the same
-methods), so stage 0 runs on the unchanged engine.
+The per-stage object provides ``higgs_sim.metrics.EngineMetrics``, what ``higgs_sim.engine.Engine``
+records, so stage 0 runs on the same engine as Boson's simulator.
 """
 
 from __future__ import annotations
@@ -36,6 +35,8 @@ from higgs_sim.metrics import (
     FORK_TTFT_BUCKETS,
     TPOT_BUCKETS,
     buckets_1_2_5,
+    observe_many,
+    record_finished,
 )
 
 if TYPE_CHECKING:
@@ -117,19 +118,10 @@ class StageMetrics:
             callback(running, waiting)
 
     def observe_tpot(self, seconds: float, tokens: int) -> None:
-        for _ in range(tokens):
-            self.itl.observe(seconds)
+        observe_many(self.itl, seconds, tokens)
 
     def finished(self, job: Job, now: float) -> None:
-        self.success.labels(job.finish_reason).inc()
-        self.e2e.observe(now - job.arrival)
-        self.request_prompt_tokens.observe(job.prompt_tokens)
-        self.request_generation_tokens.observe(job.generated)
-        admitted = job.admitted_at if job.admitted_at is not None else job.arrival
-        first = job.first_token_at if job.first_token_at is not None else now
-        self.inference_time.observe(now - admitted)
-        self.prefill_time.observe(first - admitted)
-        self.decode_time.observe(now - first)
+        record_finished(self, job, now)
 
 
 class _Reasons:

@@ -27,7 +27,6 @@ import math
 import time
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, cast
 
 from higgs_sim.audio import FRAMES_PER_SECOND
 from higgs_sim.engine import CODEBOOKS, Engine, Job, frames_for_tokens, tokens_for_frames
@@ -36,9 +35,6 @@ from higgs_sim.omni.errors import OmniError
 from higgs_sim.omni.metrics import OmniMetrics
 from higgs_sim.omni.requests import Reference
 from higgs_sim.timing import StepTimeModel
-
-if TYPE_CHECKING:
-    from higgs_sim.metrics import SimMetrics
 
 log = logging.getLogger("higgs_sim.omni.pipeline")
 
@@ -136,10 +132,7 @@ class Pipeline:
         self.metrics = metrics
         self.stage0 = metrics.stages["0"]
         self.stage1 = metrics.stages["1"]
-        # Engine is annotated with the Boson simulator's SimMetrics; StageMetrics has its interface.
-        self.engine = Engine(
-            StepTimeModel(slowdown), deploy.talker.max_num_seqs, kv_budget, cast("SimMetrics", self.stage0)
-        )
+        self.engine = Engine(StepTimeModel(slowdown), deploy.talker.max_num_seqs, kv_budget, self.stage0)
         self.stage0.on_queue.append(lambda _running, _waiting: self._publish())
         self.c2w_slots = asyncio.Semaphore(deploy.code2wav.max_num_seqs)
         self.c2w_waiting = 0
