@@ -41,6 +41,7 @@ from higgs_sim.fastapi_answers import (
     routing_errors_middleware,
 )
 from higgs_sim.metrics import SimMetrics
+from higgs_sim.model_list import model_list
 from higgs_sim.protocol import (
     ApiError,
     ChatOptions,
@@ -237,21 +238,9 @@ class SimServer:
 
     async def models(self, _request: web.Request) -> web.Response:
         """E2: vLLM's ModelList, one card per served name."""
-        created = int(time.time())
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": created,
-                "owned_by": "vllm",
-                "root": self.config.model,
-                "parent": None,
-                "max_model_len": self.config.max_model_len,
-                "permission": [_model_permission(created)],
-            }
-            for name in self.config.served_model_names
-        ]
-        return json_response({"object": "list", "data": data})
+        return json_response(
+            model_list(self.config.served_model_names, self.config.model, self.config.max_model_len)
+        )
 
     async def list_voices(self, _request: web.Request) -> web.Response:
         return json_response(self.voices.names())  # E5: a bare array in config.json order
@@ -530,21 +519,3 @@ class SimServer:
                 eng.frames_total,
                 now,
             )
-
-
-def _model_permission(created: int) -> dict[str, Any]:
-    """vLLM's ModelPermission with its defaults."""
-    return {
-        "id": f"modelperm-{uuid.uuid4().hex}",
-        "object": "model_permission",
-        "created": created,
-        "allow_create_engine": False,
-        "allow_sampling": True,
-        "allow_logprobs": True,
-        "allow_search_indices": False,
-        "allow_view": True,
-        "allow_fine_tuning": False,
-        "organization": "*",
-        "group": None,
-        "is_blocking": False,
-    }

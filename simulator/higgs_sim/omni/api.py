@@ -39,6 +39,7 @@ from higgs_sim.fastapi_answers import (
     json_response,
     routing_errors_middleware,
 )
+from higgs_sim.model_list import model_list
 from higgs_sim.omni import EMULATED_VLLM_VERSION
 from higgs_sim.omni.errors import (
     OmniError,
@@ -150,36 +151,10 @@ class OmniServer:
 
     async def models(self, _request: web.Request) -> web.Response:
         """OE5: vLLM's model list (entry fields at 0.25 UNCONFIRMED: vLLM's ModelCard of the 0.2x line)."""
-        created = int(time.time())
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": created,
-                "owned_by": "vllm",
-                "root": self.config.model,
-                "parent": None,
-                "max_model_len": self.config.deploy.talker.max_model_len,
-                "permission": [
-                    {
-                        "id": f"modelperm-{uuid.uuid4().hex}",
-                        "object": "model_permission",
-                        "created": created,
-                        "allow_create_engine": False,
-                        "allow_sampling": True,
-                        "allow_logprobs": True,
-                        "allow_search_indices": False,
-                        "allow_view": True,
-                        "allow_fine_tuning": False,
-                        "organization": "*",
-                        "group": None,
-                        "is_blocking": False,
-                    }
-                ],
-            }
-            for name in self.config.served_model_names
-        ]
-        return json_response({"object": "list", "data": data})
+        body = model_list(
+            self.config.served_model_names, self.config.model, self.config.deploy.talker.max_model_len
+        )
+        return json_response(body)
 
     # --- voices (OE2, OE3) ---
 

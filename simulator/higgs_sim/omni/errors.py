@@ -12,17 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from higgs_sim.protocol import ApiError
+
 SchemaIssue = dict[str, Any] | str  # a pydantic error dict, or a plain string (validate_json_request)
 
 
-class OmniError(Exception):
-    """A handler-level error: the OpenAI wrapper with this status."""
-
-    def __init__(self, status: int, message: str, err_type: str = "BadRequestError") -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.err_type = err_type
+class OmniError(ApiError):
+    """A handler-level error (status, message, type as Boson's ``ApiError``), in the OpenAI wrapper."""
 
     def body(self) -> dict[str, Any]:
         return error_body(self.message, self.err_type, self.status)
