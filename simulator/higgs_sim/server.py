@@ -190,7 +190,7 @@ class SimServer:
         app.router.add_get("/v1/audio/voices", self.list_voices)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_post("/v1/audio/speech", self.speech)
-        if getattr(self.config, "enable_request_id_headers", False):
+        if self.config.enable_request_id_headers:
             app.on_response_prepare.append(self._add_request_id)  # E8
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)

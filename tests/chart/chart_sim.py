@@ -26,18 +26,24 @@ def start_simulator(*extra: str) -> tuple[subprocess.Popen[str], str]:
     args += ["--model", "bosonai/higgs-audio-v2-generation-3B-base"]
     args += ["--served-model-name", "higgs-audio-v2-generation-3B-base", "--sim-startup-seconds", "0", *extra]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, wait_healthy(proc, port, "simulator")
+
+
+def wait_healthy(proc: subprocess.Popen[str], port: int, what: str, timeout: float = 30) -> str:
+    """The base URL once /health answers 200; stops the process and fails, with its stderr, if it
+    exits or does not answer in time."""
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise AssertionError(f"simulator exited: {proc.stderr.read() if proc.stderr else ''}")
+            raise AssertionError(f"{what} exited: {proc.stderr.read() if proc.stderr else ''}")
         try:
             if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
+                return url
         except httpx.HTTPError:
-            time.sleep(0.2)
-    proc.terminate()
-    raise AssertionError("simulator did not answer /health in 30 s")
+            time.sleep(0.1)
+    stop(proc)
+    raise AssertionError(f"{what} did not answer /health in {timeout:g} s")
 
 
 def stop(proc: subprocess.Popen[str]) -> None:

@@ -13,7 +13,6 @@ import re
 import struct
 import subprocess
 import sys
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +21,8 @@ from types import ModuleType
 import chartkit as ck
 import httpx
 import pytest
-from chart_sim import free_port, start_simulator, stop
+from chart_sim import free_port, start_simulator, stop, wait_healthy
+from higgs_sim.omni.deploy import PACKAGED_DEPLOY
 
 SCRIPT = ck.CHART / "files" / "helm_test.py"
 VENV_BIN = Path(sys.executable).parent
@@ -274,11 +274,6 @@ def start_omni(tmp: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
     model.mkdir(exist_ok=True)
     config = {"model_type": "higgs_audio_v2", "audio_tokenizer_id": str(codec)}  # OS8, OS11
     (model / "config.json").write_text(json.dumps(config))
-    talker = {"stage_id": 0, "max_num_seqs": 4, "gpu_memory_utilization": 0.6, "max_model_len": 4096}
-    talker["default_sampling_params"] = {"temperature": 1.0, "top_p": 0.95, "top_k": 50, "max_tokens": 1024}
-    code2wav = {"stage_id": 1, "max_num_seqs": 4, "gpu_memory_utilization": 0.25, "max_model_len": 65536}
-    deploy = tmp / "higgs_audio_v2.yaml"
-    deploy.write_text(json.dumps({"async_chunk": False, "stages": [talker, code2wav]}))  # OS14's keys
     port = free_port()
     cmd = [
         sys.executable,
@@ -288,7 +283,7 @@ def start_omni(tmp: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
         str(model),
         "--omni",
         "--deploy-config",
-        str(deploy),
+        str(PACKAGED_DEPLOY),  # OS14's values, as the image carries them
     ]
     cmd += [
         "--host",
@@ -303,18 +298,7 @@ def start_omni(tmp: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
     env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "VLLM_API_KEY", "HF_HOME")}
     env |= {"HF_HUB_CACHE": str(tmp / "hf-cache"), "SPEAKER_SAMPLES_DIR": str(tmp / "speakers")}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"the emulation exited: {proc.stderr.read() if proc.stderr else ''}")
-        try:
-            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    stop(proc)
-    raise AssertionError("the vLLM-Omni emulation did not answer /health in 30 s")
+    return proc, wait_healthy(proc, port, "the vLLM-Omni emulation")
 
 
 @pytest.fixture(scope="module")
