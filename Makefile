@@ -17,10 +17,10 @@ help:
 	@echo "make bench           benchmarks (simulator, load-test instrument, operator)"
 	@echo "make soak            15-minute soak test"
 
-$(BIN)/.installed: pyproject.toml
+$(BIN)/.installed: pyproject.toml local-stack/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "ERROR [venv]: '$(PYTHON) -m venv' failed; install python3-venv (Python >= 3.11)"; exit 1; }
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]' || { echo "ERROR [venv]: pip install failed; check access to PyPI"; exit 1; }
+	$(BIN)/python -m pip install -q -e '.[dev]' -e ./local-stack || { echo "ERROR [venv]: pip install failed; check access to PyPI"; exit 1; }
 	@touch $@
 
 venv: $(BIN)/.installed

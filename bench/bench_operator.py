@@ -17,11 +17,12 @@ for path in (REPO / "tests", REPO / "tests" / "operator"):
         sys.path.insert(0, str(path))
 
 import httpx  # noqa: E402
-import kubetest  # noqa: E402
 import yaml  # noqa: E402
-from higgs_operator.metrics import parse_pod_metrics  # noqa: E402
 from kubernetes import client  # noqa: E402
 from operator_proc import HubProcess, OperatorProcess, speech_load  # noqa: E402
+
+from higgs_operator.metrics import parse_pod_metrics  # noqa: E402
+from tests.support import kubetest  # noqa: E402
 
 NS = "bench-operator"
 GROUP, VERSION, PLURAL = "audio.higgs.dev", "v1alpha1", "higgsdeployments"

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 
 import aiohttp
+
 from higgs_sim.config import parse_args
 from higgs_sim.protocol import TOKENS_PER_MESSAGE, frames_for_text, text_tokens
 from higgs_sim.timing import FRAMES_PER_SECOND, StepTimeModel

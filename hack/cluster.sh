@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make cluster-up|cluster-down|cluster-status: a thin wrapper around `higgs-localkube` (hack/localkube).
+# make cluster-up|cluster-down|cluster-status: a thin wrapper around `higgs-localkube` (local-stack/).
 #   bash hack/cluster.sh up | down [--purge] | status | env
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"

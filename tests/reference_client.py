@@ -20,6 +20,7 @@ from pathlib import Path
 
 import aiohttp
 import numpy as np
+
 from higgs_load.payloads import Prompt, Settings, chat_body, load_prompts
 
 MODEL = "higgs-audio-v2-generation-3B-base"

@@ -4,11 +4,12 @@ operator's own INVALID list in tests/operator/test_cluster_operator.py)."""
 
 from __future__ import annotations
 
-import kubetest
 import pytest
 import yaml
 from casefiles import file_cases
 from operator_proc import REPO
+
+from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 

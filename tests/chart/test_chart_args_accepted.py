@@ -15,6 +15,7 @@ import chartkit as ck
 import httpx
 import pytest
 from chart_sim import free_port
+
 from higgs_sim import hub
 
 VENV_BIN = Path(sys.executable).parent

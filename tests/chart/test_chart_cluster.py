@@ -19,11 +19,12 @@ from pathlib import Path
 
 import chartkit as ck
 import httpx
-import kubetest
 import pytest
 from chart_sim import free_port
-from higgs_sim import hub
 from kubernetes import client
+
+from higgs_sim import hub
+from tests.support import kubetest
 
 pytestmark = pytest.mark.cluster
 

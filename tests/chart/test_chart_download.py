@@ -17,6 +17,7 @@ from types import ModuleType
 import chartkit as ck
 import httpx
 import pytest
+
 from higgs_sim import hub
 from higgs_sim.startup import HubEnv, cached_snapshot
 

@@ -22,6 +22,7 @@ import chartkit as ck
 import httpx
 import pytest
 from chart_sim import free_port, start_simulator, stop, wait_healthy
+
 from higgs_sim.omni.deploy import PACKAGED_DEPLOY
 
 SCRIPT = ck.CHART / "files" / "helm_test.py"

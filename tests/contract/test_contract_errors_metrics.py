@@ -8,9 +8,10 @@ from pathlib import Path
 import httpx
 import pytest
 from contract_helpers import SERVED, StartSim, cadence, error_body, text_frames
-from higgs_sim.timing import StepTimeModel
 from prometheus_client.parser import text_string_to_metric_families
 from sim_helpers import Sim
+
+from higgs_sim.timing import StepTimeModel
 
 CHAT = "/v1/chat/completions"
 SPEECH = "/v1/audio/speech"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+
 from higgs_sim.omni.deploy import PACKAGED_DEPLOY
 
 REPO = Path(__file__).resolve().parents[2]

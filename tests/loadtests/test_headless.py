@@ -9,9 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from load_helpers import kill_group, locust_cmd, run_bounded, start_sim
+
 from higgs_load.body_reader import KERNEL_STAMPS
 from higgs_load.report import PLOTS
-from load_helpers import kill_group, locust_cmd, run_bounded, start_sim
 
 pytestmark = pytest.mark.timeout(120)
 RUN_S = 8

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from higgs_load.payloads import REFERENCE_TEXT, REFERENCE_WAV
 from load_helpers import locust_cmd, run_bounded, start_omni
+
+from higgs_load.payloads import REFERENCE_TEXT, REFERENCE_WAV
 
 pytestmark = pytest.mark.timeout(120)
 RUN_TIMEOUT_S = 45

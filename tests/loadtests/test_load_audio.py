@@ -4,6 +4,7 @@ import struct
 
 import numpy as np
 import pytest
+
 from higgs_load.audio import (
     AudioError,
     check_chunks_consistent,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from geventhttpclient import HTTPClient
+
 from higgs_load.body_reader import KERNEL_STAMPS, BodyReader
 
 HOLD_S = 0.3

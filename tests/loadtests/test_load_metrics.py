@@ -1,6 +1,7 @@
 """Underrun simulation (hand-computed), percentiles, goodput, steps and capacity."""
 
 import pytest
+
 from higgs_load.metrics import (
     SLO,
     Step,

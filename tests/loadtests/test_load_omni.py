@@ -12,6 +12,8 @@ from typing import ClassVar
 
 import contract_bodies as cb
 import pytest
+from load_helpers import MODEL, free_port
+
 from higgs_load.audio import AudioError
 from higgs_load.measure import (
     OmniMp3FileMeasurement,
@@ -38,7 +40,6 @@ from higgs_load.voices import (
     detect_api,
     parse_voice_list,
 )
-from load_helpers import MODEL, free_port
 
 OMNI = Settings(MODEL, None, None, None, None, api="omni")
 PROMPT = Prompt("The train to Berlin leaves from platform nine.", "short")

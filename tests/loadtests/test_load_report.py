@@ -4,6 +4,7 @@ import json
 import random
 
 import pytest
+
 from higgs_load.metrics import SLO, Step
 from higgs_load.payloads import (
     DEFAULT_PROMPTS,

@@ -1,6 +1,7 @@
 """SSE parsing with events split at every possible byte boundary."""
 
 import pytest
+
 from higgs_load.sse import SSEParser
 
 STREAM = (

@@ -8,8 +8,9 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
-from higgs_load.voices import VoiceError, check_voices, fetch_voices, parse_voices
 from load_helpers import free_port
+
+from higgs_load.voices import VoiceError, check_voices, fetch_voices, parse_voices
 
 
 def test_parse_the_bare_array_of_names():

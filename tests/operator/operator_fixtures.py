@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import kubetest
 import pytest
 from operator_proc import HubProcess, OperatorProcess, hub_running, operator_running
+
+from tests.support import kubetest
 
 
 @pytest.fixture(scope="module")

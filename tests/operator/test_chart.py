@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from higgs_operator.constants import GROUP, KIND, PLURAL
 from higgs_operator.permissions import required_rules
 

@@ -1,6 +1,7 @@
 """`higgs-operator run` refuses bad input with a message naming it (no stack trace, no hang)."""
 
 import pytest
+
 from higgs_operator.cli import main
 
 

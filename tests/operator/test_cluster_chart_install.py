@@ -6,11 +6,12 @@ from __future__ import annotations
 import secrets
 import shutil
 
-import kubetest
 import pytest
 from kubernetes import client
 from operator_proc import REPO, HubProcess
 from test_cluster_operator import create_token, get_hd, hd_body, wait_available
+
+from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

@@ -9,13 +9,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import kubetest
 import pytest
 import yaml
-from higgs_operator.status import parse_time
-from higgs_sim.hub import HUBERT_REVISION
 from kubernetes import client
 from operator_proc import REPO, HubProcess, OperatorProcess, speech_load
+
+from higgs_operator.status import parse_time
+from higgs_sim.hub import HUBERT_REVISION
+from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

@@ -2,6 +2,7 @@
 KV-cache gauge is read too; vLLM-Omni's pipeline gauges (OM1) and per-stage vLLM gauges (OM2)."""
 
 import pytest
+
 from higgs_operator.metrics import MetricsParseError, parse_pod_metrics
 
 MODEL = 'model_name="higgs-audio-v2-generation-3B-base"'
@@ -203,8 +204,9 @@ def test_omni_without_stats_lacks_the_queue():
 
 def test_the_emulations_metrics_are_read():
     """The registry higgs_sim.omni serves (OM1 + OM2): the pipeline gauges once set, else stage 0's."""
-    from higgs_sim.omni.metrics import OmniMetrics
     from prometheus_client import generate_latest
+
+    from higgs_sim.omni.metrics import OmniMetrics
 
     metrics = OmniMetrics("higgs-audio-v2-generation-3B-base", log_stats=True, max_model_len=4096)
     metrics.stages["0"].set_queue(running=4, waiting=6, kv_fraction=0.25)

@@ -1,6 +1,7 @@
 """Autoscaling decisions: ratio to target, tolerance, stabilization windows, bounded steps, bounds."""
 
 import pytest
+
 from higgs_operator.metrics import PodSample
 from higgs_operator.scaling import AutoscalingPolicy, Recommendation, decide
 

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from higgs_operator.secrets import SecretCheck
 from higgs_operator.status import Condition, StatusInputs, build_status, compute_conditions, merge_conditions
 

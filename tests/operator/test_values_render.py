@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from higgs_operator.constants import OWNER_LABEL, RENDER_HASH_ANNOTATION
 from higgs_operator.render import (
     RenderError,

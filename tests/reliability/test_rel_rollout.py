@@ -7,12 +7,13 @@ from __future__ import annotations
 import threading
 import time
 
-import kubetest
 import pytest
 import yaml
 from faultkit import StreamResult, start_stream, stream_chat
 from operator_proc import HubProcess, OperatorProcess
 from test_cluster_operator import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
+
+from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 

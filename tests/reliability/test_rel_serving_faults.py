@@ -7,13 +7,14 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import kubetest
 import pytest
 import yaml
 from faultkit import pids_listening_on, sigkill, start_stream
 from kubernetes import client
 from operator_proc import HubProcess, OperatorProcess
 from test_cluster_operator import OWNER_LABEL, condition, create_token, get_hd, hd_body, wait_available
+
+from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
 

@@ -12,14 +12,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import kubetest
 import pytest
 import yaml
 from kubernetes import config
-from localkube.procs import is_running
 from operator_proc import REPO, HubProcess, OperatorProcess
 from test_cluster_operator import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
-from test_lifecycle import Private, private_env, processes_of  # tests/cluster, on sys.path via conftest
+
+from localkube.daemons import is_running
+from tests.support import kubetest
+from tests.support.private_cluster import Private, private_env, processes_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(400)]
 

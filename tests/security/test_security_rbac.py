@@ -6,10 +6,11 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator
 
-import kubetest
 import pytest
 import yaml
 from operator_proc import REPO
+
+from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 

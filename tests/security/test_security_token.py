@@ -11,11 +11,12 @@ import json
 import secrets
 import time
 
-import kubetest
 import pytest
 import yaml
 from operator_proc import REPO, HubProcess, OperatorProcess
 from test_cluster_operator import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
+
+from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 

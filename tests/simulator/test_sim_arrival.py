@@ -12,8 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from higgs_sim.arrival import KERNEL_STAMPS, SO_TIMESTAMPNS, kernel_time
 from sim_helpers import Sim, launch, wait_for_trace
+
+from higgs_sim.arrival import KERNEL_STAMPS, SO_TIMESTAMPNS, kernel_time
 
 pytestmark = pytest.mark.skipif(
     not KERNEL_STAMPS, reason="kernel receive stamps are a Linux x86-64/arm64 feature"

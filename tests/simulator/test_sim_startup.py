@@ -12,10 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sim_helpers import launch, run_cli
+
 from higgs_sim import hub
 from higgs_sim.config import StartupError, parse_args
 from higgs_sim.startup import DOCS_HINT, HubEnv, StartupReport, cached_snapshot, run_startup
-from sim_helpers import launch, run_cli
 
 FILES = {r.repo_id: r.files for r in hub.default_repos(64)}
 

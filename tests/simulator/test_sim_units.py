@@ -13,6 +13,7 @@ from importlib import resources
 import numpy as np
 import pytest
 import soundfile as sf
+
 from higgs_sim.audio import (
     SAMPLES_PER_FRAME,
     encoded_file,
@@ -255,6 +256,7 @@ def test_omni_deploy_yaml_the_local_image_carries_is_os14s_values() -> None:
     from pathlib import Path
 
     import yaml
+
     from higgs_sim.omni import deploy
 
     path = Path(deploy.__file__).with_name("higgs_audio_v2.yaml")

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .apihttp import HttpsClient
+from .api_checks import HttpsClient
 from .certs import Pki
 from .settings import Settings
 

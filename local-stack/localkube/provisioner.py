@@ -13,7 +13,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from .kubeclient import ApiError, KubeClient
+from .json_client import ApiError, KubeClient
 
 log = logging.getLogger("localkube.provisioner")
 

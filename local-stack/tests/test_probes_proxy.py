@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from localkube.probes import ContainerProber, ProbeContext, ProbeSpec, ProbeTracker, run_probe
 from localkube.proxy import RoundRobin, TcpForwarder, parse_listen
 from localkube.services import ServiceNotFound, endpoints_from_pods, endpoints_from_slices, find_service_port

@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from localkube.container_procs import StartError, exit_code, start_process, stop_process
 from localkube.images import (
     ImageMap,
     ImageNotMapped,
@@ -33,7 +35,6 @@ from localkube.pods import (
     rewrite_path,
     service_env,
 )
-from localkube.processes import StartError, exit_code, start_process, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 

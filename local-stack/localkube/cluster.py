@@ -20,11 +20,9 @@ from datetime import datetime
 from pathlib import Path
 
 from . import components as comps
-from .apihttp import HttpsClient
+from .api_checks import HttpsClient
 from .certs import CertError, Pki, ensure_pki
-from .kubeconfig import write_kubeconfig
-from .ports import Listener, describe_owner, listeners_on
-from .procs import (
+from .daemons import (
     PidFile,
     all_processes,
     descendants,
@@ -35,6 +33,8 @@ from .procs import (
     tail,
     terminate,
 )
+from .kubeconfig import write_kubeconfig
+from .ports import Listener, describe_owner, listeners_on
 from .settings import Settings
 
 # Addresses whose listener blocks a bind to 127.0.0.1:<port>.

@@ -6,11 +6,12 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-import kubetest
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+
 from localkube.settings import Settings
+from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 

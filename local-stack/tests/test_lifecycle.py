@@ -10,71 +10,19 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import kubetest
 import pytest
-from kubernetes import client, config
+from kubernetes import client
+
+from localkube.daemons import all_processes, is_running
 from localkube.ports import listeners_on
-from localkube.procs import all_processes, is_running
+from tests.support import kubetest
+from tests.support.private_cluster import Private, private_env, processes_of
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
 
 GPU = "nvidia.com/gpu"
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
-def private_env(state_dir: Path, nodes: int = 1) -> dict[str, str]:
-    etcd, peer, api, cm, sched = free_ports(5)
-    return {
-        **os.environ,
-        "HIGGS_CLUSTER_DIR": str(state_dir),
-        "HIGGS_ETCD_PORT": str(etcd),
-        "HIGGS_ETCD_PEER_PORT": str(peer),
-        "HIGGS_APISERVER_PORT": str(api),
-        "HIGGS_CONTROLLER_MANAGER_PORT": str(cm),
-        "HIGGS_SCHEDULER_PORT": str(sched),
-        # Another ClusterIP range than the shared cluster's, so the two service proxies never collide.
-        "HIGGS_SERVICE_CIDR": "127.101.0.0/16",
-        "HIGGS_FAKE_GPU_NODES": str(nodes),
-    }
-
-
-def processes_of(state_dir: Path) -> list[int]:
-    marker = f"{state_dir}/"
-    return [p.pid for p in all_processes() if marker in p.cmdline and p.pid != os.getpid()]
-
-
-@dataclass
-class Private:
-    state_dir: Path
-    env: dict[str, str]
-
-    def run(self, *args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
-        return kubetest.localkube(*args, env=self.env, timeout=timeout)
-
-    def up(self) -> subprocess.CompletedProcess[str]:
-        proc = self.run("up")
-        assert proc.returncode == 0, f"up failed:\n{proc.stderr}\n{proc.stdout}"
-        return proc
-
-    def pid(self, component: str) -> int:
-        return int((self.state_dir / "run" / f"{component}.pid").read_text())
-
-    def core(self) -> client.CoreV1Api:
-        return client.CoreV1Api(config.new_client_from_config(config_file=str(self.state_dir / "kubeconfig")))
 
 
 @pytest.fixture(scope="module")

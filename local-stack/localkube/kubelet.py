@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from .container_procs import UID_ENV, StartError, exit_code, signal_group, start_process, stop_process
 from .images import (
     ImageMapFile,
     ImageNotMapped,
@@ -36,7 +37,7 @@ from .images import (
     image_env,
     image_files,
 )
-from .kubeclient import ApiError, KubeClient, ns_path
+from .json_client import ApiError, KubeClient, ns_path
 from .pods import (
     Backoff,
     EnvConfigError,
@@ -48,7 +49,6 @@ from .pods import (
     service_env,
 )
 from .probes import ContainerProber, ProbeContext, ProbeSpec, run_probe
-from .processes import UID_ENV, StartError, exit_code, signal_group, start_process, stop_process
 from .volumes import VolumeBuilder, VolumeError, container_mounts
 
 log = logging.getLogger("localkube.kubelet")

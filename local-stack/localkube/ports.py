@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .procs import proc_info
+from .daemons import proc_info
 
 _LISTEN = "0A"
 

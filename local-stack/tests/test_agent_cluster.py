@@ -15,10 +15,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import kubetest
 import pytest
 import yaml
+
 from localkube.services import resolve_service
+from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from localkube.agent import Informer
-from localkube.kubeclient import KubeClient
+from localkube.json_client import KubeClient
 
 
 def _pod(name: str, rv: str) -> dict:

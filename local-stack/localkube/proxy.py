@@ -225,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     import os
 
-    from .kubeclient import ApiError, KubeClient
+    from .json_client import ApiError, KubeClient
     from .services import ServiceNotFound, resolve_endpoints
 
     kubeconfig = opts.kubeconfig or os.environ.get("KUBECONFIG")

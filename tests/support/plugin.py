@@ -8,20 +8,14 @@ from __future__ import annotations
 
 import re
 import secrets
-import sys
 import warnings
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))  # so test modules can `import kubetest`
-
-import kubetest  # noqa: E402
+from tests.support import kubetest
 
 
 @pytest.fixture(scope="session")

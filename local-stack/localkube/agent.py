@@ -25,13 +25,13 @@ from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from .container_procs import kill_orphans
 from .images import ImageMapFile, ImagesFileError
-from .kubeclient import ApiError, KubeClient
+from .json_client import ApiError, KubeClient
 from .kubelet import AgentContext, EventRecorder, PodWorker
 from .kubelet_server import KubeletServer, ensure_serving_cert
 from .nodes import NodeManager, NodeSpec
 from .pods import IpAllocator, IpPoolExhausted
-from .processes import kill_orphans
 from .provisioner import Provisioner
 from .proxy import ServiceProxy
 

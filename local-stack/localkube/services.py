@@ -21,7 +21,7 @@ class ServiceNotFound(LookupError):
 
 def _reader(api: Any) -> Callable[[str, dict | None], dict | None]:
     """GET path -> dict (None on 404) for a KubeClient, a kubernetes ApiClient or an API object."""
-    if hasattr(api, "get") and hasattr(api, "server"):  # localkube.kubeclient.KubeClient
+    if hasattr(api, "get") and hasattr(api, "server"):  # localkube.json_client.KubeClient
 
         def get_kc(path: str, params: dict | None) -> dict | None:
             return api.get(path, params=params)

@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from .kubeclient import ApiError, KubeClient
+from .json_client import ApiError, KubeClient
 
 log = logging.getLogger("localkube.nodes")
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .kubeclient import ApiError, KubeClient, ns_path
+from .json_client import ApiError, KubeClient, ns_path
 from .pods import EnvConfigError, EnvSources, expand, field_ref_value
 
 

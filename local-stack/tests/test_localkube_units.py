@@ -9,15 +9,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kubetest
 import pytest
 from kubernetes.client.rest import ApiException
+
 from localkube import cli
 from localkube.certs import ensure_pki
 from localkube.cluster import StepError
+from localkube.daemons import PidFile, is_ours, is_running, spawn, terminate
 from localkube.ports import describe_owner, listeners_on
-from localkube.procs import PidFile, is_ours, is_running, spawn, terminate
 from localkube.settings import ConfigError, Settings
+from tests.support import kubetest
 
 pytestmark = pytest.mark.timeout(60)
 
