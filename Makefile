@@ -31,6 +31,8 @@ tools: venv
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # In CI (CI=true) the cluster the tests started is stopped afterwards, so no daemon outlives the job.
 test: tools lint
