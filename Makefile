@@ -8,14 +8,11 @@ HIGGS_CACHE ?= $(HOME)/.cache/higgs-k8s
 export HIGGS_CACHE
 export PATH := $(CURDIR)/$(BIN):$(HIGGS_CACHE)/bin:$(PATH)
 
-.PHONY: help venv tools lint test test-unit soak bench demo cluster-up cluster-down cluster-status docs clean
+.PHONY: help venv tools lint test test-unit e2e soak bench demo cluster-up cluster-down cluster-status docs clean
 
-help:
-	@echo "make demo            local stack end to end (cluster, operator, simulator, load test)"
-	@echo "make test            install everything needed, lint, run the whole test suite"
-	@echo "make cluster-up|cluster-down|cluster-status   the local Kubernetes control plane"
-	@echo "make bench           benchmarks (simulator, load-test instrument, operator)"
-	@echo "make soak            15-minute soak test"
+help: ## list every target (DEVELOPMENT.md explains the layout and the workflow)
+	@grep -hE '^[a-z][a-z0-9-]*:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z0-9-]+):[^#]*## (.*)$$/\1\t\2/' \
+	  | awk -F'\t' '{printf "make %-15s %s\n", $$1, $$2}'
 
 $(BIN)/.installed: pyproject.toml local-stack/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "ERROR [venv]: '$(PYTHON) -m venv' failed; install python3-venv (Python >= 3.11)"; exit 1; }
@@ -23,46 +20,52 @@ $(BIN)/.installed: pyproject.toml local-stack/pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' -e ./local-stack || { echo "ERROR [venv]: pip install failed; check access to PyPI"; exit 1; }
 	@touch $@
 
-venv: $(BIN)/.installed
+venv: $(BIN)/.installed ## the virtualenv .venv with the project, the local stack and the dev tools
 
-tools: venv
+tools: venv ## kube-apiserver & co, etcd, kubectl, helm into ~/.cache/higgs-k8s (built or fetched once)
 	PYTHON=$(BIN)/python bash hack/install-tools.sh
 
-lint: venv
+lint: venv ## ruff, mypy (operator, load tests) and the import contracts
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
 # In CI (CI=true) the cluster the tests started is stopped afterwards, so no daemon outlives the job.
-test: tools lint
+test: tools lint ## everything: set-up, lint, the whole suite on the local stack (CI runs this)
 	rc=0; $(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n "$${CI:-}" ]; then $(BIN)/higgs-localkube down || true; fi; \
 	exit $$rc
 
-test-unit: venv
+test-unit: venv ## the tests that need no cluster
 	$(BIN)/python -m pytest -m "not cluster and not soak" $(PYTEST_ARGS)
 
-soak: tools
+# Against any cluster (kind, a GPU cluster with the real image): the cluster suites, skipping with a
+# reason what needs the local stack's process control. KUBECONFIG names the cluster.
+e2e: venv ## the cluster suites against the cluster KUBECONFIG names (make e2e KUBECONFIG=path)
+	@test -n "$${KUBECONFIG:-}" || { echo "ERROR [e2e]: set KUBECONFIG to the cluster to test (make e2e KUBECONFIG=path)"; exit 2; }
+	$(BIN)/python -m pytest -m "cluster and not soak" --kubeconfig "$${KUBECONFIG}" $(PYTEST_ARGS)
+
+soak: tools ## the 15-minute soak test
 	$(BIN)/python -m pytest -m soak -s $(PYTEST_ARGS)
 
-bench: tools
+bench: tools ## benchmarks printing measured ratios (BENCH_ARGS=simulator|loadtest|operator)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
-cluster-up: tools
+cluster-up: tools ## start the local control plane and fake GPU nodes
 	bash hack/cluster.sh up
 
-cluster-down:
+cluster-down: ## stop the local cluster and every pod process
 	bash hack/cluster.sh down
 
-cluster-status:
+cluster-status: ## health of the local cluster
 	bash hack/cluster.sh status
 
-demo: tools
+demo: tools ## the local stack end to end: cluster, operator, HiggsDeployment, Locust load, report
 	bash hack/demo.sh
 
-docs: venv
+docs: venv ## regenerate the generated docs (chart values, CRD reference)
 	$(BIN)/python hack/gen_docs.py
 
-clean: cluster-down
+clean: cluster-down ## stop the cluster, remove the virtualenv and caches
 	rm -rf $(VENV) .pytest_cache .ruff_cache
