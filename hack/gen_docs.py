@@ -1,5 +1,7 @@
-"""Generate the references in docs/ from the sources.
+"""Generate the references in docs/ (and the other generated copies of settings) from the sources.
 
+- charts/higgs-audio/values.yaml and the pass-through fields of the HiggsDeployment CRD: from
+  charts/higgs-audio/values.schema.json (hack/gen_settings.py); run first, the references read them
 - docs/chart-values.md: every value of charts/higgs-audio (hack/gen_values_doc.py, from values.schema.json)
 - docs/crd-reference.md: every field of the HiggsDeployment CRD, its defaults, limits and CEL rules
 - docs/metrics.md: the load-test metric definitions (higgs_load.metrics docstrings) and the server
@@ -23,7 +25,8 @@ HACK = Path(__file__).resolve().parent
 REPO = HACK.parent
 sys.path.insert(0, str(HACK))
 
-import gen_values_doc  # noqa: E402 - a sibling script, not a package
+import gen_settings  # noqa: E402 - a sibling script, not a package
+import gen_values_doc  # noqa: E402
 
 CRD = REPO / "charts" / "higgs-operator" / "crds" / "higgsdeployments.audio.higgs.dev.yaml"
 DOCS = REPO / "docs"
@@ -137,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate docs/ references from the sources.")
     parser.add_argument("--check", action="store_true", help="change nothing; exit 1 when out of date")
     args = parser.parse_args(argv)
-    stale = gen_values_doc.main(["--check"] if args.check else [])
+    check = ["--check"] if args.check else []
+    stale = gen_settings.main(check)
+    stale = gen_values_doc.main(check) or stale
     for path, text in (
         (DOCS / "crd-reference.md", crd_reference()),
         (DOCS / "metrics.md", metrics_reference()),

@@ -1,4 +1,5 @@
-"""Generate the values table of charts/higgs-audio from values.schema.json (+ defaults from values.yaml).
+"""Generate the values table of charts/higgs-audio from values.schema.json (+ defaults from values.yaml,
+itself generated from the schema by hack/gen_settings.py).
 
 Writes the table between the markers in charts/higgs-audio/README.md and the whole of
 docs/chart-values.md. `--check` changes nothing and exits 1 when either is out of date.

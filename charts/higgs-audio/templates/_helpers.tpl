@@ -122,10 +122,21 @@ app.kubernetes.io/component: server
 
 {{/* Secrets ---------------------------------------------------------------------------------- */}}
 
+{{/* The default of hfToken.existingSecret (values.schema.json `default`, hence values.yaml; a test
+keeps the three equal). A template cannot read the chart's default values, only the merged ones. */}}
+{{- define "higgs-audio.hfTokenDefaultSecret" -}}
+hf-token
+{{- end }}
+
+{{/* The Secret hfToken.value makes (secret-hf-token.yaml). */}}
+{{- define "higgs-audio.hfTokenGeneratedSecret" -}}
+{{- printf "%s-hf-token" (include "higgs-audio.fullname" .) }}
+{{- end }}
+
 {{/* The Secret holding the Hugging Face token: the chart-made one when hfToken.value is set. */}}
 {{- define "higgs-audio.hfTokenSecretName" -}}
 {{- if .Values.hfToken.value }}
-{{- printf "%s-hf-token" (include "higgs-audio.fullname" .) }}
+{{- include "higgs-audio.hfTokenGeneratedSecret" . }}
 {{- else }}
 {{- .Values.hfToken.existingSecret }}
 {{- end }}
@@ -270,8 +281,10 @@ higgs_audio), for which it has no pipeline. The new commits are not confirmed he
 {{- if and .Values.voicePresets.configMap .Values.voicePresets.volume }}
 {{- fail "voicePresets: set configMap or volume, not both" }}
 {{- end }}
-{{- if and .Values.hfToken.value .Values.hfToken.existingSecret (ne .Values.hfToken.existingSecret "hf-token") }}
-{{- fail "hfToken: set existingSecret or value, not both" }}
+{{- /* hfToken.value makes its own Secret and wins; an existingSecret left at the chart's default (or
+naming that very Secret) is no conflict, any other one is. */}}
+{{- if and .Values.hfToken.value .Values.hfToken.existingSecret (not (has .Values.hfToken.existingSecret (list (include "higgs-audio.hfTokenDefaultSecret" .) (include "higgs-audio.hfTokenGeneratedSecret" .)))) }}
+{{- fail (printf "hfToken: set existingSecret (%s) or value, not both: value makes the Secret %s" .Values.hfToken.existingSecret (include "higgs-audio.hfTokenGeneratedSecret" .)) }}
 {{- end }}
 {{- if and (eq .Values.strategy.type "RollingUpdate") (eq (toString .Values.strategy.rollingUpdate.maxUnavailable) "0") (eq (toString .Values.strategy.rollingUpdate.maxSurge) "0") }}
 {{- fail "strategy.rollingUpdate: maxUnavailable and maxSurge cannot both be 0" }}
