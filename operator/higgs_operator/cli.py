@@ -11,10 +11,12 @@ import sys
 from pathlib import Path
 
 import kopf
+from kopf._core.engines.peering import Identity  # the type of kopf.operator(identity=); not re-exported
 
 from . import handlers, kube
+from .helm import helm_binary
 from .reconcile import OperatorConfig
-from .render import RenderError, helm_binary
+from .render import RenderError
 
 DEFAULT_CHART = os.environ.get("HIGGS_CHART", "charts/higgs-audio")
 
@@ -61,17 +63,6 @@ class _QuietSuccess(logging.Filter):
         return not (record.levelno <= logging.INFO and str(record.msg).endswith("succeeded."))
 
 
-def _server_kube_version() -> str:
-    """The API server's version (e.g. 1.35.4), so `helm template` renders for the real cluster."""
-    from kubernetes import client, config
-
-    try:
-        config.load_incluster_config()
-    except config.ConfigException:
-        config.load_kube_config(config_file=kube.kubeconfig_path())
-    return str(client.VersionApi().get_code().git_version).lstrip("v").split("+")[0]
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     chart = Path(args.chart)
@@ -86,23 +77,34 @@ def main(argv: list[str] | None = None) -> int:
     if args.resync_seconds <= 0 or args.status_seconds <= 0:
         print("higgs-operator: --resync-seconds and --status-seconds must be > 0", file=sys.stderr)
         return 2
+    try:
+        api = kube.api_client()
+    except Exception as err:  # no config, unreadable or invalid: one clear line, not a traceback
+        print(
+            f"higgs-operator: no usable Kubernetes client configuration, in-cluster or in "
+            f"{kube.kubeconfig_path()} ({type(err).__name__}: {err}); check KUBECONFIG",
+            file=sys.stderr,
+        )
+        return 2
     if args.kube_version is None:
         try:
-            args.kube_version = _server_kube_version()
-        except Exception as err:  # config or connection: one clear line, not a traceback
+            args.kube_version = kube.server_version(api)
+        except Exception as err:  # connection, TLS, auth: one clear line, not a traceback
+            api.close()
             print(
                 f"higgs-operator: cannot read the API server's version ({type(err).__name__}: {err}); "
                 "check KUBECONFIG or pass --kube-version",
                 file=sys.stderr,
             )
             return 2
-    handlers.CONFIG = OperatorConfig(
+    config = OperatorConfig(
         chart=str(chart.resolve()),
         operator_namespace=args.operator_namespace,
         resync_s=args.resync_seconds,
         status_s=args.status_seconds,
         kube_version=args.kube_version,
     )
+    pod_name = os.environ.get("POD_NAME")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -122,10 +124,11 @@ def main(argv: list[str] | None = None) -> int:
                 # kopf lets peers of equal priority all act (with a warning): a random one per replica
                 # makes the highest the only active one; the next takes over when its peer record expires.
                 priority=args.priority if args.priority is not None else random.randint(1, 1_000_000),
-                identity=os.environ.get("POD_NAME") or None,
+                identity=Identity(pod_name) if pod_name else None,
                 # A named peering is mandatory in kopf (the chart installs its CRDs); standalone needs none.
                 peering_name=None if args.standalone else args.peering,
                 liveness_endpoint=args.liveness,
+                memo=handlers.operator_memo(config, api),
             )
         )
     except KeyboardInterrupt:

@@ -6,10 +6,11 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import kopf
-from kubernetes import client, config
+from kubernetes.client import ApiClient
 
 from . import kube, probes
 from .constants import GROUP, OWNER_LABEL, PLURAL, VERSION
@@ -20,10 +21,24 @@ from .state import ChildInfo, Registry, ResourceState
 from .status import Condition, StatusInputs, build_status, pod_ready, rfc3339
 from .values import desired_replicas
 
-REGISTRY = Registry()
 NOT_POLLED = Condition("ScalingActive", "Unknown", "NotPolledYet", "metrics not scraped yet")
-CONFIG: OperatorConfig | None = None  # set by cli.configure before kopf starts
-_api: client.ApiClient | None = None
+
+
+class OperatorMemo(kopf.Memo):
+    """The operator's state, handed to kopf as its memo (``kopf.operator(memo=...)``) by cli.main.
+
+    kopf gives every handler ``memo``: activity handlers this object, resource handlers a shallow copy
+    of it, so the config, the registry and the API client are the same objects everywhere.
+    """
+
+    config: OperatorConfig
+    registry: Registry
+    api: ApiClient
+
+
+def operator_memo(config: OperatorConfig, api: ApiClient) -> OperatorMemo:
+    return OperatorMemo(config=config, registry=Registry(), api=api)
+
 
 CHILD_KINDS = (("apps", "v1", "deployments"), ("", "v1", "services"), ("", "v1", "configmaps"))
 CHILD_KINDS_EXTRA = (
@@ -31,23 +46,6 @@ CHILD_KINDS_EXTRA = (
     ("", "v1", "persistentvolumeclaims"),
     ("policy", "v1", "poddisruptionbudgets"),
 )
-
-
-def api() -> client.ApiClient:
-    global _api
-    if _api is None:
-        try:
-            config.load_incluster_config()
-        except config.ConfigException:
-            config.load_kube_config(config_file=kube.kubeconfig_path())
-        _api = client.ApiClient()
-    return _api
-
-
-def cfg() -> OperatorConfig:
-    if CONFIG is None:
-        raise RuntimeError("operator not configured: start it with `higgs-operator run`")
-    return CONFIG
 
 
 @kopf.on.startup()
@@ -61,11 +59,16 @@ def configure(settings: kopf.OperatorSettings, **_: object) -> None:
     settings.watching.server_timeout = 300
 
 
-async def _reconcile(body: kopf.Body, force: bool, logger: logging.Logger) -> None:
-    st = REGISTRY.get(body["metadata"]["uid"])
+@kopf.on.cleanup()
+def close_api(memo: OperatorMemo, **_: object) -> None:
+    memo.api.close()
+
+
+async def _reconcile(memo: OperatorMemo, body: kopf.Body, force: bool, logger: kopf.Logger) -> None:
+    st = memo.registry.get(body["metadata"]["uid"])
     previous_failure = st.failure
     async with st.lock:
-        outcome = await asyncio.to_thread(reconcile, api(), dict(body), cfg(), st, force)
+        outcome = await asyncio.to_thread(reconcile, memo.api, dict(body), memo.config, st, force)
     if not outcome.secret.ready and outcome.secret.reason != st.last_secret_reason:
         kopf.warn(
             body, reason=outcome.secret.reason, message=f"{outcome.secret.message}; no new pods started"
@@ -82,14 +85,14 @@ async def _reconcile(body: kopf.Body, force: bool, logger: logging.Logger) -> No
 @kopf.on.resume(GROUP, VERSION, PLURAL)
 @kopf.on.create(GROUP, VERSION, PLURAL)
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def reconcile_handler(body: kopf.Body, logger: logging.Logger, **_: object) -> None:
-    await _reconcile(body, force=False, logger=logger)
+async def reconcile_handler(body: kopf.Body, logger: kopf.Logger, memo: OperatorMemo, **_: object) -> None:
+    await _reconcile(memo, body, force=False, logger=logger)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget(uid: str, **_: object) -> None:
+def forget(uid: str, memo: OperatorMemo, **_: object) -> None:
     # Children (the mirrored Secret included) carry owner references: the garbage collector removes them.
-    REGISTRY.drop(uid)
+    memo.registry.drop(uid)
 
 
 def _pod_url(pod: dict, port: int) -> str | None:
@@ -97,7 +100,7 @@ def _pod_url(pod: dict, port: int) -> str | None:
     return f"http://{ip}:{port}" if ip else None
 
 
-async def _autoscale(body: kopf.Body, st: ResourceState, logger: logging.Logger) -> None:
+async def _autoscale(api: ApiClient, body: kopf.Body, st: ResourceState, logger: kopf.Logger) -> None:
     spec, meta = body["spec"], body["metadata"]
     policy = AutoscalingPolicy.from_spec(spec["autoscaling"])
     headers = {"Authorization": f"Bearer {st.api_key}"} if st.api_key else None
@@ -134,7 +137,7 @@ async def _autoscale(body: kopf.Body, st: ResourceState, logger: logging.Logger)
         )
     if decision.replicas != current:
         await asyncio.to_thread(
-            kube.scale_deployment, api(), meta["namespace"], meta["name"], decision.replicas
+            kube.scale_deployment, api, meta["namespace"], meta["name"], decision.replicas
         )
         update["lastScaling"] = {
             "time": now,
@@ -153,7 +156,7 @@ async def _autoscale(body: kopf.Body, st: ResourceState, logger: logging.Logger)
     st.autoscale_status["fields"] = update
 
 
-async def _refresh_status(body: kopf.Body, st: ResourceState) -> None:
+async def _refresh_status(api: ApiClient, body: kopf.Body, st: ResourceState) -> None:
     spec, meta = body["spec"], body["metadata"]
     if st.secret is None:
         return  # not reconciled yet in this process
@@ -186,34 +189,35 @@ async def _refresh_status(body: kopf.Body, st: ResourceState) -> None:
         new.update(st.autoscale_status.get("fields") or {})
     live = dict(body.get("status") or {})
     if any(live.get(k) != v for k, v in new.items()):
-        await asyncio.to_thread(kube.patch_status, api(), meta["namespace"], meta["name"], new)
+        await asyncio.to_thread(kube.patch_status, api, meta["namespace"], meta["name"], new)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
 async def watch_resource(
-    stopped: kopf.DaemonStopped, body: kopf.Body, logger: logging.Logger, **_: object
+    stopped: kopf.DaemonStopped, body: kopf.Body, logger: kopf.Logger, memo: OperatorMemo, **_: object
 ) -> None:
     """Per-resource loop: re-reconcile when poked or due, autoscale on its poll, keep status fresh."""
-    st = REGISTRY.get(body["metadata"]["uid"])
+    cfg = memo.config
+    st = memo.registry.get(body["metadata"]["uid"])
     st.last_resync = time.monotonic()
     while not stopped:
         now = time.monotonic()
         try:
-            if st.dirty or now - st.last_resync >= cfg().resync_s:
-                force = st.force or now - st.last_resync >= cfg().resync_s
+            if st.dirty or now - st.last_resync >= cfg.resync_s:
+                force = st.force or now - st.last_resync >= cfg.resync_s
                 st.dirty = st.force = False
-                await _reconcile(body, force=force, logger=logger)
+                await _reconcile(memo, body, force=force, logger=logger)
                 st.last_resync = time.monotonic() if force else st.last_resync
             autoscaling = body["spec"].get("autoscaling")
             if autoscaling and time.monotonic() >= st.next_poll and st.secret and st.secret.ready:
                 st.next_poll = time.monotonic() + float(autoscaling.get("pollSeconds", 15))
-                await _autoscale(body, st, logger)
-            await _refresh_status(body, st)
+                await _autoscale(memo.api, body, st, logger)
+            await _refresh_status(memo.api, body, st)
         except kube.ApiException as err:
             logger.warning("API error (will retry): %s %s", err.status, err.reason)
         except Exception:  # keep the loop alive; kopf would restart the daemon anyway
             logger.exception("reconcile loop failed (will retry)")
-        deadlines = [st.last_resync + cfg().resync_s, time.monotonic() + cfg().status_s]
+        deadlines = [st.last_resync + cfg.resync_s, time.monotonic() + cfg.status_s]
         if body["spec"].get("autoscaling"):
             deadlines.append(st.next_poll)
         timeout = max(0.05, min(deadlines) - time.monotonic())
@@ -222,7 +226,7 @@ async def watch_resource(
             await asyncio.wait_for(st.wake.wait(), timeout=timeout)
 
 
-def _owner_uid(labels: dict) -> str | None:
+def _owner_uid(labels: Mapping[str, str]) -> str | None:
     return (labels or {}).get(OWNER_LABEL)
 
 
@@ -240,15 +244,14 @@ def _edited(kind: str, known: ChildInfo, seen: ChildInfo) -> bool:
     return kind in VERSION_KINDS and seen.resource_version != known.resource_version
 
 
-def _on_child(event: dict, body: kopf.Body, labels: dict, **_: object) -> None:
+def note_child(registry: Registry, event_type: str | None, obj: dict, labels: Mapping[str, str]) -> None:
     """A child changed: remember it; if it was deleted or edited away from what was rendered, repair."""
     uid = _owner_uid(labels)
-    if not uid or (event.get("type") == "DELETED" and uid not in REGISTRY.by_uid):
+    if not uid or (event_type == "DELETED" and uid not in registry.by_uid):
         return
-    st = REGISTRY.get(uid)  # children may be listed before their owner at startup
-    obj = dict(body)
+    st = registry.get(uid)  # children may be listed before their owner at startup
     key = identity(obj)
-    if event.get("type") == "DELETED":
+    if event_type == "DELETED":
         st.children.pop(key, None)
         if obj["kind"] == "Deployment":
             st.deployment = None
@@ -264,31 +267,51 @@ def _on_child(event: dict, body: kopf.Body, labels: dict, **_: object) -> None:
         st.poke(force=True)
 
 
-for _group, _version, _plural in (*CHILD_KINDS, *CHILD_KINDS_EXTRA):
-    kopf.on.event(_group, _version, _plural, labels={OWNER_LABEL: kopf.PRESENT})(_on_child)
-
-
-@kopf.on.event("", "v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
-def on_pod(event: dict, body: kopf.Body, name: str, labels: dict, **_: object) -> None:
+def note_pod(registry: Registry, event_type: str | None, obj: dict, labels: Mapping[str, str]) -> None:
+    """A serving pod changed: keep the pods of its owner current and refresh its status now."""
     uid = _owner_uid(labels)
-    if not uid or (event.get("type") == "DELETED" and uid not in REGISTRY.by_uid):
+    if not uid or (event_type == "DELETED" and uid not in registry.by_uid):
         return
-    st = REGISTRY.get(uid)
-    if event.get("type") == "DELETED":
+    st = registry.get(uid)
+    name = obj["metadata"]["name"]
+    if event_type == "DELETED":
         st.pods.pop(name, None)
     else:
-        st.pods[name] = dict(body)
+        st.pods[name] = obj
     st.wake.set()
 
 
-@kopf.on.event("", "v1", "secrets")
-def on_secret(event: dict, body: kopf.Body, name: str, namespace: str, labels: dict, **_: object) -> None:
+def note_secret(registry: Registry, event_type: str | None, obj: dict, labels: Mapping[str, str]) -> None:
     """A referenced token Secret changed (created, rotated, deleted), or an owned copy changed."""
-    states = REGISTRY.referring(namespace, name)
+    states = registry.referring(obj["metadata"]["namespace"], obj["metadata"]["name"])
     if _owner_uid(labels):
-        _on_child(event=event, body=body, labels=labels)
+        note_child(registry, event_type, obj, labels)
     for st in states:
         st.poke()
+
+
+def on_child(
+    event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels, memo: OperatorMemo, **_: object
+) -> None:
+    note_child(memo.registry, event["type"], dict(body), labels)
+
+
+for _group, _version, _plural in (*CHILD_KINDS, *CHILD_KINDS_EXTRA):
+    kopf.on.event(_group, _version, _plural, labels={OWNER_LABEL: kopf.PRESENT})(on_child)
+
+
+@kopf.on.event("", "v1", "pods", labels={OWNER_LABEL: kopf.PRESENT})
+def on_pod(
+    event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels, memo: OperatorMemo, **_: object
+) -> None:
+    note_pod(memo.registry, event["type"], dict(body), labels)
+
+
+@kopf.on.event("", "v1", "secrets")
+def on_secret(
+    event: kopf.RawEvent, body: kopf.Body, labels: kopf.Labels, memo: OperatorMemo, **_: object
+) -> None:
+    note_secret(memo.registry, event["type"], dict(body), labels)
 
 
 @kopf.on.probe(id="writes")

@@ -8,8 +8,10 @@ import os
 import threading
 from urllib.parse import quote
 
-from kubernetes.client import ApiClient
+from kubernetes import config
+from kubernetes.client import ApiClient, Configuration, VersionApi
 from kubernetes.client.exceptions import ApiException
+from kubernetes.config import ConfigException
 
 from .constants import FIELD_MANAGER, GROUP, PLURAL, VERSION
 from .render import APPLIABLE_KINDS
@@ -24,6 +26,27 @@ _writes_lock = threading.Lock()
 def kubeconfig_path() -> str:
     """KUBECONFIG as it is now (the client library reads it once, at import), else ~/.kube/config."""
     return os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+
+
+def api_client(kubeconfig: str | None = None) -> ApiClient:
+    """The operator's one way to reach the API server: the pod's service account when it runs in a
+    cluster, else ``kubeconfig`` (default: :func:`kubeconfig_path`). Raises ConfigException if neither
+    is usable. The client has its own Configuration: the library's process-wide default stays untouched.
+    """
+    configuration = Configuration()
+    try:
+        config.load_incluster_config(client_configuration=configuration)
+    except ConfigException:
+        config.load_kube_config(
+            config_file=kubeconfig or kubeconfig_path(), client_configuration=configuration
+        )
+    return ApiClient(configuration)
+
+
+def server_version(api: ApiClient) -> str:
+    """The API server's version without the leading v or a build suffix (e.g. 1.35.4)."""
+    info = VersionApi(api).get_code(_request_timeout=TIMEOUT_S)
+    return str(info.git_version).lstrip("v").split("+")[0]
 
 
 def _count(verb: str, kind: str) -> None:
@@ -68,7 +91,8 @@ def request(
     if resp.status == 404 and method in ("GET", "DELETE"):
         return None
     if not 200 <= resp.status <= 299:
-        raise ApiException.from_response(http_resp=resp, body=resp.data.decode(errors="replace"), data=None)
+        body = (resp.data or b"").decode(errors="replace")
+        raise ApiException.from_response(http_resp=resp, body=body, data=None)
     return json.loads(resp.data) if resp.data else None
 
 

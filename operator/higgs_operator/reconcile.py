@@ -10,15 +10,8 @@ from kubernetes.client import ApiClient
 
 from . import kube
 from .constants import OWNER_LABEL, RENDER_HASH_ANNOTATION
-from .render import (
-    APPLIABLE_KINDS,
-    RenderError,
-    helm_template,
-    identity,
-    owned_objects,
-    parse_manifests,
-    prune_set,
-)
+from .helm import helm_template
+from .render import APPLIABLE_KINDS, RenderError, identity, owned_objects, parse_manifests, prune_set
 from .secrets import SecretCheck, check_secret, mirrored_secret, secret_value, token_ref
 from .state import ChildInfo, ResourceState
 from .values import chart_values, desired_replicas

@@ -1,20 +1,18 @@
-"""Chart rendering (``helm template``) and the pure steps from rendered YAML to objects to apply."""
+"""The pure steps of chart rendering: the ``helm template`` command line, rendered YAML to objects to apply.
+
+Running helm is :mod:`higgs_operator.helm`'s job; nothing here starts a process or reads the environment.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import tempfile
 from collections.abc import Iterable, Sequence
 
 import yaml
 
 from .constants import API_VERSION, KIND, OWNER_LABEL, RENDER_HASH_ANNOTATION
 
-HELM_TIMEOUT_S = 30
 # Kinds the operator may apply (namespaced only): a chart change that adds another kind must add it here
 # and to the RBAC in charts/higgs-operator, which a test keeps in step.
 APPLIABLE_KINDS = {
@@ -32,33 +30,26 @@ class RenderError(RuntimeError):
     """helm failed, or rendered something the operator will not apply."""
 
 
-def helm_binary() -> str:
-    found = os.environ.get("HELM") or shutil.which("helm")
-    if not found:
-        raise RenderError("helm not found: put it on PATH or set HELM")
-    return found
-
-
-def helm_template(
-    chart: str, release: str, namespace: str, values: dict, kube_version: str = "1.35.0"
-) -> str:
-    """Run ``helm template`` with ``values`` in a temporary file; return the rendered YAML.
+def helm_template_argv(
+    helm: str, chart: str, release: str, namespace: str, values_file: str, kube_version: str
+) -> list[str]:
+    """The ``helm template`` command line that renders ``chart`` as ``release`` with a values file.
 
     ``kube_version`` is the cluster's (helm template otherwise assumes an old default and charts with a
     kubeVersion constraint refuse to render).
     """
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", prefix="higgs-values-") as fh:
-        yaml.safe_dump(values, fh)
-        fh.flush()
-        cmd = [helm_binary(), "template", release, chart, "--namespace", namespace, "--values", fh.name]
-        cmd += ["--kube-version", kube_version]
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=HELM_TIMEOUT_S, check=False)
-        except subprocess.TimeoutExpired as err:
-            raise RenderError(f"helm template timed out after {HELM_TIMEOUT_S}s") from err
-    if proc.returncode != 0:
-        raise RenderError(f"helm template {chart} failed: {proc.stderr.strip()[-1500:]}")
-    return proc.stdout
+    return [
+        helm,
+        "template",
+        release,
+        chart,
+        "--namespace",
+        namespace,
+        "--values",
+        values_file,
+        "--kube-version",
+        kube_version,
+    ]
 
 
 def parse_manifests(text: str) -> list[dict]:

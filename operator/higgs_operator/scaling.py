@@ -92,11 +92,11 @@ def decide(
     window = max(policy.scale_up_stabilization_s, policy.scale_down_stabilization_s)
     kept = tuple(r for r in history if r.time >= now - window)
     if not samples:
-        target = _clamp(current, policy)
+        held = _clamp(current, policy)
         why = f"no metrics ({failed_scrapes} scrapes failed); holding {current}"
-        if target != current:
-            why = f"{current} outside [{policy.min_replicas}, {policy.max_replicas}]; set to {target}"
-        return Decision(target, None, why, kept)
+        if held != current:
+            why = f"{current} outside [{policy.min_replicas}, {policy.max_replicas}]; set to {held}"
+        return Decision(held, None, why, kept)
 
     desires: list[tuple[int, str]] = []
     metric_totals = (

@@ -174,14 +174,18 @@ def merge_conditions(
     merged = []
     for c in new:
         before = old.get(c.type)
-        changed = before is None or before.get("status") != c.status
+        since = (
+            rfc3339(now)
+            if before is None or before.get("status") != c.status
+            else before["lastTransitionTime"]
+        )
         merged.append(
             {
                 "type": c.type,
                 "status": c.status,
                 "reason": c.reason,
                 "message": c.message,
-                "lastTransitionTime": rfc3339(now) if changed else before["lastTransitionTime"],
+                "lastTransitionTime": since,
                 "observedGeneration": generation,
             }
         )

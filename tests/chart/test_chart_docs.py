@@ -8,7 +8,7 @@ import sys
 import wave
 from pathlib import Path
 
-import chartkit as ck
+from tests.support import chart as ck
 
 README = ck.CHART / "README.md"
 
@@ -48,23 +48,4 @@ def test_readme_python_example_saves_audio(simulator_no_key: str, tmp_path: Path
             assert w.getframerate() == 24000 and w.getnframes() > 24000 * 0.3, name
 
 
-def test_every_schema_property_is_described_and_every_value_is_in_the_schema() -> None:
-    import json
-
-    import yaml
-
-    schema = json.loads((ck.CHART / "values.schema.json").read_text())
-    values = yaml.safe_load((ck.CHART / "values.yaml").read_text())
-
-    def walk(node: dict, value: object, path: str) -> None:
-        for name, sub in node.get("properties", {}).items():
-            assert sub.get("description"), f"{path}{name} has no description"
-            if isinstance(value, dict) and name in value:
-                walk(sub, value[name], f"{path}{name}.")
-        if isinstance(value, dict) and node.get("properties") and node.get("additionalProperties") is False:
-            unknown = set(value) - set(node["properties"])
-            assert not unknown, (
-                f"values.yaml keys missing from the schema under {path or 'top level'}: {unknown}"
-            )
-
-    walk(schema, values, "")
+# Every schema property described, values.yaml == the schema's defaults: tests/chart/test_settings_source.py.

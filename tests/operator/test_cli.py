@@ -31,10 +31,28 @@ def test_namespace_and_all_namespaces_exclusive(capsys):
     assert "not allowed with" in capsys.readouterr().err
 
 
-def test_unreachable_api_server_for_kube_version(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("kube_version", [[], ["--kube-version", "1.35.0"]])
+def test_no_kubeconfig(tmp_path, capsys, monkeypatch, kube_version):
     (tmp_path / "Chart.yaml").write_text("name: x\n")
     monkeypatch.setenv("HELM", "/bin/true")
     monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing-kubeconfig"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    assert main(["run", "-A", "--chart", str(tmp_path), *kube_version]) == 2
+    err = capsys.readouterr().err
+    assert "no usable Kubernetes client configuration" in err and "missing-kubeconfig" in err
+
+
+def test_unreachable_api_server_for_kube_version(tmp_path, capsys, monkeypatch):
+    (tmp_path / "Chart.yaml").write_text("name: x\n")
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        "clusters: [{name: c, cluster: {server: 'http://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {token: t}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    monkeypatch.setenv("HELM", "/bin/true")
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
     monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
     assert main(["run", "-A", "--chart", str(tmp_path)]) == 2
     err = capsys.readouterr().err
