@@ -91,9 +91,20 @@ class StampingEventLoop(asyncio.SelectorEventLoop):
                     sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         return server
 
-    def _make_socket_transport(self, sock, protocol, waiter=None, *, extra=None, server=None):  # type: ignore[no-untyped-def]
+    def _make_socket_transport(
+        self,
+        sock: socket.socket,
+        protocol: asyncio.BaseProtocol,
+        waiter: asyncio.Future[None] | None = None,
+        *,
+        extra: dict[str, Any] | None = None,
+        server: asyncio.AbstractServer | None = None,
+    ) -> asyncio.Transport:
         if not KERNEL_STAMPS or sock.type != socket.SOCK_STREAM:
-            return super()._make_socket_transport(sock, protocol, waiter, extra=extra, server=server)
+            transport: asyncio.Transport = super()._make_socket_transport(  # type: ignore[misc]
+                sock, protocol, waiter, extra=extra, server=server
+            )
+            return transport
         return _StampingTransport(self, sock, protocol, waiter, extra, server)
 
 

@@ -49,7 +49,7 @@ def timbre_of(voice_key: str, seed: int) -> int:
 
 
 _LOOPS: dict[int, np.ndarray] = {}  # at most TIMBRES entries of 8 s each (~24 MiB in all)
-_PENDING: dict[int, asyncio.Future[None]] = {}
+_PENDING: dict[int, asyncio.Future[np.ndarray]] = {}
 
 
 async def ensure_voice_loop(timbre: int) -> None:

@@ -38,10 +38,11 @@ import hashlib
 import json
 import sys
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 # The chart's default pinned revisions: the fake repos answer exactly these (and `main`).
 MODEL_REPO = "bosonai/higgs-audio-v2-generation-3B-base"
@@ -92,7 +93,7 @@ def _filler(seed: str, size: int) -> bytes:
     return (block * (size // len(block) + 1))[:size]
 
 
-def _json(data: dict[str, object]) -> bytes:
+def _json(data: Mapping[str, object]) -> bytes:
     return json.dumps({**data, "note": FAKE_NOTE}, indent=2).encode()
 
 
@@ -267,7 +268,7 @@ def _error(status: int, code: str | None, message: str) -> web.Response:
 
 
 @web.middleware
-async def _auth(request: web.Request, handler):  # type: ignore[no-untyped-def]
+async def _auth(request: web.Request, handler: Handler) -> web.StreamResponse:
     state: HubState = request.app[STATE]
     if state.token is not None and request.headers.get("Authorization") != f"Bearer {state.token}":
         # The Hub answers 401 for a missing or wrong token on a private or gated repo.

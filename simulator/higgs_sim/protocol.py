@@ -17,9 +17,8 @@ import binascii
 import logging
 import math
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 from higgs_sim.audio import FRAMES_PER_SECOND, InvalidAudio, reference_seconds
 from higgs_sim.engine import frames_for_tokens, tokens_for_frames
@@ -32,11 +31,12 @@ MIN_FRAMES = 10  # even a one-word input gives 0.4 s of audio
 CHARS_PER_TEXT_TOKEN = 4.0
 TOKENS_PER_MESSAGE = 8  # chat template overhead
 # protocol.py lines 179-184: ChatCompletionAudioParam.
-CHAT_AUDIO_FORMATS = ("wav", "mp3", "flac", "opus", "pcm16")
+ChatAudioFormat = Literal["wav", "mp3", "flac", "opus", "pcm16"]
+CHAT_AUDIO_FORMATS: tuple[ChatAudioFormat, ...] = ("wav", "mp3", "flac", "opus", "pcm16")
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse")
 # protocol.py lines 1743-1786: AudioSpeechRequest.
-SPEECH_FORMATS = ("wav", "mp3", "pcm")
-SPEECH_DEFAULTS = {"temperature": 1.0, "top_p": 0.95, "top_k": 50}
+SpeechFormat = Literal["wav", "mp3", "pcm"]
+SPEECH_FORMATS: tuple[SpeechFormat, ...] = ("wav", "mp3", "pcm")
 TTS_SYSTEM_PROMPT = "Convert text to speech with the same voice."  # serving_audio.py line 44
 # Without reference audio the model picks its own voice; the simulator gives that one timbre.
 MODEL_DEFAULT_VOICE = "model-default"
@@ -119,12 +119,37 @@ class GenerationSpec:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """The sampling parameters of one body, defaults filled in (what ``SamplingParams`` checks)."""
+
+    temperature: float
+    top_p: float
+    top_k: int
+    max_tokens: int | None = None
+
+
+# ChatCompletionRequest's defaults (protocol.py); AudioSpeechRequest's (protocol.py lines 1743-1786).
+CHAT_SAMPLING = Sampling(temperature=1.0, top_p=1.0, top_k=-1)
+SPEECH_SAMPLING = Sampling(temperature=1.0, top_p=0.95, top_k=50)
+
+
+@dataclass(frozen=True)
 class ChatOptions:
+    """What a chat completion's response needs from its body (parsed once, by :func:`parse_chat`)."""
+
     model: str
     stream: bool
     include_usage: bool
-    audio_format: str
+    audio_format: ChatAudioFormat
     request_id: str | None  # the body's own request_id (the X-Request-Id header wins)
+
+
+@dataclass(frozen=True)
+class SpeechOptions:
+    """What a ``/v1/audio/speech`` response needs from its body (parsed once, by :func:`parse_speech`)."""
+
+    model: str
+    response_format: SpeechFormat
 
 
 @dataclass(frozen=True)
@@ -176,10 +201,15 @@ def _require(body: dict[str, Any], name: str, kind: str) -> Any:
     return value
 
 
-def _choice(value: object, name: str, allowed: Iterable[str]) -> None:
-    options = tuple(allowed)
-    if value not in options:
-        raise bad_request(f"'{name}' must be one of {', '.join(options)}, got {value!r}")
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def _choice(value: object, name: str, allowed: tuple[_Choice, ...]) -> _Choice:
+    """``value`` if it is one of ``allowed`` (typed as that choice), else a 400 naming the field."""
+    for option in allowed:
+        if value == option:
+            return option
+    raise bad_request(f"'{name}' must be one of {', '.join(allowed)}, got {value!r}")
 
 
 def _check_stop(body: dict[str, Any], allow_str: bool) -> None:
@@ -205,16 +235,26 @@ def check_model(model: str | None, limits: Limits) -> None:
         raise ApiError(404, f"The model `{model}` does not exist.", "NotFoundError")
 
 
-def check_sampling(temperature: float, top_p: float, top_k: int, max_tokens: int | None) -> None:
+def _sampling(body: dict[str, Any], defaults: Sampling, max_tokens: int | None) -> Sampling:
+    """The body's sampling fields (already type-checked) over ``defaults``."""
+    return Sampling(
+        temperature=_or(body.get("temperature"), defaults.temperature),
+        top_p=_or(body.get("top_p"), defaults.top_p),
+        top_k=_or(body.get("top_k"), defaults.top_k),
+        max_tokens=max_tokens,
+    )
+
+
+def check_sampling(sampling: Sampling) -> None:
     """What vLLM 0.8's ``SamplingParams._verify_args`` refuses, in its words (-> 400)."""
-    if temperature < 0.0:
-        raise bad_request(f"temperature must be non-negative, got {float(temperature)}.")
-    if not 0.0 < top_p <= 1.0:
-        raise bad_request(f"top_p must be in (0, 1], got {float(top_p)}.")
-    if top_k < -1 or top_k == 0:
-        raise bad_request(f"top_k must be -1 (disable), or at least 1, got {top_k}.")
-    if max_tokens is not None and max_tokens < 1:
-        raise bad_request(f"max_tokens must be at least 1, got {max_tokens}.")
+    if sampling.temperature < 0.0:
+        raise bad_request(f"temperature must be non-negative, got {float(sampling.temperature)}.")
+    if not 0.0 < sampling.top_p <= 1.0:
+        raise bad_request(f"top_p must be in (0, 1], got {float(sampling.top_p)}.")
+    if sampling.top_k < -1 or sampling.top_k == 0:
+        raise bad_request(f"top_k must be -1 (disable), or at least 1, got {sampling.top_k}.")
+    if sampling.max_tokens is not None and sampling.max_tokens < 1:
+        raise bad_request(f"max_tokens must be at least 1, got {sampling.max_tokens}.")
 
 
 def _check_penalties(body: dict[str, Any]) -> None:
@@ -337,21 +377,20 @@ def _read_part(part: object, where: str, prompt: _Prompt) -> list[str]:
     return []
 
 
-def _chat_audio_format(body: dict[str, Any]) -> str:
+def _chat_audio_format(body: dict[str, Any]) -> ChatAudioFormat:
     audio = body.get("audio")
     if audio is None:
         return "wav"
     if not isinstance(audio, dict):
         raise bad_request(f"'audio' must be an object with 'format' and 'voice', got {audio!r}")
-    fmt = audio.get("format", "wav")
-    _choice(fmt, "audio.format", CHAT_AUDIO_FORMATS)
+    fmt = _choice(audio.get("format", "wav"), "audio.format", CHAT_AUDIO_FORMATS)
     # The voice must be an OpenAI name and chooses nothing (CH2): the voice comes from the messages.
     _choice(audio.get("voice", "alloy"), "audio.voice", OPENAI_VOICES)
     for name in ("audio_chunk_size", "audio_chunk_overlap_size", "chunk_size", "chunk_overlap_size"):
         value = audio.get(name)
         if value is not None and not _is(value, "int"):
             raise bad_request(f"'audio.{name}' must be an integer, got {value!r}")
-    return str(fmt)
+    return fmt
 
 
 def _modalities(body: dict[str, Any]) -> list[str]:
@@ -406,12 +445,10 @@ def parse_chat(body: Any, limits: Limits) -> tuple[GenerationSpec, ChatOptions]:
     if not prompt.last_user_text.strip():
         raise bad_request("nothing to speak: the last user message has no text")
 
-    max_tokens = body.get("max_completion_tokens") or body.get("max_tokens")
-    check_sampling(
-        _or(body.get("temperature"), 1.0), _or(body.get("top_p"), 1.0), _or(body.get("top_k"), -1), max_tokens
-    )
+    sampling = _sampling(body, CHAT_SAMPLING, body.get("max_completion_tokens") or body.get("max_tokens"))
+    check_sampling(sampling)
     _check_penalties(body)
-    tokens, frames, finish = _plan(prompt.last_user_text, prompt.tokens, max_tokens, limits)
+    tokens, frames, finish = _plan(prompt.last_user_text, prompt.tokens, sampling.max_tokens, limits)
     voice_key = "clone:" + prompt.reference_digest if prompt.reference_digest else MODEL_DEFAULT_VOICE
     spec = GenerationSpec(
         prompt.last_user_text, voice_key, prompt.tokens, tokens, frames, finish, body.get("seed")
@@ -426,7 +463,10 @@ def parse_chat(body: Any, limits: Limits) -> tuple[GenerationSpec, ChatOptions]:
     return spec, options
 
 
-def _or(value: Any, default: Any) -> Any:
+_T = TypeVar("_T")
+
+
+def _or(value: _T | None, default: _T) -> _T:
     return default if value is None else value
 
 
@@ -445,24 +485,21 @@ def speech_voice(name: str, voices: VoiceRegistry) -> Voice:
     return voice
 
 
-def parse_speech(body: Any, limits: Limits, voices: VoiceRegistry) -> tuple[GenerationSpec, str, str]:
-    """Validate a ``/v1/audio/speech`` body; returns the spec, the response format and the model."""
+def parse_speech(body: Any, limits: Limits, voices: VoiceRegistry) -> tuple[GenerationSpec, SpeechOptions]:
+    """Validate a ``/v1/audio/speech`` body; returns the spec and the options the response needs."""
     if not isinstance(body, dict):
         raise bad_request("the request body must be a JSON object")
-    model = _require(body, "model", "str")
-    text = _require(body, "input", "str")
-    voice_name = _require(body, "voice", "str")
-    fmt = body.get("response_format")
-    fmt = "pcm" if fmt is None else fmt
-    _choice(fmt, "response_format", SPEECH_FORMATS)
+    model: str = _require(body, "model", "str")
+    text: str = _require(body, "input", "str")
+    voice_name: str = _require(body, "voice", "str")
+    fmt = _choice(_or(body.get("response_format"), "pcm"), "response_format", SPEECH_FORMATS)
     _check_types(body, SPEECH_FIELDS)
     _check_stop(body, allow_str=False)
     _warn_unknown(body, KNOWN_SPEECH_FIELDS)
 
     check_model(model, limits)
-    params = {name: _or(body.get(name), default) for name, default in SPEECH_DEFAULTS.items()}
-    max_tokens = body.get("max_tokens")
-    check_sampling(params["temperature"], params["top_p"], params["top_k"], max_tokens)
+    sampling = _sampling(body, SPEECH_SAMPLING, body.get("max_tokens"))
+    check_sampling(sampling)
     if not text.strip():
         raise bad_request("'input' must be a non-empty string")
     voice = speech_voice(voice_name, voices)
@@ -476,6 +513,7 @@ def parse_speech(body: Any, limits: Limits, voices: VoiceRegistry) -> tuple[Gene
         + TOKENS_PER_MESSAGE
         + text_tokens(text)
     )
-    tokens, frames, finish = _plan(text, prompt_tokens, max_tokens, limits)
+    tokens, frames, finish = _plan(text, prompt_tokens, sampling.max_tokens, limits)
     seed = body.get("seed") if _is(body.get("seed"), "int") else None
-    return GenerationSpec(text, voice.name, prompt_tokens, tokens, frames, finish, seed), str(fmt), model
+    spec = GenerationSpec(text, voice.name, prompt_tokens, tokens, frames, finish, seed)
+    return spec, SpeechOptions(model=model, response_format=fmt)

@@ -49,6 +49,7 @@ from higgs_sim.protocol import (
     GenerationSpec,
     InternalError,
     Limits,
+    SpeechOptions,
     parse_chat,
     parse_speech,
 )
@@ -221,8 +222,9 @@ class SimServer:
         os._exit(1)
 
     async def _add_request_id(self, request: web.Request, response: web.StreamResponse) -> None:
-        response.headers["X-Request-Id"] = request.get(REQUEST_ID) or request.headers.get(
-            "X-Request-Id", uuid.uuid4().hex
+        header = request.headers.get("X-Request-Id")
+        response.headers["X-Request-Id"] = request.get(REQUEST_ID) or (
+            uuid.uuid4().hex if header is None else header
         )
 
     # --- simple endpoints ---
@@ -277,11 +279,11 @@ class SimServer:
         rid = self._request_id(request)
         rec = _trace_record(request, rid, stream=True)
         try:
-            spec, fmt, _model = parse_speech(await self._json(request), self.limits, self.voices)
+            spec, opts = parse_speech(await self._json(request), self.limits, self.voices)
             self._inject_error()
             job, pcm = await self._submit(f"audiospeech-{rid}", spec, chunked=True)
             try:
-                return await self._stream_speech(request, rec, job, fmt, pcm)
+                return await self._stream_speech(request, rec, job, opts, pcm)
             finally:
                 self.engine.abort(job)
         except (ApiError, DetailError, InternalError) as exc:
@@ -453,9 +455,10 @@ class SimServer:
         return resp
 
     async def _stream_speech(
-        self, request: web.Request, rec: TraceRecord, job: Job, fmt: str, pcm: PcmSource
+        self, request: web.Request, rec: TraceRecord, job: Job, opts: SpeechOptions, pcm: PcmSource
     ) -> web.StreamResponse:
         """SP6-SP8: audio/mpeg whatever the format; each chunk encoded on its own."""
+        fmt = opts.response_format
         resp = web.StreamResponse(headers={"Content-Type": "audio/mpeg"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)

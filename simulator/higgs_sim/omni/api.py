@@ -19,6 +19,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -63,7 +64,7 @@ from higgs_sim.omni.requests import (
     InternalServerError,
     ReferenceClipError,
     SpeechRequest,
-    higgs_refusal,
+    higgs_validate,
     parse_speech,
     resolve_reference,
 )
@@ -87,6 +88,17 @@ WORD_TIMESTAMPS_STREAMING = (
     "Use session.config with stream_audio=true and response_format='pcm'."
 )
 UNSUPPORTED_MEDIA_TYPE = "Unsupported Media Type: Only 'application/json' is allowed"
+
+
+@dataclass(frozen=True)
+class _Generation:
+    """One speech request's generation, as its responder (whole file, SSE or raw stream) needs it."""
+
+    rid: str
+    plan: Plan
+    fmt: str  # the response format
+    pcm: Callable[[Decoded], bytes]  # the audio of one decoded chunk
+    fail: bool  # the --sim-error-rate fault fires for this request
 
 
 class OmniServer:
@@ -303,17 +315,15 @@ class OmniServer:
             rec.stream = speech.is_streaming()
             if speech.is_streaming() and speech.word_timestamps:
                 raise OmniError(400, WORD_TIMESTAMPS_STREAMING)
-            refusal = higgs_refusal(speech, self.voices)
-            if refusal:
-                raise OmniError(400, refusal)
+            speech = higgs_validate(speech, self.voices)
             plan = self._plan(speech)
             fail = bool(self.config.error_rate) and self.rng.random() < self.config.error_rate
-            pcm = await self._pcm_source(plan)
+            gen = _Generation(rid, plan, speech.response_format, await self._pcm_source(plan), fail)
             if speech.is_raw_audio_stream():
-                return await self._raw_stream(request, rec, rid, plan, speech.response_format, pcm, fail)
+                return await self._raw_stream(request, rec, gen)
             if speech.is_sse_stream():
-                return await self._sse(request, rec, rid, plan, speech.response_format, pcm, fail)
-            return await self._whole(request, rec, rid, plan, speech.response_format, pcm, fail)
+                return await self._sse(request, rec, gen)
+            return await self._whole(request, rec, gen)
         except SchemaError as exc:
             rec.status, rec.error = self.config.schema_error_status, str(exc)
             return self._schema_error(exc)
@@ -351,13 +361,10 @@ class OmniServer:
         self,
         request: web.Request,
         rec: TraceRecord,
-        rid: str,
-        plan: Plan,
-        fmt: str,
-        pcm: Callable[[Decoded], bytes],
-        fail: bool,
+        gen: _Generation,
     ) -> web.StreamResponse:
         """OP1: one file once generation is over (OP5: with one chunk, the whole utterance)."""
+        rid, plan, fmt, pcm, fail = gen.rid, gen.plan, gen.fmt, gen.pcm, gen.fail
         started = time.monotonic()
         parts: list[bytes] = []
         try:
@@ -394,13 +401,10 @@ class OmniServer:
         self,
         request: web.Request,
         rec: TraceRecord,
-        rid: str,
-        plan: Plan,
-        fmt: str,
-        pcm: Callable[[Decoded], bytes],
-        fail: bool,
+        gen: _Generation,
     ) -> web.StreamResponse:
         """OP2: base64 deltas (a WAV stream's first delta is the placeholder header), then done."""
+        rid, plan, fmt, pcm, fail = gen.rid, gen.plan, gen.fmt, gen.pcm, gen.fail
         started = time.monotonic()
         resp = await self._stream_start(request, SSE_CONTENT_TYPE)
         first_at: float | None = None
@@ -437,13 +441,10 @@ class OmniServer:
         self,
         request: web.Request,
         rec: TraceRecord,
-        rid: str,
-        plan: Plan,
-        fmt: str,
-        pcm: Callable[[Decoded], bytes],
-        fail: bool,
+        gen: _Generation,
     ) -> web.StreamResponse:
         """OP3: the raw chunks as decoded (WAV: the placeholder header first)."""
+        rid, plan, fmt, pcm, fail = gen.rid, gen.plan, gen.fmt, gen.pcm, gen.fail
         started = time.monotonic()
         resp = await self._stream_start(request, CONTENT_TYPES[fmt])
         frames = 0

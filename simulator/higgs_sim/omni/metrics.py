@@ -129,8 +129,9 @@ class _Reasons:
         self._family = family
         self._fixed = fixed
 
-    def labels(self, reason: str) -> Any:
-        return NULL if self._family is None else self._family.labels(*self._fixed, reason)
+    def labels(self, *values: str) -> Any:
+        """The series of one finish reason (the model, stage and replica labels are fixed)."""
+        return NULL if self._family is None else self._family.labels(*self._fixed, *values)
 
 
 class OmniMetrics:

@@ -20,13 +20,14 @@ import math
 import re
 import urllib.parse
 import zlib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import soundfile as sf
 
-from higgs_sim.omni.errors import SchemaError, SchemaIssue, value_error
+from higgs_sim.omni.errors import OmniError, SchemaError, SchemaIssue, value_error
 from higgs_sim.omni.voices import VoiceError, VoiceStore, check_duration, decoded_seconds
 
 RESPONSE_FORMATS = ("wav", "pcm", "flac", "mp3", "opus")
@@ -47,8 +48,14 @@ class InternalServerError(Exception):
 # --- the request ---
 
 
-@dataclass
+Embedding = tuple[float, ...] | tuple[tuple[float, ...], ...]  # one vector, or several
+
+
+@dataclass(frozen=True)
 class SpeechRequest:
+    """The parsed body (the declared fields the emulation uses), built once by :func:`parse_speech`;
+    later steps (the streaming defaults, an uploaded voice) derive new ones with ``replace``."""
+
     input: str
     model: str | None = None
     voice: str | None = None
@@ -59,10 +66,10 @@ class SpeechRequest:
     stream: bool = False
     task_type: str | None = None
     language: str | None = None
-    ref_audio: str | list[str] | None = None
+    ref_audio: str | tuple[str, ...] | None = None
     ref_text: str | None = None
     x_vector_only_mode: bool | None = None
-    speaker_embedding: list[Any] | None = None
+    speaker_embedding: Embedding | None = None
     max_new_tokens: int | None = None
     seed: int | None = None
     word_timestamps: bool = False
@@ -155,7 +162,7 @@ def _bounded(value: float, ge: float | None, le: float | None) -> None:
         )
 
 
-def _literal(options: tuple[str, ...]) -> Any:
+def _literal(options: tuple[str, ...]) -> Check:
     expected = ", ".join(f"'{o}'" for o in options[:-1]) + f" or '{options[-1]}'"
 
     def check(value: Any) -> str:
@@ -172,7 +179,7 @@ def _dict(value: Any) -> dict[str, Any]:
     return value
 
 
-def _ref_audio(value: Any) -> str | list[str]:
+def _ref_audio(value: Any) -> str | tuple[str, ...]:
     """_normalize_ref_audio_value: its TypeErrors are not validation errors (pydantic v2 lets them out)."""
     if isinstance(value, str):
         return value
@@ -181,11 +188,11 @@ def _ref_audio(value: Any) -> str | list[str]:
             raise InternalServerError("'ref_audio' list entries must be strings")
         if not value:
             raise _Invalid("value_error", "Value error, 'ref_audio' list cannot be empty")
-        return list(value)
+        return tuple(value)
     raise InternalServerError("'ref_audio' must be a string or list of strings")
 
 
-def _embedding(value: Any) -> list[Any]:
+def _embedding(value: Any) -> Embedding:
     if not isinstance(value, list | tuple):
         raise InternalServerError(
             "'speaker_embedding' must be a list of numbers or list of embedding vectors"
@@ -194,12 +201,12 @@ def _embedding(value: Any) -> list[Any]:
         raise _Invalid("too_long", f"List should have at most {MAX_EMBEDDING_DIM} items after validation")
     try:
         if value and isinstance(value[0], list | tuple):
-            nested = [[float(x) for x in item] for item in value]
+            nested = tuple(tuple(float(x) for x in item) for item in value)
             flat = [x for item in nested for x in item]
-            out: list[Any] = nested
+            out: Embedding = nested
         else:
-            flat = [float(x) for x in value]
-            out = flat
+            out = tuple(float(x) for x in value)
+            flat = list(out)
     except (TypeError, ValueError) as exc:
         raise _Invalid("value_error", f"Value error, {exc}") from None
     if not all(math.isfinite(x) for x in flat):
@@ -209,15 +216,18 @@ def _embedding(value: Any) -> list[Any]:
     return out
 
 
-def _optional(check: Any) -> Any:
+Check = Callable[[Any], Any]  # one field's lax validation: the coerced value, or _Invalid
+
+
+def _optional(check: Check) -> Check:
     def run(value: Any) -> Any:
         return None if value is None else check(value)
 
     return run
 
 
-def _ranged(check: Any, ge: float | None = None, le: float | None = None) -> Any:
-    def run(value: Any) -> Any:
+def _ranged(check: Callable[[Any], float], ge: float | None = None, le: float | None = None) -> Check:
+    def run(value: Any) -> float:
         out = check(value)
         _bounded(out, ge, le)
         return out
@@ -225,8 +235,9 @@ def _ranged(check: Any, ge: float | None = None, le: float | None = None) -> Any
     return run
 
 
-# Declared fields of OpenAICreateSpeechRequest (audio.py:51-168): name -> (validator, default).
-FIELDS: dict[str, tuple[Any, Any]] = {
+# Declared fields of OpenAICreateSpeechRequest (audio.py:51-168): name -> (validator, default;
+# ``...``: required).
+FIELDS: dict[str, tuple[Check, object]] = {
     "input": (_str, ...),
     "model": (_optional(_str), None),
     "voice": (_optional(_str), None),
@@ -344,14 +355,14 @@ def parse_speech(body: Any) -> SpeechRequest:
         raise SchemaError(issues)
     request = SpeechRequest(**{k: v for k, v in values.items() if k in KEPT})
     try:
-        _after_validators(request)
+        return _after_validators(request)
     except ValueError as exc:
         raise SchemaError([value_error(str(exc), body)]) from None
-    return request
 
 
-def _after_validators(request: SpeechRequest) -> None:
-    """validate_embedding_constraints, validate_streaming_constraints (OR4's streaming part)."""
+def _after_validators(request: SpeechRequest) -> SpeechRequest:
+    """validate_embedding_constraints, validate_streaming_constraints (OR4's streaming part): the
+    request as the model validators leave it (a streamed one's unset speed becomes 1.0)."""
     if request.speaker_embedding is not None and isinstance(request.ref_audio, str):
         raise ValueError("'speaker_embedding' and 'ref_audio' are mutually exclusive")
     if request.is_streaming():
@@ -362,18 +373,20 @@ def _after_validators(request: SpeechRequest) -> None:
                 f"Got response_format='{request.response_format}'."
             )
         if request.speed is None:
-            request.speed = 1.0
-        elif request.speed != 1.0:
+            return replace(request, speed=1.0)
+        if request.speed != 1.0:
             raise ValueError("Speed adjustment is not supported when streaming. Set speed=1.0 or omit it.")
+    return request
 
 
 # --- the Higgs adapter's refusals (OR3) ---
 
 
-def apply_uploaded_voice(request: SpeechRequest, voices: VoiceStore) -> str | None:
-    """serving_speech.py _apply_uploaded_speaker: the voice becomes ref_audio (+ its stored ref_text)."""
+def apply_uploaded_voice(request: SpeechRequest, voices: VoiceStore) -> SpeechRequest | str:
+    """serving_speech.py _apply_uploaded_speaker: the voice becomes ref_audio (+ its stored ref_text).
+    Returns the request to generate, or the refusal."""
     if request.voice is None or request.ref_audio is not None:
-        return None
+        return request
     voice = voices.get(request.voice)
     if voice is None:
         return (
@@ -388,17 +401,26 @@ def apply_uploaded_voice(request: SpeechRequest, voices: VoiceStore) -> str | No
     data_url = voices.data_url(voice)
     if not data_url:
         return f"Audio file for uploaded voice '{request.voice}' is missing"
-    request.ref_audio = data_url
-    if (not request.ref_text or not request.ref_text.strip()) and voice.ref_text:
-        request.ref_text = voice.ref_text
-    return None
+    ref_text = request.ref_text
+    if (not ref_text or not ref_text.strip()) and voice.ref_text:
+        ref_text = voice.ref_text
+    return replace(request, ref_audio=data_url, ref_text=ref_text)
 
 
-def higgs_refusal(request: SpeechRequest, voices: VoiceStore) -> str | None:
-    """HiggsAudioV2Adapter.validate: the first refusal, or None (may fill ref_audio/ref_text)."""
-    error = apply_uploaded_voice(request, voices)
-    if error:
-        return error
+def higgs_validate(request: SpeechRequest, voices: VoiceStore) -> SpeechRequest:
+    """HiggsAudioV2Adapter.validate: the request to generate (an uploaded voice resolved to its
+    ref_audio/ref_text), or :class:`OmniError` 400 with the first refusal (OR3)."""
+    resolved = apply_uploaded_voice(request, voices)
+    if isinstance(resolved, str):
+        raise OmniError(400, resolved)
+    refusal = higgs_refusal(resolved)
+    if refusal:
+        raise OmniError(400, refusal)
+    return resolved
+
+
+def higgs_refusal(request: SpeechRequest) -> str | None:
+    """The adapter's refusals after the uploaded voice is applied: the first one, or None."""
     if not request.input or not request.input.strip():
         return "higgs_audio_v2: input text cannot be empty"
     if request.ref_audio is not None and not request.ref_text:
@@ -491,7 +513,7 @@ def _fetch(url: str, allowed_local_path: str | None) -> bytes:
     raise ReferenceClipError("The URL must be either a HTTP, data or file URL.")
 
 
-def resolve_reference(ref_audio: str | list[str], allowed_local_path: str | None) -> Reference:
+def resolve_reference(ref_audio: str | tuple[str, ...], allowed_local_path: str | None) -> Reference:
     """Decode the clip and check its 1-30 s bounds (``_resolve_ref_audio``)."""
     if not isinstance(ref_audio, str):
         # The Higgs path hashes the value as a string: a list fails inside generation.
