@@ -24,6 +24,8 @@ import yaml
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+from localkube import podwatch
+
 REPO = Path(__file__).resolve().parent.parent
 VENV_BIN = REPO / ".venv" / "bin"
 STATE = REPO / ".cache" / "demo"
@@ -166,20 +168,74 @@ def start_hub() -> None:
     wait_until("hub", answers, 20, lambda: (STATE / "hub.log").read_text()[-2000:])
 
 
-def install_operator() -> None:
+OPERATOR_SELECTOR = "app.kubernetes.io/name=higgs-operator"
+
+
+def find_helm() -> str:
+    helm = shutil.which("helm") or str(TOOLS_BIN / "helm")
+    if not os.access(helm, os.X_OK):
+        raise DemoError("operator", f"helm is not on PATH nor in {TOOLS_BIN}; run `make tools`")
+    return helm
+
+
+def install_operator(
+    repo: Path = REPO,
+    kubeconfig: Path = KUBECONFIG,
+    set_values: tuple[str, ...] = (),
+    timeout: float = 180,
+) -> list[client.V1Pod]:
+    """helm upgrade --install charts/higgs-operator of `repo` into the cluster of `kubeconfig`, then wait
+    for its pods to be Ready: returns them; a pod that fails for good (an image the node agent cannot
+    map, a crash loop, ...) fails the step at once with the pod's events and last error.
+
+    No host path goes into the values: on the local stack the operator image's helm comes from the
+    images file (hack/localkube-images.yaml), so nothing here can collide with the pod's volume mounts."""
     say("helm install higgs-operator: CRD, least-privilege RBAC, two peered operator pods")
-    helm = shutil.which("helm")
-    if not helm:
-        raise DemoError("operator", "helm is not on PATH; run `make tools`")
+    sets = [arg for value in set_values for arg in ("--set", value)]
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     run(
         "operator",
         [
-            "helm", "upgrade", "--install", "higgs-operator", str(REPO / "charts" / "higgs-operator"),
-            "-n", OPERATOR_NS, "--create-namespace", "-f", str(REPO / "examples" / "operator-values-local.yaml"),
-            "--set", "extraEnv[0].name=HELM", "--set", f"extraEnv[0].value={helm}",
-            "--wait", "--timeout", "3m",
+            find_helm(), "upgrade", "--install", "higgs-operator", str(repo / "charts" / "higgs-operator"),
+            "-n", OPERATOR_NS, "--create-namespace", "-f", str(repo / "examples" / "operator-values-local.yaml"),
+            *sets,
         ],
+        env=env,
     )  # fmt: skip
+    core = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+    replicas, selector = current_operator_pods(core)
+    try:
+        return podwatch.wait_for_pods_ready(
+            core, OPERATOR_NS, selector, timeout, "the operator's pods", count=replicas
+        )
+    except podwatch.PodsFailed as exc:
+        raise DemoError("operator", str(exc)) from None
+
+
+REVISION = "deployment.kubernetes.io/revision"
+
+
+def current_operator_pods(core: client.CoreV1Api, timeout: float = 20) -> tuple[int, str]:
+    """The operator Deployment's replicas and a selector for the pods of its current revision (an upgrade's
+    old pods stay Ready while the new ones roll out: they must not count)."""
+    apps = client.AppsV1Api(core.api_client)
+    deadline = time.monotonic() + timeout
+    while True:
+        deps = apps.list_namespaced_deployment(OPERATOR_NS, label_selector=OPERATOR_SELECTOR).items
+        if len(deps) == 1 and (deps[0].status.observed_generation or 0) >= deps[0].metadata.generation:
+            dep = deps[0]
+            revision = (dep.metadata.annotations or {}).get(REVISION)
+            for rs in apps.list_namespaced_replica_set(OPERATOR_NS, label_selector=OPERATOR_SELECTOR).items:
+                owned = any(o.uid == dep.metadata.uid for o in rs.metadata.owner_references or [])
+                if owned and revision and (rs.metadata.annotations or {}).get(REVISION) == revision:
+                    pod_hash = rs.metadata.labels.get("pod-template-hash", "")
+                    return dep.spec.replicas or 1, f"{OPERATOR_SELECTOR},pod-template-hash={pod_hash}"
+        if time.monotonic() > deadline:
+            raise DemoError(
+                "operator",
+                f"the operator's Deployment in {OPERATOR_NS} has no current ReplicaSet after {timeout:.0f} s",
+            )
+        time.sleep(0.5)
 
 
 def apply_resource() -> str:
@@ -228,6 +284,25 @@ def explain(name: str) -> str:
     return f"{out.stdout}{out.stderr}\n--- operator log (tail) ---\n{log.stdout}{log.stderr}"
 
 
+def serving_pods_failed(name: str) -> None:
+    """Fail the wait at once when a serving pod failed for good, with its events and last error."""
+    core = client.CoreV1Api()
+    pods = [
+        p
+        for p in core.list_namespaced_pod(
+            NAMESPACE, label_selector=f"app.kubernetes.io/instance={name}"
+        ).items
+        if p.metadata.deletion_timestamp is None
+    ]
+    failures = [f for p in pods if (f := podwatch.pod_failure(p))]
+    if failures:
+        head = "; ".join(str(f) for f in failures)
+        raise DemoError(
+            "available",
+            f"HiggsDeployment/{name}: {head}\n{podwatch.explain(core, NAMESPACE, pods)}\n{explain(name)}",
+        )
+
+
 def wait_available(name: str) -> dict:
     say(f"waiting for HiggsDeployment/{name} to be Available")
     last = ""
@@ -241,7 +316,10 @@ def wait_available(name: str) -> dict:
             print(f"    {time.monotonic() - start:5.1f}s  {line}", flush=True)
             last = line
         conds = {c["type"]: c for c in (hd.get("status") or {}).get("conditions", [])}
-        return hd if conds.get("Available", {}).get("status") == "True" else None
+        if conds.get("Available", {}).get("status") == "True":
+            return hd
+        serving_pods_failed(name)
+        return None
 
     return wait_until("available", available, 300, lambda: explain(name))  # type: ignore[return-value]
 
@@ -391,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_daemon("hub")
         return 0
     os.environ["PATH"] = f"{VENV_BIN}:{TOOLS_BIN}:{os.environ['PATH']}"
+    os.environ.setdefault("HIGGS_REPO_ROOT", str(REPO))  # the local stack's project root: this checkout
     started = time.monotonic()
     try:
         cluster_up()

@@ -34,10 +34,9 @@ from .nodes import NodeManager, NodeSpec
 from .pods import IpAllocator, IpPoolExhausted
 from .provisioner import Provisioner
 from .proxy import ServiceProxy
+from .settings import ROOT_ENV, ConfigError, cache_dir, pod_ip_octet, project_root
 
 log = logging.getLogger("localkube.agent")
-
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class Informer(threading.Thread):
@@ -122,19 +121,20 @@ class Agent:
         (self.state_dir / "pods").mkdir(exist_ok=True)
         self.api = KubeClient(opts.kubeconfig)
         self.images = ImageMapFile(opts.images)
+        octet = pod_ip_octet()
         self.nodes = [
             NodeSpec(
                 f"{opts.node_prefix}{i}",
                 i,
                 opts.gpus_per_node,
-                IpAllocator(i).host_ip,
+                IpAllocator(i, octet).host_ip,
                 cpu=opts.cpu,
                 memory=opts.memory,
                 kubelet_port=opts.kubelet_port,
             )
             for i in range(opts.nodes)
         ]
-        self.allocators = {n.name: IpAllocator(n.index) for n in self.nodes}
+        self.allocators = {n.name: IpAllocator(n.index, octet) for n in self.nodes}
         self.node_by_name = {n.name: n for n in self.nodes}
         self.workers: dict[str, PodWorker] = {}
         self.workers_lock = threading.Lock()
@@ -146,7 +146,8 @@ class Agent:
             state_dir=self.state_dir,
             images=self.images,
             venv_bin=venv_bin,
-            repo_root=str(REPO_ROOT),
+            repo_root=str(opts.repo_root),
+            cache_dir=str(cache_dir()),
             node_allocatable=self.nodes[0].resources if self.nodes else {},
             services_in=self.services_in,
             events=EventRecorder(self.api),
@@ -338,7 +339,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--state-dir", required=True)
     parser.add_argument("--nodes", type=positive_int, default=2)
     parser.add_argument("--gpus-per-node", type=positive_int, default=1)
-    parser.add_argument("--images", default=str(REPO_ROOT / "hack" / "localkube-images.yaml"))
+    parser.add_argument(
+        "--repo-root",
+        default="",
+        help=f"the project root: the {{repo}} placeholder (default ${ROOT_ENV}, else this package's checkout)",
+    )
+    parser.add_argument(
+        "--images", default="", help="the images file (default <repo-root>/hack/localkube-images.yaml)"
+    )
     parser.add_argument("--node-prefix", default="gpu-node-")
     parser.add_argument("--cpu", default="16", help="CPU capacity per node")
     parser.add_argument("--kubelet-port", type=int, default=10250, help="kubelet API (container logs) port")
@@ -355,6 +363,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     opts = parser.parse_args(argv)
     if opts.nodes > 253:
         parser.error("--nodes: at most 253 nodes (one loopback /24 each)")
+    try:
+        opts.repo_root = project_root({ROOT_ENV: opts.repo_root} if opts.repo_root else None)
+    except ConfigError as exc:
+        parser.error(f"--repo-root: {exc}")
+    if not opts.images:
+        opts.images = str(opts.repo_root / "hack" / "localkube-images.yaml")
     return opts
 
 
@@ -374,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImagesFileError as exc:
         print(f"agent: {exc}", file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ConfigError) as exc:
         print(f"agent: {exc}", file=sys.stderr)
         return 2
 

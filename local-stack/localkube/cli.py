@@ -13,11 +13,13 @@ from .settings import ConfigError, Settings
 
 USAGE_ENV = """\
 environment:
+  HIGGS_REPO_ROOT              project root (default: the checkout this package is installed from)
   HIGGS_CLUSTER_DIR            state directory (default <repo>/.cache/cluster)
   HIGGS_APISERVER_PORT         kube-apiserver port (6443)
   HIGGS_ETCD_PORT, HIGGS_ETCD_PEER_PORT            etcd ports (23790, 23800)
   HIGGS_CONTROLLER_MANAGER_PORT, HIGGS_SCHEDULER_PORT  (10257, 10259)
   HIGGS_SERVICE_CIDR           ClusterIP range (127.100.0.0/16)
+  HIGGS_POD_IP_OCTET           pod IPs are 127.<octet>.<node+1>.<n> (42)
   HIGGS_FAKE_GPU_NODES         fake GPU nodes (2; 0 = control plane only)
   HIGGS_GPUS_PER_NODE          nvidia.com/gpu per node (1)
   HIGGS_CACHE                  binaries cache (~/.cache/higgs-k8s)

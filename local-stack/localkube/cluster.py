@@ -20,6 +20,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import components as comps
+from . import settings as settings_mod
 from .api_checks import HttpsClient
 from .certs import CertError, Pki, ensure_pki
 from .daemons import (
@@ -301,7 +302,10 @@ class LocalCluster:
     def _start(self, comp: comps.Component) -> int:
         self.s.run_dir.mkdir(parents=True, exist_ok=True)
         (self.s.run_dir / comp.name).mkdir(exist_ok=True)
-        proc = spawn(comp.argv, comp.log_path(self.s))
+        # The project root travels in the environment (not the argv, which identifies a running daemon):
+        # the agent's {repo} placeholder is this root even when the package is imported from elsewhere.
+        env = {**os.environ, settings_mod.ROOT_ENV: str(self.s.repo_root)}
+        proc = spawn(comp.argv, comp.log_path(self.s), env)
         self._pidfile(comp.name).write(proc.pid)
         self._procs[proc.pid] = proc
         return proc.pid

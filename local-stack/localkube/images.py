@@ -1,6 +1,6 @@
 """Container image -> local command mapping for the fake GPU nodes.
 
-The images file (``hack/localkube-images.yaml``) plays the role of a container registry: each
+The images file (``<repo>/hack/localkube-images.yaml``, ``$HIGGS_LOCALKUBE_IMAGES``) plays the role of a container registry: each
 entry maps an fnmatch pattern on the image reference to an "image config" (entrypoint, default
 cmd, env), and the agent turns a container into an argv exactly like a container runtime does:
 
@@ -18,9 +18,12 @@ Two optional per-image keys stand in for what a real image holds beyond its entr
   names one of them (or lies under it) is rewritten to the host path, like a volume mount's path
   (a volume mounted at the same path wins).
 
-Placeholders in entrypoint/cmd/env values: ``{venv}`` (the repository's ``.venv/bin``),
-``{repo}`` (the repository root), ``{pod_ip}`` (the pod's loopback IP), ``{path}`` (the agent's
-own PATH). Literal braces are written ``{{`` / ``}}``.
+Placeholders in entrypoint/cmd/env values and ``files`` host paths: ``{venv}`` (the bin directory
+of the Python running the agent, the repository's ``.venv/bin``), ``{repo}`` (the project root,
+``$HIGGS_REPO_ROOT``), ``{pod_ip}`` (the pod's loopback IP), ``{path}`` (the agent's own PATH),
+``{cache}`` (the binaries cache, ``$HIGGS_CACHE``: kubectl and helm are in ``{cache}/bin``). Literal
+braces are written ``{{`` / ``}}``. Rendered values are host paths: they are never rewritten as
+container paths (a clone under ``/tmp`` stays itself even when a pod mounts a volume at ``/tmp``).
 """
 
 from __future__ import annotations
@@ -70,9 +73,12 @@ class Placeholders:
     repo: str
     pod_ip: str = ""
     path: str = field(default_factory=lambda: os.environ.get("PATH", "/usr/bin:/bin"))
+    cache: str = ""
 
     def render(self, value: str) -> str:
-        return value.format(venv=self.venv, repo=self.repo, pod_ip=self.pod_ip, path=self.path)
+        return value.format(
+            venv=self.venv, repo=self.repo, pod_ip=self.pod_ip, path=self.path, cache=self.cache
+        )
 
 
 @dataclass(frozen=True)

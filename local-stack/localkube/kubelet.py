@@ -47,6 +47,7 @@ from .pods import (
     pod_dir_name,
     rewrite_path,
     service_env,
+    shell_safe_path,
 )
 from .probes import ContainerProber, ProbeContext, ProbeSpec, run_probe
 from .volumes import VolumeBuilder, VolumeError, container_mounts
@@ -75,6 +76,7 @@ class AgentContext:
     backoff_initial: float = 1.0
     backoff_max: float = 10.0
     agent_path: str = field(default_factory=lambda: os.environ.get("PATH", "/usr/bin:/bin"))
+    cache_dir: str = ""  # the {cache} placeholder
 
 
 class EventRecorder:
@@ -596,17 +598,26 @@ class PodWorker(threading.Thread):
             self.event("Warning", "Failed", f"Error: {message}", c.name)
 
     def mounts(self, c: Container) -> list[tuple[str, str]]:
-        return container_mounts(c.spec, self.volume_paths, self.pod)
+        """(mountPath, host path) of the container's volumes; host paths shell-safe (see shell_safe_path)."""
+        return [(m, shell_safe_path(h)) for m, h in container_mounts(c.spec, self.volume_paths, self.pod)]
+
+    @property
+    def safe_dir(self) -> Path:
+        """The pod directory under a path without spaces (the working dir, $HOME, the pod's kubeconfig)."""
+        return Path(shell_safe_path(str(self.dir)))
 
     def command_for(self, c: Container) -> tuple[list[str], dict[str, str], str]:
         """argv, env and working directory of the container's process."""
         image_map = self.ctx.images.get()
         config = image_map.lookup(c.spec.get("image", ""))
-        ph = Placeholders(self.ctx.venv_bin, self.ctx.repo_root, self.pod_ip, self.ctx.agent_path)
+        ph = Placeholders(
+            self.ctx.venv_bin, self.ctx.repo_root, self.pod_ip, self.ctx.agent_path, self.ctx.cache_dir
+        )
         mounts = self.mounts(c)
         # Paths the image itself holds (images file `files`), rewritten like mounts; a volume mounted
         # at the same path comes later in the list and wins.
-        paths = [*image_files(config, ph), *mounts]
+        paths = [(image_path, shell_safe_path(host)) for image_path, host in image_files(config, ph)]
+        paths += mounts
         ns = self.pod["metadata"].get("namespace", "default")
         svc_env: dict[str, str] = {}
         if self.pod["spec"].get("enableServiceLinks", True) is not False:
@@ -616,7 +627,7 @@ class PodWorker(threading.Thread):
         )
         kenv = container_env(self.pod, c.spec, self._sources(), svc_env)
         env = {
-            "HOME": str(self.dir / "home"),
+            "HOME": str(self.safe_dir / "home"),
             "HOSTNAME": self.pod["spec"].get("hostname") or self.pod["metadata"]["name"],
             "LANG": "C.UTF-8",
             **image_env(image_map, config, ph),
@@ -631,8 +642,10 @@ class PodWorker(threading.Thread):
             env["KUBECONFIG"] = kubeconfig
         (self.dir / "home").mkdir(exist_ok=True)
         parts = container_argv_parts(config, c.spec.get("command"), c.spec.get("args"), ph)
-        argv = [rewrite_path(expand(p.value, env), paths) if p.from_pod else p.value for p in parts]
-        cwd = str(self.dir)
+        # Rewrite the pod's own text first, then expand $(VAR): a variable's value is final (a host path
+        # already, e.g. $(HOME)) and is never rewritten again. Images-file parts are host paths as written.
+        argv = [expand(rewrite_path(p.value, paths), env) if p.from_pod else p.value for p in parts]
+        cwd = str(self.safe_dir)
         if c.spec.get("workingDir"):
             wd = rewrite_path(c.spec["workingDir"], mounts)
             if os.path.isdir(wd):
@@ -643,12 +656,15 @@ class PodWorker(threading.Thread):
 
     def write_pod_kubeconfig(self, mounts: list[tuple[str, str]]) -> str:
         """A kubeconfig with the pod's service-account token, for in-cluster clients running on the host."""
-        sa_dir = rewrite_path("/var/run/secrets/kubernetes.io/serviceaccount", mounts)
+        sa_path = "/var/run/secrets/kubernetes.io/serviceaccount"
+        sa_dir = rewrite_path(sa_path, mounts)
+        if sa_dir == sa_path:  # not mounted: never read the host's own /var/run/secrets (agent in a pod)
+            return ""
         token = Path(sa_dir) / "token"
         if not token.is_file():
             return ""
         ca = Path(sa_dir) / "ca.crt"
-        path = self.dir / "kubeconfig"
+        path = self.safe_dir / "kubeconfig"
         ns = self.pod["metadata"].get("namespace", "default")
         cluster: dict[str, Any] = {"server": self.ctx.api.server}
         if ca.is_file():

@@ -11,9 +11,12 @@ paths that programs compute at run time (not written in the spec) are not rewrit
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import math
+import os
 import re
+import tempfile
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -269,6 +272,41 @@ def rewrite_path(value: str, mounts: list[tuple[str, str]]) -> str:
     alternation = "|".join(re.escape(base) for base in sorted(table, key=len, reverse=True))
     pattern = re.compile(rf"(?<![\w.~/-])({alternation})(?=/|$|[^\w.-])")
     return pattern.sub(lambda m: table[m.group(1)], value)
+
+
+# Characters a host path may hold and still be pasted, unquoted, into a shell script or a PATH-like list.
+_SHELL_SAFE = re.compile(r"^[A-Za-z0-9_./+@%,=-]*$")
+
+
+def alias_dir() -> str:
+    """Where :func:`shell_safe_path` puts its symlinks: <tmp>/higgs-localkube-<uid> (made 0700)."""
+    base = tempfile.gettempdir()
+    if not _SHELL_SAFE.match(base):
+        base = "/tmp"
+    return os.path.join(base, f"higgs-localkube-{os.getuid()}")
+
+
+def shell_safe_path(path: str, aliases: str | None = None) -> str:
+    """``path``, or when it holds a space or another character a shell would split or expand (a clone
+    under "/home/me/my projects"), a symlink to it with a plain name (``<alias dir>/<hash>-<basename>``).
+
+    Host paths the agent substitutes into a pod's values (volume and image-file paths in a ``sh -c``
+    script, $HOME, the working directory) go through this, so a script that would work in a container
+    works here whatever the clone's path. The symlink is keyed by the path's hash: stable and shared."""
+    if _SHELL_SAFE.match(path):
+        return path
+    aliases = aliases or alias_dir()
+    os.makedirs(aliases, mode=0o700, exist_ok=True)
+    if os.stat(aliases).st_uid != os.getuid():
+        raise OSError(f"{aliases} belongs to another user; cannot alias {path!r} there")
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", os.path.basename(path.rstrip("/")))[:40]
+    link = os.path.join(aliases, f"{hashlib.sha256(path.encode()).hexdigest()[:12]}-{name}")
+    if os.path.islink(link) and os.readlink(link) == path:
+        return link
+    tmp = f"{link}.{os.getpid()}.{threading.get_ident()}"
+    os.symlink(path, tmp)
+    os.replace(tmp, link)  # atomic: concurrent callers agree
+    return link
 
 
 # --------------------------------------------------------------------------------------------

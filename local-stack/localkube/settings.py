@@ -11,12 +11,32 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-# The package sits in <repo>/hack/localkube (installed editable), so the repository is two levels up.
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# The project root: the checkout whose hack/ (versions.txt, localkube-images.yaml), .cache/ and charts the
+# local stack works with, and the {repo} placeholder of the images file. $HIGGS_REPO_ROOT sets it; by
+# default it is the checkout this package was installed from editable (<root>/local-stack/localkube).
+# An installed (non-editable) copy has no checkout around it: set HIGGS_REPO_ROOT then.
+ROOT_ENV = "HIGGS_REPO_ROOT"
+DEFAULT_REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 class ConfigError(Exception):
     """A setting (environment variable or file) has a value we cannot use."""
+
+
+def project_root(env: Mapping[str, str] | None = None) -> Path:
+    """The project root ($HIGGS_REPO_ROOT, else the checkout around this package), checked: it must hold
+    hack/versions.txt. A wrong root raises ConfigError naming the variable, the path and what is missing."""
+    env = os.environ if env is None else env
+    raw = env.get(ROOT_ENV, "").strip()
+    root = Path(raw).expanduser().absolute() if raw else DEFAULT_REPO_ROOT
+    marker = root / "hack" / "versions.txt"
+    if not marker.is_file():
+        origin = f"{ROOT_ENV}={raw!r}" if raw else f"the checkout around {Path(__file__).parent} ({root})"
+        raise ConfigError(
+            f"{origin} is not the project root: it has no {marker.relative_to(root)}; set {ROOT_ENV} to the "
+            "directory of the higgs-k8s checkout (the one with hack/ and charts/)"
+        )
+    return root
 
 
 def _int_env(env: Mapping[str, str], name: str, default: int, low: int, high: int, what: str) -> int:
@@ -47,9 +67,24 @@ def _cidr_env(env: Mapping[str, str], name: str, default: str) -> str:
     return str(net)
 
 
-def pinned_k8s_version(repo_root: Path = REPO_ROOT) -> str:
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """The binaries cache: $HIGGS_CACHE, else $XDG_CACHE_HOME/higgs-k8s, else ~/.cache/higgs-k8s."""
+    env = os.environ if env is None else env
+    return Path(
+        env.get("HIGGS_CACHE") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "higgs-k8s"
+    )
+
+
+def pod_ip_octet(env: Mapping[str, str] | None = None) -> int:
+    """The second octet of the pod IPs (127.<octet>.<node + 1>.<2..254>): $HIGGS_POD_IP_OCTET, default 42.
+    A second cluster on the same host (a private test cluster) takes another one, so pods never collide."""
+    env = os.environ if env is None else env
+    return _int_env(env, "HIGGS_POD_IP_OCTET", 42, 1, 254, "the second octet of the loopback pod IPs")
+
+
+def pinned_k8s_version(repo_root: Path | None = None) -> str:
     """The Kubernetes version pinned in hack/versions.txt (the one hack/build-k8s.sh builds)."""
-    versions = repo_root / "hack" / "versions.txt"
+    versions = (repo_root or project_root()) / "hack" / "versions.txt"
     try:
         for line in versions.read_text().splitlines():
             fields = line.split()
@@ -74,20 +109,19 @@ class Settings:
     nodes: int
     gpus_per_node: int
     images_file: Path
-    repo_root: Path = REPO_ROOT
+    repo_root: Path = DEFAULT_REPO_ROOT
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        cache = Path(
-            env.get("HIGGS_CACHE") or Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "higgs-k8s"
-        )
-        state = Path(env.get("HIGGS_CLUSTER_DIR") or REPO_ROOT / ".cache" / "cluster")
-        images = Path(env.get("HIGGS_LOCALKUBE_IMAGES") or REPO_ROOT / "hack" / "localkube-images.yaml")
+        cache = cache_dir(env)
+        root = project_root(env)
+        state = Path(env.get("HIGGS_CLUSTER_DIR") or root / ".cache" / "cluster")
+        images = Path(env.get("HIGGS_LOCALKUBE_IMAGES") or root / "hack" / "localkube-images.yaml")
         settings = cls(
             state_dir=state.absolute(),
             cache_dir=cache.absolute(),
-            k8s_version=env.get("K8S_VERSION") or pinned_k8s_version(),
+            k8s_version=env.get("K8S_VERSION") or pinned_k8s_version(root),
             apiserver_port=_port_env(env, "HIGGS_APISERVER_PORT", 6443),
             etcd_port=_port_env(env, "HIGGS_ETCD_PORT", 23790),
             etcd_peer_port=_port_env(env, "HIGGS_ETCD_PEER_PORT", 23800),
@@ -97,8 +131,10 @@ class Settings:
             nodes=_int_env(env, "HIGGS_FAKE_GPU_NODES", 2, 0, 100, "a node count"),
             gpus_per_node=_int_env(env, "HIGGS_GPUS_PER_NODE", 1, 0, 64, "a GPU count per node"),
             images_file=images.absolute(),
+            repo_root=root,
         )
         settings.check_distinct_ports()
+        pod_ip_octet(env)  # checked here, read by the agent (it inherits the environment)
         return settings
 
     # Ports and the environment variable that moves each one: used in messages that say what to do.

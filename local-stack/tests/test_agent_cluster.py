@@ -106,6 +106,7 @@ def echo_pod(name: str, args: list[str], **extra) -> dict:
     }
 
 
+@pytest.mark.localstack("kills the pod's process through its pid file in the agent's state directory")
 def test_gpu_deployment_ready_after_probe_and_restarts_when_killed(
     cluster: kubetest.Cluster, namespace: str
 ) -> None:
@@ -169,6 +170,7 @@ def test_gpu_deployment_ready_after_probe_and_restarts_when_killed(
     assert http_get(f"http://{ip}:8080/y")["pod"] == name
 
 
+@pytest.mark.localstack("checks the local node agent's message for an image the images file does not map")
 def test_unmapped_image_has_clear_reason(cluster: kubetest.Cluster, namespace: str) -> None:
     pod = echo_pod("unmapped", [])
     pod["spec"]["containers"][0]["image"] = "registry.example/not-here:1.0"
@@ -181,6 +183,7 @@ def test_unmapped_image_has_clear_reason(cluster: kubetest.Cluster, namespace: s
     assert pod["status"]["phase"] == "Pending"
 
 
+@pytest.mark.localstack("reads the pod's emptyDir from the agent's state directory on this host")
 def test_missing_secret_then_starts(cluster: kubetest.Cluster, namespace: str) -> None:
     pod = {
         "apiVersion": "v1",
@@ -226,6 +229,7 @@ def test_missing_secret_then_starts(cluster: kubetest.Cluster, namespace: str) -
     assert out.read_text().strip() == "t0k-hi"
 
 
+@pytest.mark.localstack("calls the pods and the Service on the local stack's loopback IPs from this host")
 def test_service_resolves_and_proxy_round_robins(cluster: kubetest.Cluster, namespace: str) -> None:
     objs = [
         echo_pod(f"web-{i}", [], readinessProbe={"tcpSocket": {"port": 8080}, "periodSeconds": 1})
@@ -259,6 +263,7 @@ def test_service_resolves_and_proxy_round_robins(cluster: kubetest.Cluster, name
     assert seen == {"web-0", "web-1"}
 
 
+@pytest.mark.localstack("reads the provisioned volume's host directory")
 def test_pvc_provisioned_bound_and_written(cluster: kubetest.Cluster, namespace: str) -> None:
     pvc = {
         "apiVersion": "v1",
@@ -306,6 +311,7 @@ def test_pvc_provisioned_bound_and_written(cluster: kubetest.Cluster, namespace:
     assert not host_dir.exists()
 
 
+@pytest.mark.localstack("mounts a directory of this host (hostPath) and reads what the pod wrote there")
 def test_delete_runs_prestop_then_sigterm_within_grace(
     cluster: kubetest.Cluster, namespace: str, tmp_path: Path
 ) -> None:
@@ -397,6 +403,7 @@ def test_init_container_then_job_pod_succeeds_and_failure_backs_off(
     assert any(e.reason == "BackOff" for e in events)
 
 
+@pytest.mark.localstack("the image localhost/http-echo is the images file's echo server")
 def test_liveness_failure_restarts_container(cluster: kubetest.Cluster, namespace: str) -> None:
     pod = echo_pod(
         "flaky",
@@ -450,6 +457,10 @@ def test_kubectl_logs_through_the_kubelet_api(cluster: kubetest.Cluster, namespa
     assert cluster.kubectl("logs", "talker", "-n", namespace, "--previous").stdout == "first\n"
 
 
+@pytest.mark.localstack(
+    "the image localhost/http-echo is the images file's echo server; localkube.proxy is the local "
+    "stack's forwarder"
+)
 def test_proxy_command_forwards_to_service(cluster: kubetest.Cluster, namespace: str) -> None:
     pod = echo_pod(
         "behind", [], readinessProbe={"httpGet": {"path": "/healthz", "port": 8080}, "periodSeconds": 1}
@@ -481,6 +492,7 @@ def test_proxy_command_forwards_to_service(cluster: kubetest.Cluster, namespace:
         assert proc.wait(10) == 0
 
 
+@pytest.mark.localstack("checks the local node agent's own waiting message for a missing ConfigMap")
 def test_configmap_volume_waits_for_its_configmap(cluster: kubetest.Cluster, namespace: str) -> None:
     pod = {
         "apiVersion": "v1",
@@ -530,6 +542,9 @@ print(who.status.user_info.username)
 """
 
 
+@pytest.mark.localstack(
+    "the python:3.11 image is this host's interpreter (with the kubernetes client) through the images file"
+)
 def test_pod_reaches_api_as_its_service_account(cluster: kubetest.Cluster, namespace: str) -> None:
     pod = {
         "apiVersion": "v1",

@@ -19,6 +19,7 @@ CHART = Path(__file__).parent / "charts" / "tiny"
 GPU = "nvidia.com/gpu"
 
 
+@pytest.mark.localstack("compares the nodes with the local stack's settings (fake GPU nodes and their size)")
 def test_fake_gpu_nodes_are_ready_and_advertise_gpus(cluster: kubetest.Cluster) -> None:
     settings = Settings.from_env()
     nodes = cluster.core.list_node(label_selector="nvidia.com/gpu.present=true").items
@@ -29,6 +30,7 @@ def test_fake_gpu_nodes_are_ready_and_advertise_gpus(cluster: kubetest.Cluster) 
         assert any(t.key == GPU and t.effect == "NoSchedule" for t in node.spec.taints or [])
 
 
+@pytest.mark.localstack("checks the local stack's own admin kubeconfig (system:masters)")
 def test_admin_may_do_everything(cluster: kubetest.Cluster) -> None:
     proc = cluster.kubectl("auth", "can-i", "*", "*", "--all-namespaces")
     assert proc.stdout.strip() == "yes"
@@ -36,6 +38,7 @@ def test_admin_may_do_everything(cluster: kubetest.Cluster) -> None:
     assert "system:masters" in whoami
 
 
+@pytest.mark.localstack("compares the Service range with the local stack's settings")
 def test_system_namespaces_and_service_cidr(cluster: kubetest.Cluster) -> None:
     names = {ns.metadata.name for ns in cluster.core.list_namespace().items}
     assert {"default", "kube-system", "kube-public", "kube-node-lease"} <= names
@@ -98,6 +101,7 @@ def test_service_account_token_authenticates_and_rbac_decides(
     assert other_namespace.value.status == 403
 
 
+@pytest.mark.localstack("compares the Service IP with the local stack's Service range")
 def test_helm_install_and_uninstall(cluster: kubetest.Cluster, namespace: str) -> None:
     cluster.helm("install", "demo", str(CHART), "-n", namespace, "--set", "greeting=hi there", "--wait")
     cm = cluster.core.read_namespaced_config_map("demo-tiny", namespace)
@@ -136,6 +140,7 @@ def _gpu_deployment(name: str, gpus: int) -> client.V1Deployment:
     )
 
 
+@pytest.mark.localstack("sizes the request from the local stack's fake GPU nodes")
 def test_more_gpus_than_any_node_has_stays_pending(cluster: kubetest.Cluster, namespace: str) -> None:
     settings = Settings.from_env()
     too_many = settings.gpus_per_node * max(settings.nodes, 1) + 1
@@ -186,6 +191,7 @@ def test_more_gpus_than_any_node_has_stays_pending(cluster: kubetest.Cluster, na
     assert "Warning FailedScheduling Pod/" in report and f"Insufficient {GPU}" in report
 
 
+@pytest.mark.localstack("the image localhost/http-echo is the images file's echo server")
 def test_wait_helpers_see_a_deployment_become_available(cluster: kubetest.Cluster, namespace: str) -> None:
     """No GPU requested (other tests may hold the few there are); the toleration lets it onto GPU nodes."""
     labels = {"app": "echo"}

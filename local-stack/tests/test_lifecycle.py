@@ -20,7 +20,12 @@ from localkube.ports import listeners_on
 from tests.support import kubetest
 from tests.support.private_cluster import Private, private_env, processes_of
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.localstack("starts, kills and restarts private local control planes"),
+    pytest.mark.timeout(300),
+]
 
 GPU = "nvidia.com/gpu"
 

@@ -1,4 +1,5 @@
-"""Helpers for tests against the local Kubernetes cluster: the cluster handle, waits with diagnostics.
+"""Helpers for tests against a Kubernetes cluster (the local stack, or any cluster a kubeconfig names):
+the cluster handle, waits with diagnostics.
 
 Every wait is bounded; on timeout it raises AssertionError with what a person debugging needs: the
 object's conditions, recent events of the namespace, and pod statuses (container states, restarts).
@@ -7,6 +8,7 @@ object's conditions, recent events of the namespace, and pod statuses (container
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -109,6 +111,38 @@ def ensure_cluster() -> Cluster:
     return Cluster(kubeconfig=kubeconfig, api=api, tools_bin=tools_bin)
 
 
+def tools_dir() -> Path:
+    """The folder holding both kubectl and helm: the project's (`make tools`), else the one on PATH."""
+    cache = Path(os.environ.get("HIGGS_CACHE", Path.home() / ".cache" / "higgs-k8s")) / "bin"
+    candidates = [cache]
+    if found := shutil.which("kubectl"):
+        candidates.append(Path(found).resolve().parent)
+        candidates.append(Path(found).parent)
+    for folder in candidates:
+        if all(os.access(folder / tool, os.X_OK) for tool in ("kubectl", "helm")):
+            return folder
+    raise AssertionError(
+        f"no folder with both kubectl and helm (looked in {', '.join(map(str, candidates))}); "
+        "run `make tools` (hack/install-tools.sh) or put them on PATH"
+    )
+
+
+def connect_cluster(kubeconfig: Path) -> Cluster:
+    """A handle on the cluster a kubeconfig names (e2e mode): nothing is started, stopped or cleared.
+    Processes the tests start (the operator) reach it through $KUBECONFIG, set here."""
+    kubeconfig = kubeconfig.expanduser().resolve()
+    if not kubeconfig.is_file():
+        raise AssertionError(f"--kubeconfig {kubeconfig}: no such file")
+    tools_bin = tools_dir()
+    api = config.new_client_from_config(config_file=str(kubeconfig))
+    try:
+        client.VersionApi(api).get_code()
+    except Exception as exc:  # any failure to reach it is reported the same way
+        raise AssertionError(f"the cluster of {kubeconfig} does not answer: {exc}") from None
+    os.environ["KUBECONFIG"] = str(kubeconfig)
+    return Cluster(kubeconfig=kubeconfig, api=api, tools_bin=tools_bin)
+
+
 # --- waiting -------------------------------------------------------------------------------------------
 NAMESPACE_LABEL = "higgs.test/namespace"  # on every namespace a test creates
 CLEAR_TIMEOUT_S = 180
@@ -190,20 +224,22 @@ def wait_for(
 def wait_for_pods_ready(
     api: client.ApiClient, namespace: str, selector: str, count: int, timeout: float = 60
 ) -> list[client.V1Pod]:
-    """Wait until `count` pods matching the label selector are Ready; returns them."""
-    core = client.CoreV1Api(api)
+    """Wait until `count` pods matching the label selector are Ready; returns them.
 
-    def ready_pods() -> list[client.V1Pod]:
-        pods = core.list_namespaced_pod(namespace, label_selector=selector).items
-        ready = [p for p in pods if _pod_ready(p) and p.metadata.deletion_timestamp is None]
-        return ready if len(ready) >= count else []
+    Fails at once (AssertionError) when a matching pod fails for good before that (crash loop, image the
+    node agent cannot map, failed init container, lasting Unschedulable: localkube.podwatch), with the
+    pods' events and each failing container's last error; on timeout with the same explanation."""
+    from localkube import podwatch
 
-    return wait_for(
-        ready_pods,
-        timeout,
-        describe=lambda: namespace_report(api, namespace, selector),
-        what=f"{count} Ready pod(s) with selector {selector!r} in namespace {namespace}",
-    )
+    what = f"{count} Ready pod(s) with selector {selector!r} in namespace {namespace}"
+    try:
+        return podwatch.wait_for_pods_ready(
+            client.CoreV1Api(api), namespace, selector, timeout, what, count=count, interval=0.5
+        )
+    except podwatch.PodsNotReady as exc:
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {exc}") from None
+    except podwatch.PodsFailed as exc:
+        raise AssertionError(f"pods failed while waiting for {exc}") from None
 
 
 def wait_for_condition(
@@ -214,18 +250,39 @@ def wait_for_condition(
     *,
     namespace: str | None = None,
     timeout: float = 60,
+    fail_on_pods: str | None = None,
 ) -> dict:
     """Wait until object `ref` ("kind/name", e.g. "deployment/web", "higgsdeployment/tts") has
-    status.conditions[type=cond_type].status == status. Works for any kind the API serves (CRDs too)."""
+    status.conditions[type=cond_type].status == status. Works for any kind the API serves (CRDs too).
+
+    With `fail_on_pods` (a label selector in `namespace`), the wait fails at once when one of those pods
+    fails for good (localkube.podwatch), e.g. the serving pods of a HiggsDeployment awaited Available."""
+    from localkube import podwatch
+
     kind, name = _split_ref(ref)
     dyn = DynamicClient(api)
     resource = _resolve_kind(dyn, kind)
+    core = client.CoreV1Api(api)
 
     def condition_met() -> dict | None:
         obj = resource.get(name=name, namespace=namespace).to_dict()
         for cond in (obj.get("status") or {}).get("conditions") or []:
             if cond.get("type") == cond_type and str(cond.get("status")) == status:
                 return obj
+        if fail_on_pods and namespace:
+            pods = [
+                p
+                for p in core.list_namespaced_pod(namespace, label_selector=fail_on_pods).items
+                if p.metadata.deletion_timestamp is None
+            ]
+            failures = [f for p in pods if (f := podwatch.pod_failure(p))]
+            if failures:
+                raise AssertionError(
+                    f"pods failed while waiting for {ref} condition {cond_type}={status}: "
+                    + "; ".join(map(str, failures))
+                    + f"\n{ref}: {object_conditions(dyn, resource, name, namespace)}\n"
+                    + podwatch.explain(core, namespace, pods)
+                )
         return None
 
     def describe() -> str:
@@ -320,6 +377,11 @@ def pod_report(pod: client.V1Pod) -> str:
     ]
     for cs in (st.init_container_statuses or []) + (st.container_statuses or []):
         lines.append(f"    {_container_state(cs)}")
+    from localkube import podwatch
+
+    failure = podwatch.pod_failure(pod)
+    if failure is not None:
+        lines.append(f"    FAILED: {failure.reason}: {failure.message}")
     return "\n".join(lines)
 
 
@@ -333,6 +395,12 @@ def namespace_report(
         pods = core.list_namespaced_pod(namespace, label_selector=selector or "").items
         out.append(f"pods in {namespace}" + (f" ({selector})" if selector else "") + f": {len(pods)}")
         out.extend(pod_report(p) for p in pods)
+        from localkube import podwatch
+
+        failing = [p for p in pods if podwatch.pod_failure(p)]
+        if failing:  # their events and last errors (termination message or log tail)
+            out.append("failing pods, their events and last errors:")
+            out.append(podwatch.explain(core, namespace, failing))
     except ApiException as exc:
         out.append(f"cannot list pods: {exc.status} {exc.reason}")
     try:
