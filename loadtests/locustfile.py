@@ -7,4 +7,10 @@
 Users, shapes, measurement and reports live in the higgs_load package (see loadtests/README.md).
 """
 
-from higgs_load.locust_runtime import HiggsShape, HiggsUser  # noqa: F401  (Locust collects these)
+from locust import events  # isort: skip  (first: gevent's monkey-patching before ssl/urllib3)
+
+from higgs_load import listeners
+from higgs_load.shapes import HiggsShape  # noqa: F401  (Locust collects these)
+from higgs_load.users import HiggsUser  # noqa: F401
+
+listeners.register(events)

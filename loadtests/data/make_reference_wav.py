@@ -9,12 +9,10 @@ the reference turn carries in the request.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from higgs_load.audio import SAMPLE_RATE, make_wav
 
 # (F1, F2, F3) in Hz for a few vowels: a, e, i, o, u
