@@ -13,7 +13,7 @@
     higgs_sim.arrival), so neither process's event-loop lag hides in them; how long requests waited in
     the simulator before its handler ran is printed beside it, as the share a handler-start reference
     would have got wrong. Target: p99 of |error| <= 5 ms once all users run.
-(b) tests/reference_client.py (asyncio + aiohttp) runs the same concurrency and duration against a fresh
+(b) tests/support/reference_client.py (asyncio + aiohttp) runs the same concurrency and duration against a fresh
     simulator with the same flags; audio throughput and TTFA p50/p90 are printed beside Locust's.
     Target: within 5%.
 
@@ -32,13 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))
-sys.path.insert(0, str(REPO / "tests" / "loadtests"))
+from tests.support.locust import locust_cmd, run_bounded
+from tests.support.reference_client import run as reference_run
+from tests.support.reference_client import summarize as reference_summary
+from tests.support.simulator import start_sim
 
-from load_helpers import locust_cmd, run_bounded, start_sim  # noqa: E402
-from reference_client import run as reference_run  # noqa: E402
-from reference_client import summarize as reference_summary  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 USERS = 500
 SPAWN_RATE = 100  # users/s: the 500 are running 5 s in

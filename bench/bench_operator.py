@@ -6,23 +6,19 @@ Run by `make bench` (bench/__main__.py calls main()). Bounded: about 3 minutes a
 from __future__ import annotations
 
 import statistics
-import sys
 import threading
 import time
 from pathlib import Path
 
+import httpx
+import yaml
+from kubernetes import client
+
+from higgs_operator.metrics import parse_pod_metrics
+from tests.support import kubetest
+from tests.support.operator import HubProcess, OperatorProcess, speech_load
+
 REPO = Path(__file__).resolve().parents[1]
-for path in (REPO / "tests", REPO / "tests" / "operator"):
-    if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
-
-import httpx  # noqa: E402
-import yaml  # noqa: E402
-from kubernetes import client  # noqa: E402
-from operator_proc import HubProcess, OperatorProcess, speech_load  # noqa: E402
-
-from higgs_operator.metrics import parse_pod_metrics  # noqa: E402
-from tests.support import kubetest  # noqa: E402
 
 NS = "bench-operator"
 GROUP, VERSION, PLURAL = "audio.higgs.dev", "v1alpha1", "higgsdeployments"

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -25,6 +24,7 @@ import aiohttp
 from higgs_sim.config import parse_args
 from higgs_sim.protocol import TOKENS_PER_MESSAGE, frames_for_text, text_tokens
 from higgs_sim.timing import FRAMES_PER_SECOND, StepTimeModel
+from tests.support.ports import free_port
 
 SIM_ARGS = ["--model", "bosonai/higgs-audio-v2-generation-3B-base", "--max-num-seqs", "256"]
 BATCHES = ((1, 4.0), (64, 8.0), (256, 16.0))  # (concurrent streams, seconds of audio each)
@@ -38,12 +38,6 @@ class StreamResult:
     t_first: float
     t_final: float
     first_frames: int
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def text_for(seconds: float) -> str:

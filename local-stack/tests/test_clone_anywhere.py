@@ -20,7 +20,12 @@ import pytest
 
 from tests.support.private_cluster import private_env, processes_of
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.localstack("starts a private local control plane from a copy of this checkout under /tmp"),
+    pytest.mark.timeout(240),
+]
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ import pytest
 from localkube.probes import ContainerProber, ProbeContext, ProbeSpec, ProbeTracker, run_probe
 from localkube.proxy import RoundRobin, TcpForwarder, parse_listen
 from localkube.services import ServiceNotFound, endpoints_from_pods, endpoints_from_slices, find_service_port
+from tests.support.ports import free_port
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -55,10 +55,7 @@ def test_http_tcp_exec_probes(http_server: int) -> None:
     ok, message = run_probe({"httpGet": {"path": "/bad", "port": http_server}}, c, 1.0)
     assert not ok and "statuscode: 503" in message
     assert run_probe({"tcpSocket": {"port": http_server}}, c, 1.0)[0]
-    with socket.socket() as s:  # a port nobody listens on
-        s.bind(("127.0.0.1", 0))
-        free = s.getsockname()[1]
-    assert not run_probe({"tcpSocket": {"port": free}}, c, 0.5)[0]
+    assert not run_probe({"tcpSocket": {"port": free_port()}}, c, 0.5)[0]  # a port nobody listens on
     assert run_probe({"exec": {"command": ["true"]}}, c, 1.0)[0]
     ok, message = run_probe({"exec": {"command": ["sh", "-c", "echo nope; exit 3"]}}, c, 1.0)
     assert not ok and message == "nope"

@@ -11,8 +11,9 @@ from typing import Any
 
 import httpx
 import pytest
-from casefiles import contract_rows, request_params
-from sim_helpers import Sim, launch, wav_b64
+
+from tests.support.cases import contract_rows, request_params
+from tests.support.simulator import Sim, launch, wav_b64
 
 MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
 CHAT = "/v1/chat/completions"
@@ -63,9 +64,9 @@ def _check_error_response(case: dict[str, Any], resp: httpx.Response) -> None:
 
 
 def _still_serving(sim: Sim) -> None:
-    assert httpx.get(f"{sim.base_url}/health", timeout=5).status_code == 200
+    assert httpx.get(f"{sim.url}/health", timeout=5).status_code == 200
     ok = httpx.post(
-        sim.base_url + CHAT,
+        sim.url + CHAT,
         json={"messages": [{"role": "user", "content": "still there?"}], "max_tokens": 20},
         headers=AUTH,
         timeout=30,
@@ -81,7 +82,7 @@ def test_malformed_request_gets_the_contract_error_and_server_survives(
     assert case["row"] in contract_rows(), f"{case['name']}: no row {case['row']} in docs/server-contract.md"
     resp = httpx.request(
         case.get("method", "POST"),
-        sim.base_url + case.get("path", CHAT),
+        sim.url + case.get("path", CHAT),
         content=_body(case),
         headers=_headers(case),
         timeout=30,

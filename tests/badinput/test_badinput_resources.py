@@ -6,24 +6,14 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from casefiles import file_cases
-from operator_proc import REPO
 
 from tests.support import kubetest
+from tests.support.cases import file_cases
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 
-CRD_DIR = REPO / "charts" / "higgs-operator" / "crds"
-CRD_NAME = "higgsdeployments.audio.higgs.dev"
 RESOURCE_CASES = file_cases("resources", "spec")
 HFTOKEN = {"hfToken": {"secretRef": {"name": "hf-token"}}}
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: kubetest.Cluster) -> None:
-    """`kubectl apply` of the chart's CRDs: idempotent, so any module may install them again."""
-    cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD_DIR))
-    cluster.kubectl("wait", "--for=condition=Established", f"crd/{CRD_NAME}", "--timeout=30s")
 
 
 def _resource(spec: dict) -> str:
@@ -59,7 +49,7 @@ def test_malformed_resources_are_refused_naming_the_field(
 
 
 def test_resource_cases_are_distinct_from_the_operator_tests() -> None:
-    from test_cluster_operator import INVALID
+    from tests.support.higgsdeployment import INVALID
 
     # Same field with another fault (a maximum, a wrong type) is a different case; the same spec is not.
     theirs = [spec for spec, _ in INVALID]

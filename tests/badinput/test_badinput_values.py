@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import chartkit as ck
 import pytest
 import yaml
-from casefiles import Case, file_cases
+
+from tests.support import chart as ck
+from tests.support.cases import Case, file_cases
 
 VALUES_CASES = file_cases("values", "values")
 
@@ -35,7 +36,7 @@ def test_the_same_values_minus_the_fault_are_accepted() -> None:
 
 
 def test_values_cases_do_not_duplicate_the_chart_schema_tests() -> None:
-    from test_chart_schema import BAD_VALUES
+    from tests.support.chart import BAD_VALUES
 
     theirs = [values for values, _ in BAD_VALUES]
     dup = [c.name for c in VALUES_CASES if c.document in theirs]

@@ -11,12 +11,12 @@ import sys
 import time
 from pathlib import Path
 
-import chartkit as ck
 import httpx
 import pytest
-from chart_sim import free_port
 
 from higgs_sim import hub
+from tests.support import chart as ck
+from tests.support.ports import free_port
 
 VENV_BIN = Path(sys.executable).parent
 TOKEN = "hf_fake_token_for_args_test"

@@ -17,14 +17,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import chartkit as ck
 import httpx
 import pytest
-from chart_sim import free_port
 from kubernetes import client
 
 from higgs_sim import hub
+from tests.support import chart as ck
 from tests.support import kubetest
+from tests.support.ports import free_port
 
 pytestmark = pytest.mark.cluster
 
@@ -182,6 +182,9 @@ def create_voice_presets(cluster: kubetest.Cluster, namespace: str, tmp_path: Pa
     cluster.kubectl("-n", namespace, "create", "configmap", "voices", f"--from-file={presets}")
 
 
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_install_test_upgrade_uninstall(
     cluster: kubetest.Cluster, namespace: str, fake_hub: tuple[str, hub.HubState], tmp_path: Path
 ) -> None:
@@ -325,6 +328,7 @@ def test_install_test_upgrade_uninstall(
     print(f"install (download + {STARTUP_SECONDS} s load) took {install_seconds:.1f} s; stream {result}")
 
 
+@pytest.mark.localstack("the model cache is a hostPath on this host, filled by the test")
 def test_existing_cache_mode_needs_no_download(
     cluster: kubetest.Cluster, namespace: str, tmp_path: Path, fake_hub: tuple[str, hub.HubState]
 ) -> None:
@@ -360,6 +364,7 @@ def test_existing_cache_mode_needs_no_download(
     cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
 
 
+@pytest.mark.localstack("the model cache is a hostPath on this host, filled by the test")
 def test_server_does_not_start_offline_without_the_semantic_model(
     cluster: kubetest.Cluster, namespace: str, tmp_path: Path
 ) -> None:
@@ -389,6 +394,9 @@ def test_server_does_not_start_offline_without_the_semantic_model(
     cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
 
 
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_download_names_a_hub_without_the_semantic_model(cluster: kubetest.Cluster, namespace: str) -> None:
     """A Hub (or mirror) that lacks bosonai/hubert_base: the init container fails naming it."""
     state = hub.new_state(token=TOKEN, weights_bytes=4096, without=[hub.HUBERT_REPO])
@@ -431,7 +439,8 @@ def test_matrix_passes_server_side_dry_run(cluster: kubetest.Cluster, namespace:
     """The real API server (admission, enum and defaulting checks kubernetes-validate lacks) accepts
     every object of the render matrix; CRD kinds not installed here are left out."""
     import yaml
-    from test_chart_render import CRD_KINDS, EXAMPLE_FILES, MATRIX
+
+    from tests.support.chart import CRD_KINDS, EXAMPLE_FILES, MATRIX
 
     cases = [(name, values, []) for name, values in sorted(MATRIX.items())]
     cases += [(f.name, {}, [f]) for f in EXAMPLE_FILES]
@@ -450,6 +459,9 @@ def test_matrix_passes_server_side_dry_run(cluster: kubetest.Cluster, namespace:
         assert proc.stdout.count("(server dry run)") == len(objects), proc.stdout
 
 
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_omni_install_serves_speech_the_vllm_omni_way(cluster: kubetest.Cluster, namespace: str) -> None:
     """examples/values-local-omni.yaml (serverGeneration omni) against the fake hub's transformers-native
     commits: the init container downloads the model into its directory and the tokenizer into the hub

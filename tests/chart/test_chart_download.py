@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-import chartkit as ck
 import httpx
 import pytest
 
 from higgs_sim import hub
 from higgs_sim.startup import HubEnv, cached_snapshot
+from tests.support import chart as ck
 
 SCRIPT = ck.CHART / "files" / "download_model.py"
 TOKEN = "hf_fake_token_for_tests_0123456789"

@@ -18,12 +18,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
-import chartkit as ck
 import httpx
 import pytest
-from chart_sim import free_port, start_simulator, stop, wait_healthy
 
-from higgs_sim.omni.deploy import PACKAGED_DEPLOY
+from tests.support import chart as ck
+from tests.support.ports import free_port
+from tests.support.simulator import start_as_chart, start_omni
 
 SCRIPT = ck.CHART / "files" / "helm_test.py"
 VENV_BIN = Path(sys.executable).parent
@@ -191,12 +191,13 @@ def test_fails_on_wrong_key_unknown_voice_and_implausible_length(simulator: str)
 
 
 def test_fails_clearly_when_the_server_has_no_voices(tmp_path: Path) -> None:
-    proc_sim, url = start_simulator("--voice-presets-dir", str(tmp_path))  # no config.json: no voices (S8)
+    empty = tmp_path / "voices"
+    empty.mkdir()
+    sim = start_as_chart(tmp_path, "--voice-presets-dir", str(empty))  # no config.json: no voices (S8)
     try:
-        proc = run_script({"HIGGS_URL": url, "HIGGS_TIMEOUT_SECONDS": "30"})
+        proc = run_script({"HIGGS_URL": sim.url, "HIGGS_TIMEOUT_SECONDS": "30"})
     finally:
-        proc_sim.terminate()
-        proc_sim.wait(timeout=15)
+        sim.stop()
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1].startswith("FAIL: GET /v1/audio/voices returned []")
 
@@ -207,8 +208,6 @@ def test_fails_when_nothing_listens() -> None:
 
 
 # --- vLLM-Omni (HIGGS_SERVER_GENERATION=omni): bodies as docs/server-contract-omni.md says ---
-
-OMNI_MODEL = "higgs-audio-v2-generation-3B-base"
 
 
 def omni_event(name: str, payload: dict) -> list[bytes]:
@@ -264,52 +263,14 @@ def test_omni_wav_is_exactly_one_file_of_audio_wav() -> None:
         mod.omni_wav_pcm("audio/mpeg", one, "x")
 
 
-def start_omni(tmp: Path, *flags: str) -> tuple[subprocess.Popen[str], str]:
-    """`python -m higgs_sim.omni serve <model dir> --omni --deploy-config <yaml>` (run_server.sh's
-    flags, docs/server-contract-omni.md OS1), fast, serving the model as OMNI_MODEL."""
-    codec = tmp / "codec"
-    codec.mkdir(parents=True, exist_ok=True)
-    (codec / "config.json").write_text(json.dumps({"model_type": "higgs_audio_v2_tokenizer"}))
-    (codec / "model.pth").write_bytes(b"placeholder weights")
-    model = tmp / OMNI_MODEL
-    model.mkdir(exist_ok=True)
-    config = {"model_type": "higgs_audio_v2", "audio_tokenizer_id": str(codec)}  # OS8, OS11
-    (model / "config.json").write_text(json.dumps(config))
-    port = free_port()
-    cmd = [
-        sys.executable,
-        "-m",
-        "higgs_sim.omni",
-        "serve",
-        str(model),
-        "--omni",
-        "--deploy-config",
-        str(PACKAGED_DEPLOY),  # OS14's values, as the image carries them
-    ]
-    cmd += [
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--gpu-memory-utilization",
-        "0.4",
-        "--trust-remote-code",
-    ]
-    cmd += ["--served-model-name", OMNI_MODEL, "--sim-profile", "raw", "--sim-slowdown", "0.2", *flags]
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "VLLM_API_KEY", "HF_HOME")}
-    env |= {"HF_HUB_CACHE": str(tmp / "hf-cache"), "SPEAKER_SAMPLES_DIR": str(tmp / "speakers")}
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    return proc, wait_healthy(proc, port, "the vLLM-Omni emulation")
-
-
 @pytest.fixture(scope="module")
 def omni(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The vLLM-Omni emulation requiring API key `k-123`."""
-    proc, url = start_omni(tmp_path_factory.mktemp("omni"), "--api-key", "k-123")
+    sim = start_omni(tmp_path_factory.mktemp("omni"), "--api-key", "k-123")
     try:
-        yield url
+        yield sim.url
     finally:
-        stop(proc)
+        sim.stop()
 
 
 OMNI_ENV = {"HIGGS_SERVER_GENERATION": "omni", "HIGGS_API_KEY": "k-123", "HIGGS_TIMEOUT_SECONDS": "60"}
@@ -345,11 +306,11 @@ def test_omni_fails_clearly(omni: str) -> None:
 
 
 def test_omni_generation_failure_fails(tmp_path: Path) -> None:
-    proc_sim, url = start_omni(tmp_path, "--sim-error-rate", "1.0")  # every generation fails (OX3, XO9)
+    sim = start_omni(tmp_path, "--sim-error-rate", "1.0")  # every generation fails (OX3, XO9)
     try:
-        proc = run_script({"HIGGS_URL": url, **OMNI_ENV, "HIGGS_API_KEY": ""})
+        proc = run_script({"HIGGS_URL": sim.url, **OMNI_ENV, "HIGGS_API_KEY": ""})
     finally:
-        stop(proc_sim)
+        sim.stop()
     assert proc.returncode == 1, proc.stdout + proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert last.startswith("FAIL: ") and "HTTP 400" in last and "Speech generation failed" in last

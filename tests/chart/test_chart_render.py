@@ -7,78 +7,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import chartkit as ck
 import kubernetes_validate
 import pytest
 
-GOLDEN = Path(__file__).parent / "golden" / "default.yaml"
-EXAMPLE_FILES = sorted(ck.EXAMPLES.glob("values-*.yaml"))
-TOKEN = "hf_SECRETtokenVALUE_do_not_leak_123"
+from tests.support import chart as ck
+from tests.support.chart import CRD_KINDS, EXAMPLE_FILES, MATRIX, TOKEN
 
-MATRIX: dict[str, dict[str, Any]] = {
-    "defaults": {},
-    "cache-pvc-existing-claim": {"modelCache": {"pvc": {"create": False, "existingClaim": "models"}}},
-    "cache-existing-volume": {
-        "modelCache": {
-            "mode": "existing",
-            "existing": {
-                "volume": {"persistentVolumeClaim": {"claimName": "m", "readOnly": True}},
-                "subPath": "hf",
-            },
-        }
-    },
-    "cache-existing-hostpath": {"modelCache": {"mode": "existing", "existing": {"hostPath": "/data/models"}}},
-    "cache-none": {"modelCache": {"mode": "none", "hfEndpoint": "https://hf-mirror.example.com"}},
-    "everything-on": {
-        "ingress": {
-            "enabled": True,
-            "className": "nginx",
-            "tls": [{"secretName": "t", "hosts": ["a.example.com"]}],
-        },
-        "httpRoute": {
-            "enabled": True,
-            "parentRefs": [{"name": "gw", "namespace": "gateways"}],
-            "hostnames": ["a"],
-        },
-        "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
-        "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
-        "networkPolicy": {"enabled": True, "allowedNamespaceSelectors": [{"team": "voice"}]},
-        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5},
-        "topologySpreadConstraints": [
-            {
-                "maxSkew": 1,
-                "topologyKey": "topology.kubernetes.io/zone",
-                "whenUnsatisfiable": "ScheduleAnyway",
-            }
-        ],
-        "runtimeClassName": "nvidia",
-        "priorityClassName": "gpu-high",
-        "imagePullSecrets": [{"name": "regcred"}],
-        "checksums": {"hf-token": "abc123"},
-        "maxNumSeqs": 32,
-    },
-    "extra-args": {"extraArgs": ["--tensor-parallel-size", "2"]},
-    "api-key": {"apiKey": {"existingSecret": "higgs-api-key"}},
-    "voice-presets-configmap": {"voicePresets": {"configMap": "voices"}},
-    "voice-presets-volume": {"voicePresets": {"volume": {"persistentVolumeClaim": {"claimName": "voices"}}}},
-    "chart-made-token": {"hfToken": {"existingSecret": "", "value": TOKEN}},
-    "recreate-no-gpu": {
-        "strategy": {"type": "Recreate"},
-        "gpuCount": 0,
-        "podDisruptionBudget": {"enabled": False},
-    },
-    "digest-pinned": {"image": {"digest": "sha256:" + "a" * 64}},
-    "omni": {
-        "serverGeneration": "omni",
-        "image": {"repository": "vllm/vllm-omni", "tag": "v0.25.0"},
-        "model": {"revision": "d" * 40},
-        "audioTokenizer": {"revision": "e" * 40},
-        "apiKey": {"existingSecret": "higgs-api-key"},
-        "extraArgs": ["--stage-overrides", '{"0": {"max_num_seqs": 8}}'],
-    },
-}
-# Kinds outside the core Kubernetes schemas: checked for the fields the chart sets instead.
-CRD_KINDS = {"ServiceMonitor", "HTTPRoute"}
+GOLDEN = Path(__file__).parent / "golden" / "default.yaml"
 
 
 def test_lint_default_and_examples() -> None:

@@ -6,16 +6,12 @@ tests/contract/test_contract_rows.py fails when a row has no test.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "simulator"))
-
-from contract_helpers import BASE_ARGS, StartSim
-from sim_helpers import Fleet, Sim, launch
+from tests.support.contract import BASE_ARGS, StartSim
+from tests.support.simulator import Fleet, Sim, launch
 
 SLOWDOWN = "0.2"  # raw H100 steps x 0.2: a 3 s clip decodes in ~0.1 s
 

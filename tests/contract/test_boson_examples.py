@@ -22,7 +22,8 @@ import httpx
 import numpy as np
 import openai
 import pytest
-from contract_helpers import (
+
+from tests.support.contract import (
     FRAME_BYTES,
     SAMPLES_PER_FRAME,
     SERVED,
@@ -31,7 +32,7 @@ from contract_helpers import (
     text_frames,
     wav_b64,
 )
-from sim_helpers import Sim
+from tests.support.simulator import Sim
 
 pytestmark = pytest.mark.contract("CH4", "CH5", "CH6", "CH7", "CH9", "SP4", "SP6", "E2", "K2")
 
@@ -64,7 +65,7 @@ SAMPLING = {"temperature": 1.0, "top_p": 0.95, "extra_body": {"top_k": 50}}
 
 @pytest.fixture(scope="module")
 def client(sim: Sim) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{sim.base_url}/v1", api_key="EMPTY", max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=f"{sim.url}/v1", api_key="EMPTY", max_retries=0, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -207,9 +208,9 @@ def test_fork_speech_benchmark_request(sim: Sim) -> None:
     text = "The benchmark reads one line of text per request and streams the answer."
     body = {"input": text, "voice": "default", "response_format": "pcm", "speed": 1.0, "temperature": 1.0,
             "max_tokens": 2048}  # fmt: skip
-    r = httpx.post(f"{sim.base_url}/v1/audio/speech", json={**body, "model": "higgs-audio"})
+    r = httpx.post(f"{sim.url}/v1/audio/speech", json={**body, "model": "higgs-audio"})
     assert r.status_code == 404 and r.json()["message"] == "The model `higgs-audio` does not exist."
-    with httpx.stream("POST", f"{sim.base_url}/v1/audio/speech", json={**body, "model": SERVED}) as r:
+    with httpx.stream("POST", f"{sim.url}/v1/audio/speech", json={**body, "model": SERVED}) as r:
         assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
         audio = b"".join(r.iter_bytes(chunk_size=1024))
     assert len(audio) == text_frames(text) * FRAME_BYTES

@@ -10,7 +10,8 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from contract_helpers import (
+
+from tests.support.contract import (
     FRAME_BYTES,
     SAMPLES_PER_FRAME,
     SERVED,
@@ -24,7 +25,7 @@ from contract_helpers import (
     text_frames,
     wav_b64,
 )
-from sim_helpers import Sim
+from tests.support.simulator import Sim
 
 CHAT = "/v1/chat/completions"
 TEXT = "The quick brown fox jumps over the lazy dog, twice over and then once more."  # 76 chars
@@ -34,7 +35,7 @@ EVENT_KEYS = {"id", "object", "created", "model", "choices"}
 
 
 def chat(sim: Sim, **body: Any) -> httpx.Response:
-    return httpx.post(sim.base_url + CHAT, json={"messages": MESSAGES, **body}, timeout=60)
+    return httpx.post(sim.url + CHAT, json={"messages": MESSAGES, **body}, timeout=60)
 
 
 def audio_of(resp: httpx.Response) -> bytes:
@@ -64,7 +65,7 @@ def token_events(events: list[Any]) -> list[dict[str, Any]]:
 def test_only_json_bodies(sim: Sim) -> None:
     raw = json.dumps({"messages": MESSAGES}).encode()
     for headers in ({}, {"Content-Type": "text/plain"}):
-        r = httpx.post(sim.base_url + CHAT, content=raw, headers=headers)
+        r = httpx.post(sim.url + CHAT, content=raw, headers=headers)
         assert r.status_code == 415
         assert r.json() == {"detail": "Unsupported Media Type: Only 'application/json' is allowed"}
 
@@ -224,7 +225,7 @@ def test_a_length_cut_sends_the_last_audio_after_the_finish_event(sim: Sim) -> N
 @pytest.mark.contract("CH8", "X10")
 def test_an_error_mid_stream_becomes_an_event(start_sim: StartSim) -> None:
     failing = start_sim("--sim-error-after-frames", "20")
-    r = httpx.post(failing.base_url + CHAT, json={"messages": MESSAGES, "stream": True})
+    r = httpx.post(failing.url + CHAT, json={"messages": MESSAGES, "stream": True})
     assert r.status_code == 200
     events = sse_events(r.text)
     assert events[-1] == "[DONE]"
@@ -238,7 +239,7 @@ def test_an_error_mid_stream_becomes_an_event(start_sim: StartSim) -> None:
 def test_unknown_model_missing_messages_and_the_examples_stop_list(sim: Sim) -> None:
     body = error_body(chat(sim, model="gpt-4o-audio-preview"), 404, "NotFoundError")
     assert body["message"] == "The model `gpt-4o-audio-preview` does not exist."
-    r = httpx.post(sim.base_url + CHAT, json={"model": SERVED})
+    r = httpx.post(sim.url + CHAT, json={"model": SERVED})
     assert "messages" in error_body(r, 400)["message"]
     assert audio_of(chat(sim, stop=STOP)) == audio_of(chat(sim))
     assert audio_of(chat(sim, model=SERVED)) == audio_of(chat(sim))  # the model field is optional
@@ -271,15 +272,15 @@ def test_a_remote_audio_url_is_refused_for_want_of_network(sim: Sim) -> None:
         {"role": "assistant", "content": [part]},
         {"role": "user", "content": "Say this."},
     ]
-    r = httpx.post(sim.base_url + CHAT, json={"messages": messages}, timeout=30)
+    r = httpx.post(sim.url + CHAT, json={"messages": messages}, timeout=30)
     assert r.status_code == 400 and r.json()["object"] == "error"
     assert "network" in r.json()["message"]
 
 
 @pytest.mark.contract("X9")
 def test_nothing_to_say_is_a_400(sim: Sim) -> None:
-    r = httpx.post(sim.base_url + CHAT, json={"messages": [{"role": "system", "content": "Hi."}]}, timeout=30)
+    r = httpx.post(sim.url + CHAT, json={"messages": [{"role": "system", "content": "Hi."}]}, timeout=30)
     assert r.status_code == 400 and r.json()["type"] == "BadRequestError"
     speech = {"model": SERVED, "input": "", "voice": "belinda"}
-    r = httpx.post(sim.base_url + "/v1/audio/speech", json=speech, timeout=30)
+    r = httpx.post(sim.url + "/v1/audio/speech", json=speech, timeout=30)
     assert r.status_code == 400 and "input" in r.json()["message"]

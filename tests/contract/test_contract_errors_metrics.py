@@ -7,11 +7,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from contract_helpers import SERVED, StartSim, cadence, error_body, text_frames
 from prometheus_client.parser import text_string_to_metric_families
-from sim_helpers import Sim
 
 from higgs_sim.timing import StepTimeModel
+from tests.support.contract import SERVED, StartSim, cadence, error_body, text_frames
+from tests.support.simulator import Sim
 
 CHAT = "/v1/chat/completions"
 SPEECH = "/v1/audio/speech"
@@ -42,7 +42,7 @@ JSON = {"Content-Type": "application/json"}
     ],
 )
 def test_validation_errors_are_top_level_error_responses(sim: Sim, path: str, body: dict, field: str) -> None:
-    message = error_body(httpx.post(sim.base_url + path, json=body), 400, "BadRequestError")["message"]
+    message = error_body(httpx.post(sim.url + path, json=body), 400, "BadRequestError")["message"]
     assert field in message  # X4: the simulator's own words, naming the field
 
 
@@ -50,35 +50,33 @@ def test_validation_errors_are_top_level_error_responses(sim: Sim, path: str, bo
 def test_invalid_json_is_a_validation_error(sim: Sim) -> None:
     for path in (CHAT, SPEECH):
         for raw in (b"{not json", b"", b"[1, 2", '{"input": "caf\xe9"}'.encode("latin-1")):
-            error_body(httpx.post(sim.base_url + path, content=raw, headers=JSON), 400, "BadRequestError")
-    error_body(httpx.post(sim.base_url + CHAT, content=b"[]", headers=JSON), 400, "BadRequestError")
+            error_body(httpx.post(sim.url + path, content=raw, headers=JSON), 400, "BadRequestError")
+    error_body(httpx.post(sim.url + CHAT, content=b"[]", headers=JSON), 400, "BadRequestError")
 
 
 @pytest.mark.contract("ER2")
 def test_handler_errors_share_the_shape(sim: Sim) -> None:
-    error_body(httpx.post(sim.base_url + CHAT, json={"messages": HELLO, "model": "x"}), 404, "NotFoundError")
-    error_body(httpx.post(sim.base_url + SPEECH, json={**SAY, "model": "x"}), 404, "NotFoundError")
-    error_body(
-        httpx.post(sim.base_url + CHAT, json={"messages": HELLO, "top_p": 1.5}), 400, "BadRequestError"
-    )
+    error_body(httpx.post(sim.url + CHAT, json={"messages": HELLO, "model": "x"}), 404, "NotFoundError")
+    error_body(httpx.post(sim.url + SPEECH, json={**SAY, "model": "x"}), 404, "NotFoundError")
+    error_body(httpx.post(sim.url + CHAT, json={"messages": HELLO, "top_p": 1.5}), 400, "BadRequestError")
     long = [{"role": "user", "content": "x" * 40000}]
-    body = error_body(httpx.post(sim.base_url + CHAT, json={"messages": long}), 400, "BadRequestError")
+    body = error_body(httpx.post(sim.url + CHAT, json={"messages": long}), 400, "BadRequestError")
     assert "maximum context length is 8192 tokens" in body["message"]
 
 
 @pytest.mark.contract("ER3")
 def test_the_bodies_that_are_not_error_responses(sim: Sim, start_sim: StartSim, tmp_path: Path) -> None:
-    r = httpx.post(sim.base_url + CHAT, content=b"{}", headers={"Content-Type": "text/plain"})
+    r = httpx.post(sim.url + CHAT, content=b"{}", headers={"Content-Type": "text/plain"})
     assert (r.status_code, r.json()) == (
         415,
         {"detail": "Unsupported Media Type: Only 'application/json' is allowed"},
     )
-    r = httpx.get(sim.base_url + "/v2/models")
+    r = httpx.get(sim.url + "/v2/models")
     assert (r.status_code, r.json()) == (404, {"detail": "Not Found"})
     empty = tmp_path / "none"
     empty.mkdir()
     bare = start_sim("--voice-presets-dir", str(empty))  # no presets: an unexpected exception
-    r = httpx.post(bare.base_url + SPEECH, json=SAY)
+    r = httpx.post(bare.url + SPEECH, json=SAY)
     assert (r.status_code, r.text) == (500, "Internal Server Error")
 
 
@@ -98,8 +96,8 @@ M1_NAMES = (
 
 @pytest.mark.contract("M1")
 def test_every_series_is_labelled_with_model_name_and_engine(sim: Sim) -> None:
-    assert httpx.post(sim.base_url + CHAT, json={"messages": HELLO, "stream": True}).status_code == 200
-    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{sim.base_url}/metrics").text)}
+    assert httpx.post(sim.url + CHAT, json={"messages": HELLO, "stream": True}).status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(httpx.get(f"{sim.url}/metrics").text)}
     assert set(M1_NAMES) <= set(families)
     vllm = [f for name, f in families.items() if name.startswith("vllm:")]
     for family in vllm:
@@ -115,7 +113,7 @@ def test_every_series_is_labelled_with_model_name_and_engine(sim: Sim) -> None:
 
 @pytest.mark.contract("M2")
 def test_the_metrics_are_the_v1_engines(sim: Sim) -> None:
-    names = {f.name for f in text_string_to_metric_families(httpx.get(f"{sim.base_url}/metrics").text)}
+    names = {f.name for f in text_string_to_metric_families(httpx.get(f"{sim.url}/metrics").text)}
     v0_only = {"vllm:num_requests_swapped", "vllm:cpu_cache_usage_perc", "vllm:time_in_queue_requests",
                "vllm:model_forward_time_milliseconds", "vllm:num_requests_waiting_with_priority"}  # fmt: skip
     assert not names & v0_only
@@ -131,7 +129,7 @@ def test_timing_follows_the_h100_table(start_sim: StartSim) -> None:
     model = StepTimeModel(slowdown)
     predicted = sum(model.step_seconds(1, 40 + i) for i in range(steps))
     started = time.monotonic()
-    r = httpx.post(sim.base_url + CHAT, json={"messages": [{"role": "user", "content": text}]}, timeout=60)
+    r = httpx.post(sim.url + CHAT, json={"messages": [{"role": "user", "content": text}]}, timeout=60)
     elapsed = time.monotonic() - started
     assert r.status_code == 200
     assert 0.9 * predicted <= elapsed <= 1.5 * predicted + 0.2, (elapsed, predicted)

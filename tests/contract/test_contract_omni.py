@@ -19,26 +19,23 @@ from typing import Any
 import httpx
 import pytest
 import soundfile as sf
-from contract_helpers import make_wav
-from omni_helpers import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.contract import make_wav
+from tests.support.omni import (
     FAST,
     FRAME_BYTES,
     HUB_MODEL,
     RATE,
-    OmniSim,
     capped_frames,
     error_of,
-    launch,
-    run_cli,
-    sim_env,
     sse,
     text_frames,
     wav_data,
     write_deploy,
     write_model,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from sim_helpers import Fleet
+from tests.support.simulator import Fleet, OmniSim, launch_omni, omni_env, run_omni_cli
 
 TEXT = "The quick brown fox jumps over the lazy dog near the river bank."  # 64 chars: 107 frames
 UNKNOWN_VOICE = (
@@ -92,7 +89,7 @@ def start(workdir: Path, deploy: Path, model: Path) -> Iterator[Start]:
             "--omni",
             *extra,
         ]
-        return fleet.add(launch(model_arg or str(model), args, workdir, env), wait)
+        return fleet.add(launch_omni(model_arg or str(model), args, workdir, env), wait)
 
     yield run
     fleet.stop()
@@ -108,7 +105,7 @@ def omni(start: Start) -> OmniSim:
 
 @pytest.mark.contract("OS1", "OS2", "OS3", "OE4")
 def test_the_example_command_line_serves(omni: OmniSim) -> None:
-    resp = httpx.get(f"{omni.base_url}/health")
+    resp = httpx.get(f"{omni.url}/health")
     assert resp.status_code == 200
     assert resp.headers["content-type"] == "application/json"
     assert resp.json() == {"status": "healthy"}
@@ -117,7 +114,7 @@ def test_the_example_command_line_serves(omni: OmniSim) -> None:
 
 @pytest.mark.contract("OS2")
 def test_without_omni_the_command_is_not_vllm_omni(workdir: Path, deploy: Path, model: Path) -> None:
-    done = run_cli(["serve", str(model), "--deploy-config", str(deploy)], sim_env(workdir))
+    done = run_omni_cli(["serve", str(model), "--deploy-config", str(deploy)], omni_env(workdir))
     assert done.returncode == 2
     assert "--omni is required" in done.stderr and "vllm serve" in done.stderr
 
@@ -137,7 +134,7 @@ def test_boson_fork_flags_and_bad_values_exit_2(
     workdir: Path, deploy: Path, model: Path, flags: list[str]
 ) -> None:
     args = ["serve", str(model), "--omni", "--deploy-config", str(deploy), *flags]
-    done = run_cli(args, sim_env(workdir))
+    done = run_omni_cli(args, omni_env(workdir))
     assert done.returncode == 2, done.stderr
     assert "error:" in done.stderr
 
@@ -145,7 +142,7 @@ def test_boson_fork_flags_and_bad_values_exit_2(
 @pytest.mark.contract("OS3")
 def test_parallel_flags_are_refused_under_omni(workdir: Path, deploy: Path, model: Path) -> None:
     args = ["serve", str(model), "--omni", "--deploy-config", str(deploy), "--data-parallel-size", "2"]
-    done = run_cli(args, sim_env(workdir))
+    done = run_omni_cli(args, omni_env(workdir))
     assert done.returncode == 1
     assert "not supported under --omni: --data-parallel-size" in done.stderr
 
@@ -156,7 +153,7 @@ def test_parallel_flags_are_refused_under_omni(workdir: Path, deploy: Path, mode
 @pytest.mark.contract("OS8", "OS10")
 def test_boson_layout_has_no_pipeline(workdir: Path, deploy: Path) -> None:
     boson = write_model(workdir, "boson")
-    done = run_cli(["serve", str(boson), "--omni", "--deploy-config", str(deploy)], sim_env(workdir))
+    done = run_omni_cli(["serve", str(boson), "--omni", "--deploy-config", str(deploy)], omni_env(workdir))
     assert done.returncode == 1
     assert "no vLLM-Omni pipeline matches" in done.stderr
     assert "transformers-native" in done.stderr
@@ -173,14 +170,14 @@ def test_a_hub_id_not_cached_starts_without_fetching(start: Start, workdir: Path
     sim = start(*FAST, model_arg=HUB_MODEL)
     assert "nothing is fetched" in sim.log()
     assert "bosonai/higgs-audio-v2-tokenizer" in sim.log()  # the default codec (stage 1)
-    done = run_cli(["serve", HUB_MODEL, "--omni"], sim_env(workdir, HF_HUB_OFFLINE="1"))
+    done = run_omni_cli(["serve", HUB_MODEL, "--omni"], omni_env(workdir, HF_HUB_OFFLINE="1"))
     assert done.returncode == 1 and "HF_HUB_OFFLINE" in done.stderr
 
 
 @pytest.mark.contract("OS11")
 def test_a_codec_directory_without_weights_fails_at_start(workdir: Path, deploy: Path) -> None:
     broken = write_model(workdir / "no-weights", codec_weights=False)
-    done = run_cli(["serve", str(broken), "--omni", "--deploy-config", str(deploy)], sim_env(workdir))
+    done = run_omni_cli(["serve", str(broken), "--omni", "--deploy-config", str(deploy)], omni_env(workdir))
     assert done.returncode == 1 and "model.pth" in done.stderr
 
 
@@ -192,7 +189,7 @@ def test_the_socket_is_bound_before_the_engine_is_ready(start: Start) -> None:
         try:
             with httpx.Client(timeout=httpx.Timeout(10.0, connect=0.2)) as client:
                 t0 = time.monotonic()
-                resp = client.get(f"{sim.base_url}/health")
+                resp = client.get(f"{sim.url}/health")
                 break
         except httpx.ConnectError:
             assert time.monotonic() < deadline, sim.log()
@@ -205,17 +202,17 @@ def test_the_socket_is_bound_before_the_engine_is_ready(start: Start) -> None:
 @pytest.mark.contract("OS6", "OE2", "OE3")
 def test_uploaded_voices_persist_in_speaker_samples_dir(start: Start, workdir: Path) -> None:
     speakers = workdir / "persist"
-    env = sim_env(workdir, SPEAKER_SAMPLES_DIR=str(speakers))
+    env = omni_env(workdir, SPEAKER_SAMPLES_DIR=str(speakers))
     first = start(*FAST, env=env)
     files = {"audio_sample": ("me.wav", make_wav(2.0), "audio/wav")}
     data = {"name": "Keeper", "consent": "c-1", "ref_text": "Hello there."}
-    resp = httpx.post(f"{first.base_url}/v1/audio/voices", files=files, data=data)
+    resp = httpx.post(f"{first.url}/v1/audio/voices", files=files, data=data)
     assert resp.status_code == 200, resp.text
     created = resp.json()["voice"]["created_at"]
     first.stop()
     assert [p.name for p in speakers.iterdir()] == [f"Keeper_c-1_{created}.safetensors"]
     second = start(*FAST, env=env)
-    listing = httpx.get(f"{second.base_url}/v1/audio/voices").json()
+    listing = httpx.get(f"{second.url}/v1/audio/voices").json()
     assert listing["voices"] == ["keeper"]
     assert listing["uploaded_voices"][0]["name"] == "Keeper"
     assert second.speech(input=TEXT, voice="keeper").status_code == 200
@@ -226,16 +223,14 @@ def test_upload_cap_and_local_reference_files(start: Start, workdir: Path) -> No
     clips = workdir / "clips"
     clips.mkdir(exist_ok=True)
     (clips / "ref.wav").write_bytes(make_wav(2.0))
-    env = sim_env(workdir, SPEAKER_SAMPLES_DIR=str(workdir / "capped"), SPEAKER_MAX_UPLOADED="1")
+    env = omni_env(workdir, SPEAKER_SAMPLES_DIR=str(workdir / "capped"), SPEAKER_MAX_UPLOADED="1")
     sim = start(*FAST, "--allowed-local-media-path", str(clips), env=env)
     files = {"audio_sample": ("a.wav", make_wav(2.0), "audio/wav")}
     assert (
-        httpx.post(
-            f"{sim.base_url}/v1/audio/voices", files=files, data={"name": "a", "consent": "c"}
-        ).status_code
+        httpx.post(f"{sim.url}/v1/audio/voices", files=files, data={"name": "a", "consent": "c"}).status_code
         == 200
     )
-    resp = httpx.post(f"{sim.base_url}/v1/audio/voices", files=files, data={"name": "b", "consent": "c"})
+    resp = httpx.post(f"{sim.url}/v1/audio/voices", files=files, data={"name": "b", "consent": "c"})
     assert error_of(resp, 400)["message"].startswith("Uploaded voice limit reached (1).")
     local = sim.speech(input=TEXT, ref_audio=f"file://{clips / 'ref.wav'}", ref_text="Hi.")
     assert local.status_code == 200, local.text
@@ -261,7 +256,7 @@ def test_stage0_max_tokens_caps_and_max_new_tokens_replaces_it(start: Start, wor
 
 @pytest.mark.contract("OS4", "OS14")
 def test_without_deploy_config_the_packaged_defaults_apply(workdir: Path, model: Path) -> None:
-    sim = launch(str(model), ["--omni", *FAST], workdir)
+    sim = launch_omni(str(model), ["--omni", *FAST], workdir)
     try:
         sim.wait_healthy()
         very_long = "A sentence that goes on and on. " * 22  # 704 chars: 1174 frames wanted
@@ -416,10 +411,10 @@ def test_schema_errors_are_400_in_the_openai_wrapper(omni: OmniSim) -> None:
     bad = error_of(omni.speech(input=TEXT, response_format="aac"), 400)
     assert "Input should be 'wav', 'pcm', 'flac', 'mp3' or 'opus'" in bad["message"]
     assert "greater than or equal to 0.25" in error_of(omni.speech(input=TEXT, speed=0.1), 400)["message"]
-    form = httpx.post(f"{omni.base_url}/v1/audio/speech", data={"input": TEXT})
+    form = httpx.post(f"{omni.url}/v1/audio/speech", data={"input": TEXT})
     assert "Unsupported Media Type: Only 'application/json' is allowed" in error_of(form, 400)["message"]
     raw = httpx.post(
-        f"{omni.base_url}/v1/audio/speech", content=b"{", headers={"Content-Type": "application/json"}
+        f"{omni.url}/v1/audio/speech", content=b"{", headers={"Content-Type": "application/json"}
     )
     assert "JSON decode error" in error_of(raw, 400)["message"]
 
@@ -481,7 +476,7 @@ def test_all_audio_arrives_at_the_end_of_generation(start: Start, workdir: Path)
     text = TEXT * 2  # 214 frames: 224 steps, ~1.5 s
     with httpx.stream(
         "POST",
-        f"{slow.base_url}/v1/audio/speech",
+        f"{slow.url}/v1/audio/speech",
         json={"input": text, "stream": True, "stream_format": "audio", "response_format": "pcm"},
         timeout=30,
     ) as resp:
@@ -509,7 +504,7 @@ def test_no_async_chunk_overrides_the_yaml(start: Start, workdir: Path) -> None:
 def upload(sim: OmniSim, name: str, seconds: float = 2.0, **fields: Any) -> httpx.Response:
     files = {"audio_sample": ("clip.wav", make_wav(seconds), "audio/wav")}
     return httpx.post(
-        f"{sim.base_url}/v1/audio/voices", files=files, data={"name": name, "consent": "ok-1", **fields}
+        f"{sim.url}/v1/audio/voices", files=files, data={"name": name, "consent": "ok-1", **fields}
     )
 
 
@@ -528,7 +523,7 @@ def test_voices_upload_list_use_replace_delete(omni: OmniSim) -> None:
         "ref_text": "Hello from Anna.",
         "speaker_description": "warm",
     }
-    listing = httpx.get(f"{omni.base_url}/v1/audio/voices").json()
+    listing = httpx.get(f"{omni.url}/v1/audio/voices").json()
     assert listing["voices"] == ["anna"]
     assert listing["uploaded_voices"] == [
         {
@@ -548,14 +543,14 @@ def test_voices_upload_list_use_replace_delete(omni: OmniSim) -> None:
     assert cloned.content != omni.speech(input=TEXT, response_format="pcm").content  # another timbre
     again = upload(omni, "anna")  # the same name replaces it, now without ref_text
     assert again.status_code == 200 and again.json()["voice"]["created_at"] > voice["created_at"]
-    assert len(httpx.get(f"{omni.base_url}/v1/audio/voices").json()["uploaded_voices"]) == 1
+    assert len(httpx.get(f"{omni.url}/v1/audio/voices").json()["uploaded_voices"]) == 1
     assert error_of(omni.speech(input=TEXT, voice="anna"), 400)["message"] == REF_WITHOUT_TEXT
     assert omni.speech(input=TEXT, voice="anna", ref_text="Hello.").status_code == 200
-    deleted = httpx.delete(f"{omni.base_url}/v1/audio/voices/anna")
+    deleted = httpx.delete(f"{omni.url}/v1/audio/voices/anna")
     assert deleted.json() == {"success": True, "message": "Voice 'anna' deleted successfully"}
-    gone = error_of(httpx.delete(f"{omni.base_url}/v1/audio/voices/anna"), 404)
+    gone = error_of(httpx.delete(f"{omni.url}/v1/audio/voices/anna"), 404)
     assert gone == {"message": "Voice 'anna' not found", "type": "NotFoundError", "param": None, "code": 404}
-    assert httpx.get(f"{omni.base_url}/v1/audio/voices").json() == {"voices": [], "uploaded_voices": []}
+    assert httpx.get(f"{omni.url}/v1/audio/voices").json() == {"voices": [], "uploaded_voices": []}
 
 
 @pytest.mark.contract("OE3", "OX1")
@@ -565,25 +560,25 @@ def test_voice_upload_refusals(omni: OmniSim) -> None:
     long = error_of(upload(omni, "l", seconds=31), 400)
     assert long["message"] == "Reference audio too long (31.0s). Maximum 30s supported — use a shorter clip."
     big = {"audio_sample": ("big.wav", b"\0" * (10 * 1024 * 1024 + 1), "audio/wav")}
-    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", files=big, data={"name": "b", "consent": "c"})
+    resp = httpx.post(f"{omni.url}/v1/audio/voices", files=big, data={"name": "b", "consent": "c"})
     assert (
         error_of(resp, 400)["message"]
         == f"File size exceeds maximum limit of 10MB. Got {10 * 1024 * 1024 + 1} bytes."
     )
     text = {"audio_sample": ("a.txt", b"hello", "text/plain")}
-    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", files=text, data={"name": "t", "consent": "c"})
+    resp = httpx.post(f"{omni.url}/v1/audio/voices", files=text, data={"name": "t", "consent": "c"})
     assert error_of(resp, 400)["message"].startswith("Unsupported MIME type: text/plain. Allowed: ")
     junk = {"audio_sample": ("a.wav", b"not audio at all", "audio/wav")}
-    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", files=junk, data={"name": "j", "consent": "c"})
+    resp = httpx.post(f"{omni.url}/v1/audio/voices", files=junk, data={"name": "j", "consent": "c"})
     assert error_of(resp, 400)["message"].startswith("Could not decode audio file: ")
     bad_name = error_of(upload(omni, "../etc"), 400)
     assert bad_name["message"] == "Invalid voice name '../etc': must be non-empty, no path separators or NUL"
     no_consent = {"audio_sample": ("a.wav", make_wav(2.0), "audio/wav")}
-    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", files=no_consent, data={"name": "n"})
+    resp = httpx.post(f"{omni.url}/v1/audio/voices", files=no_consent, data={"name": "n"})
     assert "Field required" in error_of(resp, 400)["message"]
-    resp = httpx.post(f"{omni.base_url}/v1/audio/voices", data={"name": "n", "consent": "c"})
+    resp = httpx.post(f"{omni.url}/v1/audio/voices", data={"name": "n", "consent": "c"})
     assert error_of(resp, 400)["message"] == "Either 'audio_sample' or 'speaker_embedding' must be provided"
-    assert httpx.get(f"{omni.base_url}/v1/audio/voices").json()["voices"] == []
+    assert httpx.get(f"{omni.url}/v1/audio/voices").json()["voices"] == []
 
 
 @pytest.mark.contract("OR5", "OR3")
@@ -621,23 +616,23 @@ def test_generation_failures(start: Start) -> None:
 @pytest.mark.contract("OE5", "OE6", "XO6")
 def test_models_version_and_api_key(start: Start) -> None:
     keyed = start(*FAST, "--api-key", "sekret", "--served-model-name", "higgs-v2", "tts")
-    assert httpx.get(f"{keyed.base_url}/v1/models").status_code == 401
-    assert httpx.get(f"{keyed.base_url}/v1/models").json() == {"error": "Unauthorized"}
+    assert httpx.get(f"{keyed.url}/v1/models").status_code == 401
+    assert httpx.get(f"{keyed.url}/v1/models").json() == {"error": "Unauthorized"}
     auth = {"Authorization": "Bearer sekret"}
-    models = httpx.get(f"{keyed.base_url}/v1/models", headers=auth).json()
+    models = httpx.get(f"{keyed.url}/v1/models", headers=auth).json()
     assert models["object"] == "list" and [m["id"] for m in models["data"]] == ["higgs-v2", "tts"]
     assert models["data"][0]["root"] == keyed.model
     for path in ("/health", "/metrics", "/version"):
-        assert httpx.get(f"{keyed.base_url}{path}").status_code == 200, path
-    assert httpx.get(f"{keyed.base_url}/version").json()["simulator"] is True
+        assert httpx.get(f"{keyed.url}{path}").status_code == 200, path
+    assert httpx.get(f"{keyed.url}/version").json()["simulator"] is True
     resp = httpx.post(
-        f"{keyed.base_url}/v1/audio/speech", json={"input": TEXT, "model": "tts"}, headers=auth, timeout=30
+        f"{keyed.url}/v1/audio/speech", json={"input": TEXT, "model": "tts"}, headers=auth, timeout=30
     )
     assert resp.status_code == 200
 
 
 def metric_samples(sim: OmniSim) -> list[tuple[str, dict[str, str], float]]:
-    text = httpx.get(f"{sim.base_url}/metrics").text
+    text = httpx.get(f"{sim.url}/metrics").text
     return [(s.name, s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples]
 
 
@@ -676,7 +671,7 @@ def test_metrics_families_and_stage_labels(omni: OmniSim) -> None:
 @pytest.mark.contract("OM3", "OS2")
 def test_disable_log_stats_leaves_the_families_empty(workdir: Path, deploy: Path, model: Path) -> None:
     args = ["--model", str(model), "--omni", "--deploy-config", str(deploy), "--disable-log-stats", *FAST]
-    sim = launch(None, args, workdir)  # `serve --model DIR --omni ...`: the model as a flag
+    sim = launch_omni(None, args, workdir)  # `serve --model DIR --omni ...`: the model as a flag
     try:
         sim.wait_healthy()
         assert sim.speech(input=TEXT).status_code == 200
@@ -697,10 +692,10 @@ def test_a_remote_reference_is_refused_for_want_of_network(omni: OmniSim) -> Non
 @pytest.mark.contract("XO8")
 def test_routes_outside_the_emulation_are_404(omni: OmniSim) -> None:
     for path in ("/v1/audio/speech/batch", "/v1/chat/completions"):
-        assert httpx.post(omni.base_url + path, json={}, timeout=10).status_code == 404
+        assert httpx.post(omni.url + path, json={}, timeout=10).status_code == 404
 
 
 @pytest.mark.contract("XO12")
 def test_without_a_model_it_exits_1(workdir: Path, deploy: Path) -> None:
-    done = run_cli(["serve", "--omni", "--deploy-config", str(deploy)], sim_env(workdir))
+    done = run_omni_cli(["serve", "--omni", "--deploy-config", str(deploy)], omni_env(workdir))
     assert done.returncode == 1 and done.stderr.strip()

@@ -11,7 +11,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from contract_helpers import (
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support.contract import (
     FRAME_BYTES,
     SAMPLES_PER_FRAME,
     SERVED,
@@ -24,8 +26,7 @@ from contract_helpers import (
     split_wavs,
     text_frames,
 )
-from prometheus_client.parser import text_string_to_metric_families
-from sim_helpers import Sim
+from tests.support.simulator import Sim
 
 SPEECH = "/v1/audio/speech"
 TEXT = "The quick brown fox jumps over the lazy dog, twice over and then once more."  # 76 chars
@@ -33,13 +34,13 @@ BODY = {"model": SERVED, "input": TEXT, "voice": "en_woman"}
 
 
 def speak(sim: Sim, **changes: object) -> httpx.Response:
-    r = httpx.post(sim.base_url + SPEECH, json={**BODY, **changes}, timeout=60)
+    r = httpx.post(sim.url + SPEECH, json={**BODY, **changes}, timeout=60)
     assert r.status_code == 200, r.text
     return r
 
 
 def counter(sim: Sim, name: str) -> float:
-    families = text_string_to_metric_families(httpx.get(f"{sim.base_url}/metrics").text)
+    families = text_string_to_metric_families(httpx.get(f"{sim.url}/metrics").text)
     return sum(s.value for f in families if f.name == name for s in f.samples if s.name == f"{name}_total")
 
 
@@ -51,11 +52,11 @@ def test_only_json_bodies(sim: Sim) -> None:
         {"Content-Type": "text/plain"},
         {"Content-Type": "application/x-www-form-urlencoded"},
     ):
-        r = httpx.post(sim.base_url + SPEECH, content=raw, headers=headers)
+        r = httpx.post(sim.url + SPEECH, content=raw, headers=headers)
         assert r.status_code == 415, headers
         assert r.json() == {"detail": "Unsupported Media Type: Only 'application/json' is allowed"}
     ok = httpx.post(
-        sim.base_url + SPEECH, content=raw, headers={"Content-Type": "Application/JSON; charset=utf-8"}
+        sim.url + SPEECH, content=raw, headers={"Content-Type": "Application/JSON; charset=utf-8"}
     )
     assert ok.status_code == 200
 
@@ -64,10 +65,10 @@ def test_only_json_bodies(sim: Sim) -> None:
 def test_required_fields_formats_and_optional_fields(sim: Sim) -> None:
     for field in ("model", "input", "voice"):
         body = {k: v for k, v in BODY.items() if k != field}
-        message = error_body(httpx.post(sim.base_url + SPEECH, json=body), 400)["message"]
+        message = error_body(httpx.post(sim.url + SPEECH, json=body), 400)["message"]
         assert field in message  # X4: the simulator's words, naming the field
     for fmt in ("flac", "opus", "aac", "pcm16", "WAV"):
-        error_body(httpx.post(sim.base_url + SPEECH, json={**BODY, "response_format": fmt}), 400)
+        error_body(httpx.post(sim.url + SPEECH, json={**BODY, "response_format": fmt}), 400)
     default = speak(sim).content  # response_format defaults to pcm: raw samples, no header
     assert default[:4] != b"RIFF" and len(default) == text_frames(TEXT) * FRAME_BYTES
     optional = {
@@ -80,7 +81,7 @@ def test_required_fields_formats_and_optional_fields(sim: Sim) -> None:
 
 @pytest.mark.contract("SP3", "ER2")
 def test_unknown_model_is_404(sim: Sim) -> None:
-    r = httpx.post(sim.base_url + SPEECH, json={**BODY, "model": "tts-1"})
+    r = httpx.post(sim.url + SPEECH, json={**BODY, "model": "tts-1"})
     assert error_body(r, 404, "NotFoundError") == {
         "object": "error",
         "message": "The model `tts-1` does not exist.",
@@ -98,7 +99,7 @@ def test_unknown_voice_falls_back_to_the_first_preset(sim: Sim, start_sim: Start
     empty = tmp_path / "none"
     empty.mkdir()
     bare = start_sim("--voice-presets-dir", str(empty))
-    r = httpx.post(bare.base_url + SPEECH, json=BODY)
+    r = httpx.post(bare.url + SPEECH, json=BODY)
     assert (r.status_code, r.text) == (500, "Internal Server Error")
     assert r.headers["content-type"].startswith("text/plain")
 
@@ -112,7 +113,7 @@ def test_unknown_voice_falls_back_to_the_first_preset(sim: Sim, start_sim: Start
      ("max_tokens", 0, "max_tokens must be at least 1, got 0.")],
 )  # fmt: skip
 def test_sampling_values_the_engine_refuses(sim: Sim, field: str, value: float, needle: str) -> None:
-    body = error_body(httpx.post(sim.base_url + SPEECH, json={**BODY, field: value}), 400)
+    body = error_body(httpx.post(sim.url + SPEECH, json={**BODY, field: value}), 400)
     assert needle in body["message"]
 
 
@@ -159,9 +160,7 @@ def test_chunks_are_sent_as_they_are_decoded(start_sim: StartSim) -> None:
     arrivals: list[float] = []
     body = b""
     started = time.monotonic()
-    with httpx.stream(
-        "POST", slow.base_url + SPEECH, json={**BODY, "input": text, "response_format": "wav"}
-    ) as r:
+    with httpx.stream("POST", slow.url + SPEECH, json={**BODY, "input": text, "response_format": "wav"}) as r:
         for data in r.iter_raw():
             body += data
             arrivals.append(time.monotonic() - started)
@@ -188,7 +187,7 @@ def test_max_tokens_caps_the_audio_and_stop_is_ignored(sim: Sim, start_sim: Star
 @pytest.mark.contract("SP10", "X10")
 def test_an_error_mid_stream_is_appended_to_the_body(start_sim: StartSim) -> None:
     failing = start_sim("--sim-error-after-frames", "20")
-    r = httpx.post(failing.base_url + SPEECH, json={**BODY, "input": TEXT * 2, "response_format": "wav"})
+    r = httpx.post(failing.url + SPEECH, json={**BODY, "input": TEXT * 2, "response_format": "wav"})
     assert r.status_code == 200 and r.headers["content-type"] == "audio/mpeg"
     cut = r.content.index(b'{"error"')
     assert [len(p) // FRAME_BYTES for p in split_wavs(r.content[:cut])] == [17, 25]

@@ -6,25 +6,11 @@ import re
 import subprocess
 import sys
 import wave
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "chart"))
-
-from chart_sim import start_simulator, stop  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def simulator() -> Iterator[str]:
-    proc, url = start_simulator()
-    try:
-        yield url
-    finally:
-        stop(proc)
 
 
 def _call_it_section() -> str:
@@ -33,11 +19,11 @@ def _call_it_section() -> str:
     return text[start : text.index("\n## ", start)]
 
 
-def test_python_example_writes_a_wav(simulator: str, tmp_path: Path) -> None:
+def test_python_example_writes_a_wav(simulator_no_key: str, tmp_path: Path) -> None:
     blocks = re.findall(r"```python\n(.*?)```", _call_it_section(), flags=re.S)
     assert len(blocks) == 1, "one Python example in 'Call it'"
-    code = blocks[0].replace("http://localhost:8000/v1", f"{simulator}/v1")
-    assert simulator in code, "the example's base_url changed: update this test"
+    code = blocks[0].replace("http://localhost:8000/v1", f"{simulator_no_key}/v1")
+    assert simulator_no_key in code, "the example's base_url changed: update this test"
     proc = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
@@ -46,14 +32,14 @@ def test_python_example_writes_a_wav(simulator: str, tmp_path: Path) -> None:
         assert w.getframerate() == 24000 and w.getnchannels() == 1 and w.getnframes() > 24000 * 0.3
 
 
-def test_curl_example_body_is_accepted_and_returns_raw_pcm(simulator: str) -> None:
+def test_curl_example_body_is_accepted_and_returns_raw_pcm(simulator_no_key: str) -> None:
     """The shell example's request (the `sox`/`ffmpeg` step needs no server): its JSON body as sent."""
     section = _call_it_section()
     body = re.search(r"-d '(\{.*?\})'", section)
     assert body, "no curl -d body in 'Call it'"
-    voices = httpx.get(f"{simulator}/v1/audio/voices", timeout=10).json()
+    voices = httpx.get(f"{simulator_no_key}/v1/audio/voices", timeout=10).json()
     r = httpx.post(
-        f"{simulator}/v1/audio/speech",
+        f"{simulator_no_key}/v1/audio/speech",
         content=body.group(1),
         headers={"Content-Type": "application/json"},
         timeout=60,

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from load_helpers import kill_group, locust_cmd, run_bounded, start_sim
 
 from higgs_load.body_reader import KERNEL_STAMPS
 from higgs_load.report import PLOTS
+from tests.support.locust import locust_cmd, run_bounded
+from tests.support.simulator import kill_group, start_sim
 
 pytestmark = pytest.mark.timeout(120)
 RUN_S = 8
@@ -175,7 +176,8 @@ def test_an_error_inside_a_200_body_is_a_stream_error(kind, tmp_path):
 
 
 def test_distributed_run_totals_and_figures(sim, single_run, tmp_path):
-    from load_helpers import BIN, LOCUSTFILE, free_port
+    from tests.support.locust import BIN, LOCUSTFILE
+    from tests.support.ports import free_port
 
     port = free_port()
     master_cmd = locust_cmd(sim.url, tmp_path, *COMMON, "-u", "4", "-r", "4", "-t", f"{RUN_S}s")

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from load_helpers import locust_cmd, run_bounded, start_omni
 
 from higgs_load.payloads import REFERENCE_TEXT, REFERENCE_WAV
+from tests.support.locust import locust_cmd, run_bounded
+from tests.support.simulator import start_omni
 
 pytestmark = pytest.mark.timeout(120)
 RUN_TIMEOUT_S = 45

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from load_helpers import BIN, LOCUSTFILE, free_port, kill_group, locust_cmd, run_bounded, start_sim
+
+from tests.support.locust import BIN, LOCUSTFILE, locust_cmd, run_bounded
+from tests.support.ports import free_port
+from tests.support.simulator import kill_group, start_sim
 
 pytestmark = pytest.mark.timeout(120)
 RUN_TIMEOUT_S = 60

@@ -39,6 +39,9 @@ spec:
 TOLERATIONS = "tolerations:\n  - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}\n"
 
 
+@pytest.mark.localstack(
+    "the chart gets the locustfile as a path on this host, and the simulator image through the images file"
+)
 @pytest.mark.cluster
 @pytest.mark.timeout(300)
 def test_in_cluster_run_writes_the_report(cluster, namespace):

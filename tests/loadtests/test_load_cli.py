@@ -5,13 +5,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from test_load_report import make_records
-
 from higgs_load.cli import main
 from higgs_load.metrics import SLO, Step
 from higgs_load.records import write_jsonl
 from higgs_load.report import PLOTS, build_summary, write_report
 from higgs_load.thresholds import EXIT_THRESHOLD_MISSED
+from tests.support.records import make_records
 
 
 def _run_dir(tmp_path: Path) -> Path:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from contract_bodies import chunks, error_json, mp3_file, speech_body, wav_file
 
 from higgs_load.audio import AudioError
 from higgs_load.formats import JoinedWavParser, decode_mp3, error_message, read_wav_header, split_mp3
+from tests.support.bodies import chunks, error_json, mp3_file, speech_body, wav_file
 
 
 def parse_in_pieces(body: bytes, size: int) -> tuple[bytes, JoinedWavParser]:

@@ -3,13 +3,13 @@
 import base64
 import json
 
-import contract_bodies as cb
 import numpy as np
 import pytest
 
 from higgs_load.audio import make_wav
 from higgs_load.measure import measurement_for
 from higgs_load.records import RequestRecord
+from tests.support import bodies as cb
 
 SR = 24_000
 

@@ -10,9 +10,7 @@ import threading
 from collections.abc import Iterator
 from typing import ClassVar
 
-import contract_bodies as cb
 import pytest
-from load_helpers import MODEL, free_port
 
 from higgs_load.audio import AudioError
 from higgs_load.measure import (
@@ -40,6 +38,9 @@ from higgs_load.voices import (
     detect_api,
     parse_voice_list,
 )
+from tests.support import bodies as cb
+from tests.support.locust import MODEL
+from tests.support.ports import free_port
 
 OMNI = Settings(MODEL, None, None, None, None, api="omni")
 PROMPT = Prompt("The train to Berlin leaves from platform nine.", "short")

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import ClassVar
 
 import pytest
-from load_helpers import free_port
 
 from higgs_load.voices import VoiceError, check_voices, fetch_voices, parse_voices
+from tests.support.ports import free_port
 
 
 def test_parse_the_bare_array_of_names():

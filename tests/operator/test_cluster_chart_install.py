@@ -8,14 +8,18 @@ import shutil
 
 import pytest
 from kubernetes import client
-from operator_proc import REPO, HubProcess
-from test_cluster_operator import create_token, get_hd, hd_body, wait_available
 
 from tests.support import kubetest
+from tests.support.higgsdeployment import create_token, get_hd, hd_body, wait_available
+from tests.support.operator import REPO, HubProcess
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
 
 
+@pytest.mark.localstack(
+    "the operator image localhost/higgs-operator is the images file's mapping to this checkout; the "
+    "fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_helm_installed_operator_runs_a_resource(cluster: kubetest.Cluster, namespace: str):
     release = f"op-{secrets.token_hex(3)}"
     helm = shutil.which("helm") or str(cluster.tools_bin / "helm")

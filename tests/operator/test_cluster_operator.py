@@ -6,104 +6,37 @@ import base64
 import json
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
 from kubernetes import client
-from operator_proc import REPO, HubProcess, OperatorProcess, speech_load
 
 from higgs_operator.status import parse_time
 from higgs_sim.hub import HUBERT_REVISION
 from tests.support import kubetest
+from tests.support.higgsdeployment import (
+    GROUP,
+    INVALID,
+    MODEL,
+    OWNER_LABEL,
+    PLURAL,
+    TOKEN,
+    VERSION,
+    condition,
+    create_token,
+    get_hd,
+    hd_body,
+    wait_available,
+)
+from tests.support.operator import REPO, HubProcess, OperatorProcess, speech_load
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
-
-GROUP, VERSION, PLURAL = "audio.higgs.dev", "v1alpha1", "higgsdeployments"
-OWNER_LABEL = "audio.higgs.dev/owner"
-TOKEN = "hf_TestTokenValue_do_not_leak_42"
-MODEL = "higgs-audio-v2-generation-3B-base"
-
-
-@pytest.fixture(scope="module")
-def crd(cluster: kubetest.Cluster) -> None:
-    cluster.kubectl("apply", "-f", str(REPO / "charts" / "higgs-operator" / "crds"))
-    cluster.kubectl(
-        "wait", "--for=condition=Established", "crd/higgsdeployments.audio.higgs.dev", "--timeout=30s"
-    )
-
-
-@pytest.fixture(scope="module")
-def hub() -> Iterator[HubProcess]:
-    h = HubProcess()
-    yield h
-    h.stop()
-
-
-@pytest.fixture(scope="module")
-def operator(
-    cluster: kubetest.Cluster, crd: None, tmp_path_factory: pytest.TempPathFactory, request
-) -> Iterator[OperatorProcess]:
-    op = OperatorProcess(tmp_path_factory.mktemp("operator") / "operator.log")
-    op.start()
-    yield op
-    op.stop()
-    failed = request.session.testsfailed
-    if failed:
-        print(f"\n--- operator log (last 6000 chars) ---\n{op.log()[-6000:]}")
-
-
-def hd_body(name: str, hub: HubProcess, **spec: object) -> dict:
-    base: dict = {
-        "image": {"repository": "localhost/higgs-audio-simulator", "tag": "0.1.0"},
-        "servedModelName": MODEL,
-        "gpuCount": 0,  # the two fake GPU nodes could not place a rolling update's surge pod
-        "extraArgs": ["--sim-startup-seconds", "1"],
-        "hfToken": {"secretRef": {"name": "hf-token"}},
-        "modelCache": {"mode": "none", "hfEndpoint": hub.url, "emptyDir": {"sizeLimit": "1Gi"}},
-        "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}},
-        "shm": {"sizeLimit": "64Mi"},
-        "scratch": {"sizeLimit": "256Mi"},
-        "startupProbe": {"periodSeconds": 1, "failureThreshold": 120},
-        "readinessProbe": {"periodSeconds": 1},
-        "livenessProbe": {"periodSeconds": 5},
-        "lifecycle": {"preStopSleepSeconds": 0},
-        "terminationGracePeriodSeconds": 2,
-        "podDisruptionBudget": {"enabled": False},
-    }
-    base.update(spec)
-    if "autoscaling" not in base:
-        base.setdefault("replicas", 1)
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "HiggsDeployment",
-        "metadata": {"name": name},
-        "spec": base,
-    }
 
 
 def apply(cluster: kubetest.Cluster, ns: str, body: dict, check: bool = True, dry_run: bool = False):
     args = ["apply", "-n", ns, "-f", "-"] + (["--dry-run=server"] if dry_run else [])
     return cluster.kubectl(*args, input=yaml.safe_dump(body), check=check)
-
-
-def create_token(cluster: kubetest.Cluster, ns: str, value: str = TOKEN, name: str = "hf-token") -> None:
-    body = {"metadata": {"name": name}, "stringData": {"hf_access_token": value}}
-    try:
-        cluster.core.create_namespaced_secret(ns, body)
-    except client.ApiException as err:
-        if err.status != 409:
-            raise
-        cluster.core.replace_namespaced_secret(name, ns, body)
-
-
-def get_hd(cluster: kubetest.Cluster, ns: str, name: str) -> dict:
-    return client.CustomObjectsApi(cluster.api).get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
-
-
-def condition(hd: dict, ctype: str) -> dict:
-    return next((c for c in (hd.get("status") or {}).get("conditions") or [] if c["type"] == ctype), {})
 
 
 def children(cluster: kubetest.Cluster, ns: str, uid: str) -> dict[str, dict]:
@@ -121,49 +54,7 @@ def children(cluster: kubetest.Cluster, ns: str, uid: str) -> dict[str, dict]:
     return found
 
 
-def wait_available(cluster: kubetest.Cluster, ns: str, name: str, timeout: float = 90) -> dict:
-    return kubetest.wait_for_condition(
-        cluster.api, f"higgsdeployment/{name}", "Available", namespace=ns, timeout=timeout
-    )
-
-
 # --- validation -------------------------------------------------------------------------------------------
-INVALID = [
-    (
-        {"replicas": 1, "autoscaling": {"maxReplicas": 2, "targetWaitingRequestsPerReplica": 1}},
-        "spec.replicas and spec.autoscaling",
-    ),
-    (
-        {"autoscaling": {"minReplicas": 3, "maxReplicas": 2, "targetWaitingRequestsPerReplica": 1}},
-        "spec.autoscaling.minReplicas",
-    ),
-    ({"autoscaling": {"maxReplicas": 2}}, "targetWaitingRequestsPerReplica"),
-    (
-        {"autoscaling": {"maxReplicas": 2, "targetWaitingRequestsPerReplica": 0}},
-        "spec.autoscaling.targetWaitingRequestsPerReplica",
-    ),
-    (
-        {"autoscaling": {"maxReplicas": 2, "targetRunningRequestsPerReplica": 1, "pollSeconds": 0}},
-        "spec.autoscaling.pollSeconds",
-    ),
-    ({"gpuMemoryUtilization": 0}, "spec.gpuMemoryUtilization"),
-    ({"gpuMemoryUtilization": 1.5}, "spec.gpuMemoryUtilization"),
-    ({"maxModelLen": 0}, "spec.maxModelLen"),
-    ({"port": 70000}, "spec.port"),
-    ({"image": {"repository": "x", "tag": "latest"}}, "spec.image.tag"),
-    ({"hfToken": {}}, "spec.hfToken"),
-    ({"hfToken": {"secretRef": {"name": "a"}, "mirrorFrom": {"name": "b"}}}, "spec.hfToken"),
-    ({"serverGeneration": "current"}, "spec.serverGeneration must be fork"),
-    ({"omni": {"deployConfig": "deploy/higgs_audio_v2.yaml"}}, "spec.omni.deployConfig"),
-    ({"extraArgs": ["--port", "9000"]}, "spec.extraArgs"),
-    ({"replicas": -1}, "spec.replicas"),
-    ({"model": {"revision": "main"}}, "spec.model.revision"),
-    ({"maxNumSeqs": 0}, "spec.maxNumSeqs"),
-    ({"servedModelName": ""}, "spec.servedModelName"),
-    ({"modelCache": {"mode": "pvc"}, "hfToken": None}, "spec.hfToken is required"),
-]
-
-
 def test_invalid_resources_rejected_with_field_names(cluster: kubetest.Cluster, crd: None, namespace: str):
     assert len(INVALID) >= 10
     for spec, field in INVALID:
@@ -264,6 +155,9 @@ def test_server_generation_is_fork_or_omni_and_omni_gets_its_deploy_config_defau
 
 
 # --- lifecycle --------------------------------------------------------------------------------------------
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, namespace):
     create_token(cluster, namespace)
     apply(cluster, namespace, hd_body("tts", hub))
@@ -416,6 +310,9 @@ def _assert_no_token(cluster, ns: str, operator: OperatorProcess, tokens: tuple[
             assert token not in text and b64 not in text, f"token found in {where}"
 
 
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_missing_secret_then_created(cluster, operator, hub, namespace):
     apply(cluster, namespace, hd_body("nosecret", hub))
     hd = kubetest.wait_for_condition(
@@ -452,6 +349,9 @@ def test_missing_secret_then_created(cluster, operator, hub, namespace):
     wait_available(cluster, namespace, "nosecret")
 
 
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_mirrored_token(cluster, operator, hub, namespace):
     # The operator's namespace is `default` when run locally; use a unique source name there.
     src = f"shared-{namespace}"
@@ -488,6 +388,10 @@ def test_mirrored_token(cluster, operator, hub, namespace):
 
 
 # --- autoscaling ------------------------------------------------------------------------------------------
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it; "
+    "the load goes to the pod's IP from this host"
+)
 def test_autoscale_up_on_queue_and_down_after_window(cluster, operator, hub, namespace):
     create_token(cluster, namespace)
     spec = {
@@ -545,6 +449,9 @@ def test_autoscale_up_on_queue_and_down_after_window(cluster, operator, hub, nam
 
 
 # --- crash and restart of the operator --------------------------------------------------------------------
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_operator_killed_mid_reconcile_converges(cluster, crd, hub, namespace, tmp_path: Path):
     create_token(cluster, namespace)
     op = OperatorProcess(tmp_path / "op.log")
@@ -568,6 +475,9 @@ def test_operator_killed_mid_reconcile_converges(cluster, crd, hub, namespace, t
         op.stop()
 
 
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_crash_loop_sets_degraded_with_termination_reason(cluster, operator, hub, namespace):
     create_token(cluster, namespace)
     body = hd_body("crashy", hub, extraArgs=["--sim-startup-seconds", "0", "--sim-crash-after-seconds", "1"])
@@ -587,6 +497,9 @@ def test_examples_accepted_by_the_api_server(cluster, crd, namespace):
         assert proc.returncode == 0, f"{path.name}: {proc.stderr}"
 
 
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_downloading_phase_while_cache_init_runs(cluster, operator, namespace):
     slow_hub = HubProcess("--bytes-per-second", "200000")  # a few seconds per fake weights file
     try:
@@ -607,6 +520,9 @@ def test_downloading_phase_while_cache_init_runs(cluster, operator, namespace):
         slow_hub.stop()
 
 
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
 def test_chart_rejection_sets_failed_then_recovers(cluster, operator, hub, namespace):
     create_token(cluster, namespace)
     apply(cluster, namespace, hd_body("badpath", hub, model={"path": "/elsewhere"}))

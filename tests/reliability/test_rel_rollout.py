@@ -9,13 +9,20 @@ import time
 
 import pytest
 import yaml
-from faultkit import StreamResult, start_stream, stream_chat
-from operator_proc import HubProcess, OperatorProcess
-from test_cluster_operator import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
 
 from tests.support import kubetest
+from tests.support.faults import StreamResult, start_stream, stream_chat
+from tests.support.higgsdeployment import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
+from tests.support.operator import HubProcess, OperatorProcess
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.localstack(
+        "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it; "
+        "the streams go to the Service's local ClusterIP"
+    ),
+    pytest.mark.timeout(240),
+]
 
 # Every stream pauses STALL_S after 2 frames: streams last long enough to straddle the change.
 STALL_S = 4

@@ -9,14 +9,28 @@ from pathlib import Path
 
 import pytest
 import yaml
-from faultkit import pids_listening_on, sigkill, start_stream
 from kubernetes import client
-from operator_proc import HubProcess, OperatorProcess
-from test_cluster_operator import OWNER_LABEL, condition, create_token, get_hd, hd_body, wait_available
 
 from tests.support import kubetest
+from tests.support.faults import pids_listening_on, sigkill, start_stream
+from tests.support.higgsdeployment import (
+    OWNER_LABEL,
+    condition,
+    create_token,
+    get_hd,
+    hd_body,
+    wait_available,
+)
+from tests.support.operator import HubProcess, OperatorProcess
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(240)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.localstack(
+        "kills serving processes found in this host's /proc and removes a fake GPU node; "
+        "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+    ),
+    pytest.mark.timeout(240),
+]
 
 STREAM_ERROR_WITHIN_S = 5.0  # a killed server must surface to a streaming client this fast
 

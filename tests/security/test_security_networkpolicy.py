@@ -3,7 +3,7 @@ the release namespace, the selected namespaces and the Prometheus namespace; not
 
 from __future__ import annotations
 
-import chartkit as ck
+from tests.support import chart as ck
 
 SELECTORS = [{"team": "voice"}, {"higgs.dev/clients": "true"}]
 

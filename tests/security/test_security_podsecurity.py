@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import copy
 
-import chartkit as ck
 import pytest
 import yaml
 
+from tests.support import chart as ck
 from tests.support import kubetest
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(120)]

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from operator_proc import REPO
 
 from tests.support import kubetest
+from tests.support.operator import REPO
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 

@@ -13,12 +13,19 @@ import time
 
 import pytest
 import yaml
-from operator_proc import REPO, HubProcess, OperatorProcess
-from test_cluster_operator import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
 
 from tests.support import kubetest
+from tests.support.higgsdeployment import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
+from tests.support.operator import REPO, HubProcess, OperatorProcess
 
-pytestmark = [pytest.mark.cluster, pytest.mark.timeout(300)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.localstack(
+        "reads the local stack's pod and control-plane logs on this host for the token; "
+        "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+    ),
+    pytest.mark.timeout(300),
+]
 
 CLUSTER_STATE = REPO / ".cache" / "cluster"
 ALLOWED_KINDS = {"secrets"}  # the token's home (and the operator's mirrored copies)

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from sim_helpers import Fleet, Sim, launch
+
+from tests.support.simulator import Fleet, Sim, launch
 
 
 @pytest.fixture

@@ -18,7 +18,8 @@ import httpx
 import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from sim_helpers import Sim, launch, wait_for_trace, wav_b64
+
+from tests.support.simulator import Sim, launch, wait_for_trace, wav_b64
 
 MODEL = "higgs-audio-v2-generation-3B-base"
 TEXT = "The quick brown fox jumps over the lazy dog."  # 44 chars -> ceil(44 / 15 * 25) = 74 frames
@@ -47,7 +48,7 @@ def sim(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
 
 @pytest.fixture
 def client(sim: Sim) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{sim.base_url}/v1", api_key="unused", max_retries=0, timeout=30)
+    return openai.OpenAI(base_url=f"{sim.url}/v1", api_key="unused", max_retries=0, timeout=30)
 
 
 def assert_speech_like(pcm: bytes, frames: int) -> None:
@@ -184,19 +185,19 @@ def test_voice_cloning_input_audio_and_data_url(client: openai.OpenAI) -> None:
 
 
 def test_listing_endpoints(sim: Sim) -> None:
-    models = httpx.get(f"{sim.base_url}/v1/models").json()
+    models = httpx.get(f"{sim.url}/v1/models").json()
     assert [m["id"] for m in models["data"]] == [MODEL]
     assert models["data"][0]["root"] == "bosonai/higgs-audio-v2-generation-3B-base"
     assert models["data"][0]["max_model_len"] == 2048
-    assert httpx.get(f"{sim.base_url}/version").json() == {"version": "0.8.5.dev0+higgs", "simulator": True}
-    voices = httpx.get(f"{sim.base_url}/v1/audio/voices").json()
+    assert httpx.get(f"{sim.url}/version").json() == {"version": "0.8.5.dev0+higgs", "simulator": True}
+    voices = httpx.get(f"{sim.url}/v1/audio/voices").json()
     assert voices[:3] == ["belinda", "broom_salesman", "chadwick"] and len(voices) == 8
     assert "SIMULATOR" in sim.log()
 
 
 def test_metrics_count_requests(client: openai.OpenAI, sim: Sim) -> None:
     client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": TEXT}])
-    text = httpx.get(f"{sim.base_url}/metrics").text
+    text = httpx.get(f"{sim.url}/metrics").text
     families = {f.name: f for f in text_string_to_metric_families(text)}
     labels = {"model_name": MODEL, "engine": "0"}
     for name in ("vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:gpu_cache_usage_perc"):
@@ -215,7 +216,7 @@ def test_metrics_count_requests(client: openai.OpenAI, sim: Sim) -> None:
 
 def test_trace_file_and_request_id(sim: Sim) -> None:
     r = httpx.post(
-        f"{sim.base_url}/v1/audio/speech", headers={"X-Request-Id": "trace-me-1"},
+        f"{sim.url}/v1/audio/speech", headers={"X-Request-Id": "trace-me-1"},
         json={"model": MODEL, "input": TEXT, "voice": "mabel", "response_format": "pcm"},
     )  # fmt: skip
     assert r.status_code == 200 and "x-request-id" not in r.headers
@@ -224,7 +225,7 @@ def test_trace_file_and_request_id(sim: Sim) -> None:
     assert rec["frames"] == TEXT_FRAMES and rec["audio_seconds"] == pytest.approx(TEXT_FRAMES / 25)
     assert rec["t_received"] <= rec["t_handler"] <= rec["t_first_audio"] <= rec["t_done"]
     chat = httpx.post(
-        f"{sim.base_url}/v1/chat/completions", headers={"X-Request-Id": "trace-me-2"},
+        f"{sim.url}/v1/chat/completions", headers={"X-Request-Id": "trace-me-2"},
         json={"messages": [{"role": "user", "content": "Hi."}], "stream": True},
     )  # fmt: skip
     assert json.loads(chat.text.split("\n\n")[0][6:])["id"] == "chatcmpl-trace-me-2"
@@ -282,28 +283,26 @@ BAD_REQUESTS = [
 
 @pytest.mark.parametrize(("path", "body", "status", "needle"), BAD_REQUESTS)
 def test_bad_requests(sim: Sim, path: str, body: dict, status: int, needle: str) -> None:
-    message = error_of(httpx.post(sim.base_url + path, json=body), status)
+    message = error_of(httpx.post(sim.url + path, json=body), status)
     assert needle in message
 
 
 def test_unknown_fields_are_accepted(sim: Sim) -> None:
     body = {"model": MODEL, "input": "hi", "voice": "belinda", "speed": 2.0, "stop": ["x"], "colour": "red"}
-    assert httpx.post(sim.base_url + SPEECH_URL, json=body).status_code == 200
+    assert httpx.post(sim.url + SPEECH_URL, json=body).status_code == 200
     assert "were present in the request but ignored" in sim.log()
 
 
 def test_invalid_json_content_type_and_routing(sim: Sim) -> None:
     json_type = {"Content-Type": "application/json"}
-    assert "JSON" in error_of(
-        httpx.post(sim.base_url + CHAT_URL, content=b"{not json", headers=json_type), 400
-    )
+    assert "JSON" in error_of(httpx.post(sim.url + CHAT_URL, content=b"{not json", headers=json_type), 400)
     for headers in ({}, {"Content-Type": "text/plain"}):
-        r = httpx.post(sim.base_url + CHAT_URL, content=b"{}", headers=headers)
+        r = httpx.post(sim.url + CHAT_URL, content=b"{}", headers=headers)
         assert r.status_code == 415
         assert r.json() == {"detail": "Unsupported Media Type: Only 'application/json' is allowed"}
-    r = httpx.get(sim.base_url + "/v1/nothing-here")
+    r = httpx.get(sim.url + "/v1/nothing-here")
     assert (r.status_code, r.json()) == (404, {"detail": "Not Found"})
-    r = httpx.get(sim.base_url + CHAT_URL)
+    r = httpx.get(sim.url + CHAT_URL)
     assert (r.status_code, r.json()) == (405, {"detail": "Method Not Allowed"})
 
 

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sim_helpers import Sim, launch, wait_for_trace
 
 from higgs_sim.arrival import KERNEL_STAMPS, SO_TIMESTAMPNS, kernel_time
+from tests.support.simulator import Sim, launch, wait_for_trace
 
 pytestmark = pytest.mark.skipif(
     not KERNEL_STAMPS, reason="kernel receive stamps are a Linux x86-64/arm64 feature"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from sim_helpers import run_cli
 
 from higgs_sim.config import DEFAULT_LIMIT_MM, SimConfig, StartupError, check_startup, parse_args
 from higgs_sim.timing import DEFAULT_SLOWDOWN
 from higgs_sim.voices import BUILTIN_PRESETS_DIR
+from tests.support.simulator import run_cli
 
 MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
 RECIPE = [

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
-from sim_helpers import Sim
+
+from tests.support.simulator import Sim
 
 StartSim = Callable[..., Sim]
 MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
@@ -25,7 +26,7 @@ def gauges(text: str) -> dict[str, float]:
 
 async def load_and_watch(sim: Sim, requests: int) -> tuple[list[dict[str, float]], list[int]]:
     """Start ``requests`` concurrent speech streams; scrape /metrics every 50 ms until all are done."""
-    async with httpx.AsyncClient(base_url=sim.base_url, timeout=60) as client:
+    async with httpx.AsyncClient(base_url=sim.url, timeout=60) as client:
 
         async def one() -> int:
             body = {"model": MODEL, "input": TEXT, "voice": "belinda", "response_format": "pcm"}
@@ -49,7 +50,7 @@ def test_max_num_seqs_queues_requests(start_sim: StartSim) -> None:
     assert max(s["vllm:num_requests_running"] for s in samples) == 2
     assert max(s["vllm:num_requests_waiting"] for s in samples) >= 3
     assert max(s["vllm:gpu_cache_usage_perc"] for s in samples) > 0
-    final = gauges(httpx.get(f"{sim.base_url}/metrics").text)
+    final = gauges(httpx.get(f"{sim.url}/metrics").text)
     assert final["vllm:num_requests_running"] == 0 and final["vllm:num_requests_waiting"] == 0
 
 
@@ -68,10 +69,10 @@ def test_client_disconnect_frees_the_slot(start_sim: StartSim, tmp_path: Path) -
     trace = tmp_path / "trace.jsonl"
     sim = start_sim("--sim-profile", "raw", "--sim-slowdown", "5", "--sim-trace-file", str(trace))
     body = {"messages": [{"role": "user", "content": TEXT}], "stream": True}  # ~5 s of decoding
-    with httpx.stream("POST", f"{sim.base_url}/v1/chat/completions", json=body, timeout=30) as resp:
+    with httpx.stream("POST", f"{sim.url}/v1/chat/completions", json=body, timeout=30) as resp:
         next(line for line in resp.iter_lines() if '"audio":{' in line)
     deadline = time.monotonic() + 5
-    while gauges(httpx.get(f"{sim.base_url}/metrics").text)["vllm:num_requests_running"] != 0:
+    while gauges(httpx.get(f"{sim.url}/metrics").text)["vllm:num_requests_running"] != 0:
         assert time.monotonic() < deadline, "the aborted stream kept its slot"
         time.sleep(0.05)
     deadline = time.monotonic() + 5

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sim_helpers import launch, run_cli
 
 from higgs_sim import hub
 from higgs_sim.config import StartupError, parse_args
 from higgs_sim.startup import DOCS_HINT, HubEnv, StartupReport, cached_snapshot, run_startup
+from tests.support.simulator import launch, run_cli
 
 FILES = {r.repo_id: r.files for r in hub.default_repos(64)}
 
@@ -407,7 +407,7 @@ def test_process_exits_1_without_hubert_and_serves_with_it(
     sim = launch(args, tmp_path)
     try:
         sim.wait_healthy()
-        assert httpx.get(f"{sim.base_url}/health").status_code == 200
+        assert httpx.get(f"{sim.url}/health").status_code == 200
         assert f"loading {tmp_path / 'tok' / 'model.pth'}" in sim.log()
     finally:
         sim.stop()

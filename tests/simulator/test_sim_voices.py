@@ -10,9 +10,9 @@ import wave
 from pathlib import Path
 
 import pytest
-from sim_helpers import make_wav
 
 from higgs_sim.voices import BUILTIN_PRESETS_DIR, BUILTIN_VOICES, VoiceRegistry
+from tests.support.simulator import make_wav
 
 REPO = Path(__file__).resolve().parents[2]
 # The real image's presets, in its config.json order (the first is the fallback voice).

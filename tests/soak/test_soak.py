@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from faultkit import StreamResult, stream_chat
-from operator_proc import HubProcess, OperatorProcess
-from test_cluster_operator import create_token, get_hd, hd_body, wait_available
 
 from tests.support import kubetest
+from tests.support.faults import StreamResult, stream_chat
+from tests.support.higgsdeployment import create_token, get_hd, hd_body, wait_available
+from tests.support.operator import HubProcess, OperatorProcess
 
 LOAD_SECONDS = min(float(os.environ.get("SOAK_SECONDS", "600")), 780.0)
 pytestmark = [pytest.mark.soak, pytest.mark.cluster, pytest.mark.timeout(900)]

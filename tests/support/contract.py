@@ -18,7 +18,8 @@ from typing import Any
 import httpx
 import numpy as np
 import soundfile as sf
-from sim_helpers import Sim
+
+from tests.support.simulator import Sim
 
 MODEL_ID = "bosonai/higgs-audio-v2-generation-3B-base"
 SERVED = "higgs-audio-v2-generation-3B-base"

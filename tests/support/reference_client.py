@@ -3,7 +3,7 @@
 N closed-loop workers send streaming chat completions for a fixed time; each request's TTFA is taken at
 the first SSE event whose delta carries audio bytes. Run it directly:
 
-    python tests/reference_client.py http://127.0.0.1:8000 --users 100 --duration 20
+    python -m tests.support.reference_client http://127.0.0.1:8000 --users 100 --duration 20
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 from higgs_load.payloads import Prompt, Settings, chat_body, load_prompts
 
 MODEL = "higgs-audio-v2-generation-3B-base"
-PROMPTS = Path(__file__).resolve().parents[1] / "loadtests" / "data" / "prompts.jsonl"
+PROMPTS = Path(__file__).resolve().parents[2] / "loadtests" / "data" / "prompts.jsonl"
 SAMPLE_RATE = 24_000
 
 

@@ -1,4 +1,5 @@
-"""Helpers of the vLLM-Omni contract tests: the emulation as a real process, its fixtures and parsers.
+"""Helpers of the vLLM-Omni contract tests: model directories, deploy configs and parsers (the
+emulation itself starts with tests.support.simulator.launch_omni).
 
 The deploy YAML and the model directories are written here, with the keys docs/server-contract-omni.md
 names (OS8, OS11, OS14); the expected lengths are computed from the contract's own arithmetic (a
@@ -10,17 +11,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import struct
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
-from sim_helpers import Sim, free_port, spawn
 
 RATE = 24000
 SAMPLES_PER_FRAME = 960
@@ -114,45 +110,6 @@ def write_model(root: Path, layout: str = "native", codec_weights: bool = True) 
     config["audio_tokenizer_id"] = str(codec)
     (model / "config.json").write_text(json.dumps(config))
     return model
-
-
-def sim_env(tmp: Path, **extra: str) -> dict[str, str]:
-    """The process environment: an empty HF cache, voices under ``tmp``, no inherited keys."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "VLLM_API_KEY", "HF_HOME")}
-    env["HF_HUB_CACHE"] = str(tmp / "hf-cache")
-    env.setdefault("SPEAKER_SAMPLES_DIR", str(tmp / "speakers"))
-    env.update(extra)
-    return env
-
-
-@dataclass
-class OmniSim(Sim):
-    model: str
-
-    def speech(self, timeout: float = 30.0, **body: Any) -> httpx.Response:
-        return httpx.post(f"{self.base_url}/v1/audio/speech", json=body, timeout=timeout)
-
-
-def serve_command(model: str | None, *args: str, port: int | None = None) -> list[str]:
-    """``python -m higgs_sim.omni serve [MODEL] ARGS --port P --host 127.0.0.1``."""
-    cmd = [sys.executable, "-m", "higgs_sim.omni", "serve", *([model] if model else []), *args]
-    if port is not None:
-        cmd += ["--port", str(port), "--host", "127.0.0.1"]
-    return cmd
-
-
-def launch(model: str | None, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> OmniSim:
-    """Start the emulation; ``model`` None: the model is among ``args`` (``--model DIR``)."""
-    port = free_port()
-    log_path = tmp / f"omni-{port}.log"
-    proc = spawn(serve_command(model, *args, port=port), log_path, env if env is not None else sim_env(tmp))
-    return OmniSim(proc, port, log_path, model or args[args.index("--model") + 1])
-
-
-def run_cli(args: list[str], env: dict[str, str], timeout: float = 20.0) -> subprocess.CompletedProcess[str]:
-    """Run the command line to completion (for starts that must fail)."""
-    cmd = [sys.executable, "-m", "higgs_sim.omni", *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def sse(text: str) -> list[tuple[str, dict[str, Any]]]:

@@ -1,28 +1,20 @@
-"""The operator as a subprocess for cluster tests and the benchmark (log captured to a file)."""
+"""The operator and the fake Hugging Face hub as host processes, for cluster tests and the benchmark."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import httpx
 
+from tests.support.ports import free_port
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class OperatorProcess:
@@ -106,29 +98,6 @@ class HubProcess:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-
-
-@contextmanager
-def operator_running(cluster: Any, log_path: Path) -> Iterator[OperatorProcess]:
-    """The CRD applied (server-side, so a rerun updates it) and the operator running until the block ends."""
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "-f", str(REPO / "charts/higgs-operator/crds")
-    )
-    op = OperatorProcess(log_path)
-    op.start()
-    try:
-        yield op
-    finally:
-        op.stop()
-
-
-@contextmanager
-def hub_running() -> Iterator[HubProcess]:
-    hub = HubProcess()
-    try:
-        yield hub
-    finally:
-        hub.stop()
 
 
 def speech_load(

@@ -2,7 +2,8 @@
 operator resumes (it still reconciles a change made afterwards) and creates no duplicate objects.
 
 Runs on a private cluster (own state directory, ports and ClusterIP range: the pattern of
-tests/cluster/test_lifecycle.py), so the shared session cluster other tests use is never disturbed."""
+local-stack/tests/test_lifecycle.py), so the shared session cluster other tests use is never disturbed.
+Marked `disruptive`: it runs after the other tests of the session (it kills a control plane's apiserver)."""
 
 from __future__ import annotations
 
@@ -15,14 +16,20 @@ from pathlib import Path
 import pytest
 import yaml
 from kubernetes import config
-from operator_proc import REPO, HubProcess, OperatorProcess
-from test_cluster_operator import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
 
 from localkube.daemons import is_running
 from tests.support import kubetest
+from tests.support.higgsdeployment import OWNER_LABEL, create_token, get_hd, hd_body, wait_available
+from tests.support.operator import REPO, HubProcess, OperatorProcess
 from tests.support.private_cluster import Private, private_env, processes_of
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.timeout(400)]
+pytestmark = [
+    pytest.mark.cluster,
+    pytest.mark.slow,
+    pytest.mark.disruptive,
+    pytest.mark.localstack("a private local control plane whose apiserver the test kills and restarts"),
+    pytest.mark.timeout(400),
+]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-CASES = Path(__file__).resolve().parent / "cases"
+CASES = Path(__file__).resolve().parents[1] / "badinput" / "cases"
 
 
 @dataclass(frozen=True)
