@@ -31,9 +31,12 @@ lint: venv ## ruff, mypy (operator, load tests) and the import contracts
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
+# Two pytest-xdist workers: the cluster suites run in order on one (tests/support/plugin.py groups
+# them), everything else on both; the cluster tests mostly wait, so the two cores stay busy.
 # In CI (CI=true) the cluster the tests started is stopped afterwards, so no daemon outlives the job.
+TEST_WORKERS ?= 2
 test: tools lint ## everything: set-up, lint, the whole suite on the local stack (CI runs this)
-	rc=0; $(BIN)/python -m pytest -m "not soak" $(PYTEST_ARGS) || rc=$$?; \
+	rc=0; $(BIN)/python -m pytest -m "not soak" -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS) || rc=$$?; \
 	if [ -n "$${CI:-}" ]; then $(BIN)/higgs-localkube down || true; fi; \
 	exit $$rc
 
