@@ -10,6 +10,7 @@ Every wait is bounded and a failure names the step and shows what the cluster sa
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -336,6 +337,11 @@ def service_url(name: str) -> str:
     raise DemoError("service", f"no Service with an http port for {name} in {NAMESPACE}")
 
 
+# (time, ready replicas) as the watcher saw them during the load test: a level served while the operator
+# scaled is not a per-replica capacity (print_report says so).
+REPLICAS_SEEN: list[tuple[float, int]] = []
+
+
 def watch_scaling(name: str, stop: threading.Event) -> None:
     last = ""
     while not stop.wait(2):
@@ -343,6 +349,7 @@ def watch_scaling(name: str, stop: threading.Event) -> None:
             st = read_hd(name).get("status") or {}
         except ApiException:
             continue
+        REPLICAS_SEEN.append((time.time(), int(st.get("readyReplicas") or 0)))
         scaling = st.get("lastScaling") or {}
         metrics = st.get("metrics") or {}
         line = (
@@ -363,7 +370,9 @@ STREAMED_MIX = "stream=4,speech_pcm=1,speech_wav=1,clone=1"
 
 def load_test(name: str, url: str, seconds: int) -> int:
     levels = "1,2,4,8"
-    hold = seconds / len(levels.split(","))
+    # Short prompts (3.2 s of audio at most): a level held 15 s (3 times that, the least that describes
+    # it: a warm-up of one request, then two measured; higgs_load.metrics.min_step_hold_s).
+    hold = max(seconds / len(levels.split(",")), 10.0)
     say(f"Locust: step load {levels} users, {hold:.0f} s each, mix {STREAMED_MIX}, against the Service {url}")
     if REPORT_DIR.exists():
         shutil.rmtree(REPORT_DIR)
@@ -374,7 +383,7 @@ def load_test(name: str, url: str, seconds: int) -> int:
         str(VENV_BIN / "locust"), "-f", str(REPO / "loadtests" / "locustfile.py"), "--host", url,
         "--headless", "--shape", "step", "--levels", levels, "--step-hold", str(hold),
         "--report-dir", str(REPORT_DIR), "--only-summary", "--loglevel", "WARNING",
-        "--slo-ttfa-ms", "1500", "--slo-rtf", "1.0", "--mix", STREAMED_MIX,
+        "--slo-ttfa-ms", "1500", "--slo-rtf", "1.0", "--mix", STREAMED_MIX, "--prompt-lengths", "short",
     ]  # fmt: skip
     try:
         proc = subprocess.run(argv, timeout=seconds + 90, check=False)
@@ -386,12 +395,35 @@ def load_test(name: str, url: str, seconds: int) -> int:
     return proc.returncode
 
 
+def replica_note(summary: dict, seen: list[tuple[float, int]]) -> str:
+    """A warning when the ready replica count changed during the capacity level: its figure was then
+    served by more than one replica count, and is no per-replica capacity."""
+    cap = summary.get("capacity")
+    row = next((r for r in summary.get("steps", []) if cap and r["users"] == cap["users"]), None)
+    if row is None:
+        return ""
+    during = [n for t, n in seen if row["t_begin"] <= t <= row["t_end"]]
+    before = [n for t, n in seen if t < row["t_begin"]][-1:]
+    path = [n for i, n in enumerate(before + during) if i == 0 or n != (before + during)[i - 1]]
+    if len(path) < 2:
+        return ""
+    return (
+        f"Note: the ready replica count changed during the {row['users']}-user level "
+        f"({' -> '.join(str(n) for n in path)}): the operator scaled while it was measured, "
+        "so the capacity sentence above is not a per-replica capacity. Size a deployment with autoscaling "
+        "off (a fixed replica count) and --replicas."
+    )
+
+
 def print_report(name: str, url: str) -> None:
     summary_md = REPORT_DIR / "summary.md"
     if not summary_md.exists():
         raise DemoError("report", f"Locust wrote no {summary_md}; see the output above")
     say("report")
     print(summary_md.read_text())
+    note = replica_note(json.loads((REPORT_DIR / "summary.json").read_text()), REPLICAS_SEEN)
+    if note:
+        print(note + "\n")
     plots = sorted(p.relative_to(REPO) for p in REPORT_DIR.glob("*.png"))
     print("Plots: " + ", ".join(str(p) for p in plots))
     report = REPORT_DIR.relative_to(REPO)

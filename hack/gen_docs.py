@@ -93,6 +93,18 @@ def crd_reference() -> str:
     return "\n".join(lines)
 
 
+def _module_reference(module: Any) -> list[str]:
+    """A module's docstring, then one section per public documented function or class."""
+    lines = [inspect.cleandoc(module.__doc__ or ""), ""]
+    for name, obj in vars(module).items():
+        if name.startswith("_") or getattr(obj, "__module__", None) != module.__name__ or not obj.__doc__:
+            continue
+        if obj.__doc__.startswith(f"{name}("):  # a dataclass's generated signature, not a definition
+            continue
+        lines += [f"### `{name}`", "", inspect.cleandoc(obj.__doc__), ""]
+    return lines
+
+
 def metrics_reference() -> str:
     from higgs_load import metrics
     from higgs_sim.metrics import SimMetrics
@@ -105,13 +117,24 @@ def metrics_reference() -> str:
         "## Load-test metrics (`loadtests/higgs_load/metrics.py`)",
         "",
     ]
-    lines += [inspect.cleandoc(metrics.__doc__ or ""), ""]
-    for name, obj in vars(metrics).items():
-        if name.startswith("_") or getattr(obj, "__module__", None) != metrics.__name__ or not obj.__doc__:
-            continue
-        if obj.__doc__.startswith(f"{name}("):  # a dataclass's generated signature, not a definition
-            continue
-        lines += [f"### `{name}`", "", inspect.cleandoc(obj.__doc__), ""]
+    lines += _module_reference(metrics)
+    # The playback model and the correctness checks (their own modules, the same kind of page).
+    from higgs_load import autoscale_view, capacity_search, correctness, playback
+
+    for module, title in (
+        (playback, "Playback model"),
+        (correctness, "Correctness checks"),
+        (capacity_search, "Capacity"),
+        (autoscale_view, "The operator's view"),
+    ):
+        path = module.__name__.replace(".", "/")
+        lines += [f"## {title} (`loadtests/{path}.py`)", "", *_module_reference(module)]
+    from higgs_load import sessions
+
+    lines += ["## Sessions and Erlangs (`loadtests/higgs_load/sessions.py`)", ""]
+    lines += [inspect.cleandoc(sessions.__doc__ or ""), ""]
+    for name in ("erlangs", "in_flight_profile", "session_summary"):
+        lines += [f"### `{name}`", "", inspect.cleandoc(getattr(sessions, name).__doc__ or ""), ""]
     lines += [
         "## Server metrics (`GET /metrics`)",
         "",

@@ -1,6 +1,6 @@
 """`higgs-load-report`: recompute a load-test report from its raw JSONL, with (new) SLOs and gates.
 
-    higgs-load-report loadtest-report/raw.jsonl --slo-ttfa-ms 500 --fail-on 'ttfa_p99_ms<=800'
+    higgs-load-report reports/loadtest-20250101-120000/raw.jsonl --slo-ttfa-ms 500 --fail-on 'ttfa_p99_ms<=800'
 
 The step timeline (user levels and their windows) is not in the raw records; it is read from the
 run's own summary.json (`--summary`, by default the one next to the raw file) when present, else the
@@ -22,7 +22,17 @@ from higgs_load.thresholds import EXIT_THRESHOLD_MISSED, evaluate, parse_gates
 
 EXIT_BAD_INPUT = 2
 # Run facts copied from the original summary (they are not derivable from the records).
-_CARRIED = ("shape", "arrivals_dropped", "host", "started", "stopped")
+_CARRIED = (
+    "shape",
+    "arrivals_dropped",
+    "host",
+    "started",
+    "stopped",
+    "prebuffer_ms",
+    "mix",
+    "step_hold_s",
+    "step_warmup",
+)
 
 
 def _non_negative(text: str) -> float:
@@ -63,11 +73,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--slo-underrun-s", type=_non_negative, default=None, help="SLO: allowed stall s per stream"
     )
+    p.add_argument(
+        "--prebuffer-ms",
+        type=_non_negative,
+        default=None,
+        help="count underruns at this pre-buffer (ms of audio before playback; default: the run's "
+        "--prebuffer-ms from its summary.json, else the records' own counts)",
+    )
     p.add_argument("--min-good-share", type=_non_negative, default=0.95, help="sweep: share meeting SLOs")
     p.add_argument("--replicas", type=_replicas, default=1, help="serving replicas (per-replica capacity)")
     p.add_argument("--fail-on", default="", help="gates, e.g. 'ttfa_p99_ms<=800,error_rate<=0.01' (exit 3)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     return p
+
+
+def _float_or_none(value: object) -> float | None:
+    return None if value is None else float(value)  # type: ignore[arg-type]
 
 
 def load_run_facts(path: Path | None) -> tuple[list[Step], dict]:
@@ -76,7 +97,10 @@ def load_run_facts(path: Path | None) -> tuple[list[Step], dict]:
         return [], {}
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        steps = [Step(int(s["users"]), float(s["t_begin"]), float(s["t_end"])) for s in data.get("steps", [])]
+        steps = [
+            Step(int(s["users"]), float(s["t_begin"]), float(s["t_end"]), _float_or_none(s.get("t_measure")))
+            for s in data.get("steps", [])
+        ]
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path}: not a load-test summary.json ({exc})") from exc
     return steps, {k: data[k] for k in _CARRIED if k in data}
@@ -91,11 +115,22 @@ def recompute(
     min_good_share: float = 0.95,
     replicas: int = 1,
     raw_path: Path | None = None,
+    prebuffer_ms: float | None = None,
 ) -> dict:
-    extra = dict(facts)
+    extra = {k: v for k, v in facts.items() if k != "prebuffer_ms"}
     if raw_path is not None:
         extra["raw_records"] = str(raw_path)
-    return build_summary(records, slo, steps, min_good_share=min_good_share, replicas=replicas, extra=extra)
+    if prebuffer_ms is None:
+        prebuffer_ms = facts.get("prebuffer_ms")
+    return build_summary(
+        records,
+        slo,
+        steps,
+        min_good_share=min_good_share,
+        replicas=replicas,
+        extra=extra,
+        prebuffer_s=None if prebuffer_ms is None else prebuffer_ms / 1000,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -124,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         min_good_share=args.min_good_share,
         replicas=args.replicas,
         raw_path=args.raw,
+        prebuffer_ms=args.prebuffer_ms,
     )
     code = 0
     if gates:

@@ -23,14 +23,26 @@ class Collector:
         self.outbox_dropped = 0
         self.raw_fh: TextIO | None = None
         self.steps: list[tuple[int, float]] = []  # (users, unix time the level began)
+        self.t_levels_end: float | None = None  # unix time the shape's last level ended (None: running)
         self.t_start = 0.0
         self.exit_code: int | None = None
         self.final_batches = 0  # master: workers whose last records arrived
         self.worker_ids: list[str] = []  # master: the workers of this run
 
+    def begin_levels(self) -> None:
+        """A new shape run: forget the last run's levels (before the shape's first tick, which Locust
+        runs before test_start: reset() keeps the levels, or the first one would be lost)."""
+        self.steps, self.t_levels_end = [], None
+
+    def end_levels(self) -> None:
+        """The shape's plan is over (the last level ends now; the requests in flight are awaited)."""
+        if self.t_levels_end is None:
+            self.t_levels_end = time.time()
+
     def reset(self, raw_out: Path | None) -> None:
+        """A new test: no records yet (test_start, before the first user spawns)."""
         self.close()
-        self.records, self.outbox, self.steps = [], [], []
+        self.records, self.outbox = [], []
         self.dropped_arrivals = self.outbox_dropped = self.final_batches = 0
         self.t_start = time.time()
         if raw_out is not None:
@@ -52,8 +64,10 @@ class Collector:
             self.steps.append((users, time.time()))
 
     def step_list(self, t_stop: float) -> list[Step]:
+        """The levels and their windows; the last ends where the plan ended (not after the drain)."""
         out = []
+        last_end = self.t_levels_end if self.t_levels_end is not None else t_stop
         for i, (users, begin) in enumerate(self.steps):
-            end = self.steps[i + 1][1] if i + 1 < len(self.steps) else t_stop
+            end = self.steps[i + 1][1] if i + 1 < len(self.steps) else last_end
             out.append(Step(users, begin, end))
         return out

@@ -15,6 +15,7 @@ import gevent
 from locust.event import Events
 from locust.runners import MasterRunner, WorkerRunner
 
+from higgs_load.capacity_shape import run_extras, start_cluster_view
 from higgs_load.messages import (
     RECORDS_MESSAGE,
     collect_final_batches,
@@ -23,6 +24,7 @@ from higgs_load.messages import (
     stop_flusher,
 )
 from higgs_load.options import add_options
+from higgs_load.run_config import drain_s
 from higgs_load.run_report import finish_run
 from higgs_load.run_state import config_of, state_of
 
@@ -72,9 +74,15 @@ def on_test_start(environment: Environment, **_kw: Any) -> None:
         if runner is not None:
             gevent.spawn(runner.stop)
         return
-    state.collector.reset(cfg.raw_out)
+    state.collector.reset(cfg.raw_out)  # before the first user (Locust spawns after test_start)
+    start_cluster_view(state, cfg)  # --higgsdeployment (higgs_load.cluster_view)
     if isinstance(runner, MasterRunner):
         state.collector.worker_ids = [c.id for c in runner.clients.all]
+    if cfg.shape in ("step", "sweep") and not environment.stop_timeout:
+        # The last level keeps its requests in flight: at the plan's end each user finishes the request
+        # it is reading (Locust's --stop-timeout, sent to the workers with the spawn), so the audio it
+        # received before the level ended counts; the level's window still ends at the plan's end.
+        environment.stop_timeout = drain_s(cfg)
 
 
 def on_test_stop(environment: Environment, **_kw: Any) -> None:
@@ -88,7 +96,7 @@ def on_test_stop(environment: Environment, **_kw: Any) -> None:
         return  # the run never started (bad options in the swarm form)
     if isinstance(runner, MasterRunner):
         collect_final_batches(runner)
-    finish_run(cfg, state.collector, environment.host)
+    finish_run(cfg, state.collector, environment.host, more=run_extras(state, cfg, environment.host))
 
 
 def on_quitting(environment: Environment, **_kw: Any) -> None:

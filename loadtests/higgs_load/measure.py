@@ -18,6 +18,7 @@ import json
 from bisect import bisect_left
 
 from higgs_load.audio import SAMPLE_WIDTH, AudioError, check_chunks_consistent, check_pcm, wav_pcm
+from higgs_load.correctness import check_content
 from higgs_load.formats import (
     ERROR_MARKER,
     ERROR_TEXT_LIMIT,
@@ -26,7 +27,7 @@ from higgs_load.formats import (
     error_message,
     split_mp3,
 )
-from higgs_load.metrics import simulate_underruns
+from higgs_load.playback import min_prebuffer_s, simulate_underruns
 from higgs_load.records import RequestRecord
 from higgs_load.sse import SSEParser
 
@@ -38,6 +39,7 @@ class Measurement:
     """
 
     streamed = True
+    prebuffer_s = 0.0  # the listener's pre-buffer the underruns are counted at (--prebuffer-ms)
 
     def __init__(self, record: RequestRecord, t0: float, max_audio_s: float | None = None) -> None:
         self.rec = record
@@ -84,8 +86,12 @@ class Measurement:
                 f"(limit {self.max_audio_s:.1f} s; known fault K1)"
             )
             return self.fail("implausible_length", detail, now)
-        under = simulate_underruns(rec.chunks)
+        wrong = check_content(bytes(self.pcm))
+        if wrong is not None:
+            return self.fail(*wrong, now)
+        under = simulate_underruns(rec.chunks, prebuffer_s=self.prebuffer_s)
         rec.underruns, rec.stall_s = under.count, under.stall_s
+        rec.min_prebuffer_s = min_prebuffer_s(rec.chunks) if self.streamed else None
         rec.ok = True
         return rec
 

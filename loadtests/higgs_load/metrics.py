@@ -18,6 +18,10 @@ the end of its body) or fails with one error kind, counted in `errors`:
 
 `implausible_length` is also reported on its own (`implausible_length` in `summary.json`, a row in
 `summary.md`, a `--fail-on` metric).
+
+The correctness checks (higgs_load.correctness, below) add `silence_gap`, `clipped_audio`,
+`audio_too_long` and `audio_too_short`; underruns are counted at the listener's `--prebuffer-ms`
+(higgs_load.playback, below).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from higgs_load.audio import SAMPLE_RATE
+from higgs_load.playback import Underrun, simulate_underruns  # noqa: F401 (re-exported)
 from higgs_load.records import RequestRecord
 
 PERCENTILES = (50, 90, 99)
@@ -68,37 +73,6 @@ class SLO:
         if self.rtf is not None and (rec.rtf is None or rec.rtf > self.rtf):
             return False
         return not (self.underrun_s is not None and rec.stall_s > self.underrun_s + 1e-9)
-
-
-@dataclass(frozen=True)
-class Underrun:
-    count: int
-    stall_s: float
-
-
-def simulate_underruns(chunks: Sequence[Sequence[float]], sample_rate: int = SAMPLE_RATE) -> Underrun:
-    """A listener starts playing at the first audio byte and plays in real time.
-
-    `chunks` is [(arrival seconds, samples), ...] in arrival order. An underrun is a moment the
-    buffer runs dry before the stream's last chunk has arrived; the listener resumes when the next
-    chunk arrives. Running dry after the last chunk is the normal end, not an underrun.
-    """
-    count = 0
-    stall = 0.0
-    play_end: float | None = None  # time the buffered audio runs out
-    for arrival, samples in chunks:
-        if samples <= 0:
-            continue
-        duration = samples / sample_rate
-        if play_end is None:
-            play_end = arrival + duration
-        elif arrival > play_end:
-            count += 1
-            stall += arrival - play_end
-            play_end = arrival + duration
-        else:
-            play_end += duration
-    return Underrun(count, stall)
 
 
 def percentiles(values: Sequence[float], ps: Sequence[int] = PERCENTILES) -> dict[str, float | None]:
@@ -185,23 +159,73 @@ def summarize(
     }
 
 
+STEP_WARMUP_FRACTION = 1 / 3  # --step-warmup: the first third of a level is its warm-up
+STEP_MEASURED_REQUESTS = 2  # the measured part of a level lasts at least this many of its longest requests
+
+
 @dataclass(frozen=True)
 class Step:
-    """A period of the run held at one user count (from the shape's timeline)."""
+    """A period of the run held at one user count (from the shape's timeline): the level began at
+    `t_begin` and ended at `t_end`; its figures are measured from `t_measure` (after its warm-up) on."""
 
     users: int
     t_begin: float
     t_end: float
+    t_measure: float | None = None  # None: no warm-up, measured from t_begin
+
+    @property
+    def measured_from(self) -> float:
+        return self.t_begin if self.t_measure is None else self.t_measure
+
+
+def with_warmup(step: Step, fraction: float) -> Step:
+    """`step` measured from `fraction` of its length on (the first part, the ramp, left out)."""
+    return Step(step.users, step.t_begin, step.t_end, step.t_begin + fraction * (step.t_end - step.t_begin))
+
+
+def min_step_hold_s(longest_request_s: float, warmup_fraction: float = STEP_WARMUP_FRACTION) -> float:
+    """The shortest hold that describes a level, for requests lasting up to `longest_request_s`.
+
+    Its warm-up must outlast one longest request (by then the previous level's requests have ended
+    and every user of this level is streaming), and its measured part must hold `STEP_MEASURED_REQUESTS`
+    (2) of them (so each user completes requests inside it). With the default warm-up (a third) that
+    is 3 times the longest request.
+    """
+    if not 0 < warmup_fraction < 1:
+        raise ValueError(f"the step warm-up must be a fraction between 0 and 1, got {warmup_fraction}")
+    return max(
+        longest_request_s / warmup_fraction,
+        STEP_MEASURED_REQUESTS * longest_request_s / (1 - warmup_fraction),
+    )
 
 
 def summarize_steps(records: Sequence[RequestRecord], steps: Sequence[Step], slo: SLO) -> list[dict]:
-    """Per-step figures: requests sent during a step belong to it; throughput counts audio delivered
-    inside the step's window (so slow tails do not leak into the next step)."""
+    """Per-step figures over the step's measured window [`measured_from`, `t_end`): the level's own,
+    not its ramp.
+
+    Throughput counts every audio chunk that arrived inside the window, whichever request it belongs
+    to (a request that began in the previous level, or runs on past the window, counts for the audio
+    it delivered inside it). Request figures (TTFA and RTF percentiles, error rate, goodput, underruns)
+    come from the requests sent inside the window: after the warm-up, so the level is fully spawned and
+    the previous level's requests are gone.
+
+    The warm-up is `--step-warmup` (a third of the hold); the hold must be at least `min_step_hold_s`
+    of the prompts' longest request at real time (15 characters per audio second, capped by
+    max_tokens), else the run is refused naming `--step-hold` and the minimum (its default). The first
+    level begins when the shape starts, before the first user; the last ends where the plan ends, and
+    the run then waits for the requests in flight (Locust's `--stop-timeout`: twice the longest
+    request, 10 s at least), so the audio they delivered before that end counts in the last level.
+    """
     out = []
     for step in steps:
-        recs = [r for r in records if step.t_begin <= r.t_start < step.t_end]
-        row = {"users": step.users, "t_begin": step.t_begin, "t_end": step.t_end}
-        row.update(summarize(recs, slo, window=(step.t_begin, step.t_end)) if recs else {"requests": 0})
+        begin, end = step.measured_from, step.t_end
+        wall = max(end - begin, 1e-9)
+        recs = [r for r in records if begin <= r.t_start < end]
+        row: dict = {"users": step.users, "t_begin": step.t_begin, "t_end": step.t_end, "t_measure": begin}
+        row.update(summarize(recs, slo, window=(begin, end)) if recs else {"requests": 0})
+        audio = audio_seconds_between(records, begin, end)
+        row["audio_seconds_in_window"] = audio
+        row["audio_throughput"] = audio / wall
         out.append(row)
     return out
 

@@ -6,8 +6,11 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from higgs_load.capacity_options import add_capacity_options
+from higgs_load.metrics import STEP_WARMUP_FRACTION
 from higgs_load.payloads import DEFAULT_MIXES, DEFAULT_PROMPTS, SERVER_APIS
 from higgs_load.plans import SHAPES
+from higgs_load.sessions import add_session_options
 
 DEFAULT_MODEL = "higgs-audio-v2-generation-3B-base"
 
@@ -79,8 +82,20 @@ def add_options(parser: Any) -> None:
     g.add_argument("--slo-ttfa-ms", type=float, default=None, help="SLO: time to first audio, ms")
     g.add_argument("--slo-rtf", type=float, default=None, help="SLO: real-time factor (wall / audio)")
     g.add_argument("--slo-underrun-s", type=float, default=None, help="SLO: allowed stall seconds per stream")
+    g.add_argument(
+        "--prebuffer-ms",
+        type=float,
+        default=0.0,
+        help="the listener's pre-buffer: ms of audio buffered before playback starts; underruns (and "
+        "--slo-underrun-s) are judged at it (default 0: playback starts at the first audio)",
+    )
     g.add_argument("--raw-out", default="", help="raw per-request JSONL (default REPORT_DIR/raw.jsonl)")
-    g.add_argument("--report-dir", default="loadtest-report", help="where summary.json/.md and plots go")
+    g.add_argument(
+        "--report-dir",
+        default="",
+        help="where summary.json/.md and plots go (default: reports/loadtest-<UTC time>/ under the "
+        "working directory, one per run)",
+    )
     g.add_argument("--no-plots", action="store_true", default=False, help="skip the PNG plots")
     g.add_argument(
         "--fail-on", default="", help="gates, e.g. 'ttfa_p99_ms<=800,error_rate<=0.01' (exit 3 if missed)"
@@ -88,10 +103,22 @@ def add_options(parser: Any) -> None:
     g.add_argument(
         "--request-timeout", type=float, default=120.0, help="seconds without bytes before 'timeout'"
     )
-    g.add_argument("--shape", default="constant", choices=SHAPES, help="constant | step | poisson | sweep")
+    g.add_argument("--shape", default="constant", choices=SHAPES, help=" | ".join(SHAPES))
     g.add_argument("--step-max-users", type=int, default=8, help="step/sweep: last level (1, 2, 4, ... N)")
     g.add_argument("--levels", default="", help="step/sweep: explicit user levels, e.g. 1,2,4,8,16")
-    g.add_argument("--step-hold", type=float, default=30.0, help="step/sweep: seconds each level is held")
+    g.add_argument(
+        "--step-hold",
+        type=float,
+        default=None,
+        help="step/sweep: seconds each level is held (default and minimum: 3 times the longest request "
+        "the prompts can make at real time, 15 characters per audio second, capped by --max-tokens)",
+    )
+    g.add_argument(
+        "--step-warmup",
+        type=float,
+        default=STEP_WARMUP_FRACTION,
+        help="step/sweep: share of each level left out of its figures as warm-up (0.33)",
+    )
     g.add_argument(
         "--arrival-rate", type=float, default=1.0, help="poisson: requests per second (all workers)"
     )
@@ -103,3 +130,5 @@ def add_options(parser: Any) -> None:
     g.add_argument(
         "--replicas", type=int, default=1, help="serving replicas behind --host (per-replica figures)"
     )
+    add_session_options(g)  # --session-rate, --session-turns, --think-time, --max-sessions
+    add_capacity_options(g)  # --slo-target, --capacity-max-streams/-min-requests, --higgsdeployment

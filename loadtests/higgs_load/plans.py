@@ -5,7 +5,21 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-SHAPES = ("constant", "step", "poisson", "sweep")
+from higgs_load.metrics import CHARS_PER_SECOND
+
+AUDIO_TOKENS_PER_SECOND = 25.0  # Higgs Audio v2's codec: 25 frames (audio tokens) per audio second
+
+
+def expected_audio_s(text_chars: int, max_tokens: int | None = None) -> float:
+    """Audio seconds a text of `text_chars` characters should yield: 15 characters per second, capped
+    by `max_tokens` (25 audio tokens per second). At real time (RTF 1) a request lasts about as long."""
+    seconds = text_chars / CHARS_PER_SECOND
+    if max_tokens is not None:
+        seconds = min(seconds, max_tokens / AUDIO_TOKENS_PER_SECOND)
+    return seconds
+
+
+SHAPES = ("constant", "step", "poisson", "sweep", "sessions", "capacity")
 
 
 def doubling_levels(max_users: int, start: int = 1) -> list[int]:

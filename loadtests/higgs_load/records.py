@@ -17,6 +17,11 @@ ERROR_CLASSES = (
     "invalid_audio",
     "silent_audio",
     "implausible_length",
+    # higgs_load.correctness: the content checks, then (at report time) the length band
+    "silence_gap",
+    "clipped_audio",
+    "audio_too_long",
+    "audio_too_short",
 )
 
 
@@ -39,6 +44,8 @@ class RequestRecord:
     chunks: list[tuple[float, int]] = field(default_factory=list)
     underruns: int = 0
     stall_s: float = 0.0
+    # the smallest pre-buffer (s of audio) with which this stream would not have stalled (playback.py)
+    min_prebuffer_s: float | None = None
     bytes_received: int = 0
     request_id: str | None = None  # X-Request-Id (ours, or the server's echo), to join server-side traces
     prompt_class: str | None = None
@@ -46,6 +53,10 @@ class RequestRecord:
     voice: str | None = None  # the speech voice preset sent (None: chat, which sends no preset)
     worker: str = "local"
     users: int | None = None  # users running on this process when sent (informational)
+    # --shape sessions (higgs_load.sessions): the session, this turn (1-based) and its planned turns
+    session_id: str | None = None
+    session_turn: int | None = None
+    session_turns: int | None = None
 
     @property
     def rtf(self) -> float | None:

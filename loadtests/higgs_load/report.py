@@ -10,8 +10,11 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
+from higgs_load.capacity_report import extra_markdown, extra_plots
 from higgs_load.metrics import SLO, Step, capacity, summarize, summarize_steps, timeline
+from higgs_load.quality_report import judge_quality, markdown_rows, plot_correctness
 from higgs_load.records import RequestRecord, write_jsonl
+from higgs_load.sessions import session_markdown
 
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
@@ -26,8 +29,11 @@ def build_summary(
     min_good_share: float = 0.95,
     replicas: int = 1,
     extra: dict | None = None,
+    prebuffer_s: float | None = None,
 ) -> dict:
+    quality = judge_quality(records, prebuffer_s)  # length band, pre-buffer: before any figure
     summary = summarize(records, slo)
+    summary.update(quality)
     summary["slo"] = {"ttfa_ms": slo.ttfa_ms, "rtf": slo.rtf, "underrun_s": slo.underrun_s}
     by_kind = {}
     for kind in sorted({r.kind for r in records}):
@@ -75,6 +81,7 @@ def markdown(summary: dict) -> str:
         f"(stall {_fmt(s['underrun_stall_s'], 2)} s) |",
         f"| error rate | {100 * s['error_rate']:.2f} % {json.dumps(s['errors']) if s['errors'] else ''} |",
         f"| audio implausibly long for its text (K1) | {s.get('implausible_length', 0)} of {s['requests']} |",
+        *markdown_rows(s),  # higgs_load.quality_report: pre-buffer, correctness checks
         f"| goodput (req/s meeting all SLOs) | {_fmt(s['goodput'], 3)} ({100 * s['goodput_share']:.1f} %) |",
         f"| wall time (s) | {_fmt(s['wall_s'])} |",
     ]
@@ -111,6 +118,9 @@ def markdown(summary: dict) -> str:
         lines += ["", f"**Capacity: {s['capacity']['sentence']}.**"]
     elif len(s["steps"]) > 1:
         lines += ["", "**Capacity: no level met the SLOs.**"]
+    if s.get("sessions"):
+        lines += session_markdown(s["sessions"])  # --shape sessions (higgs_load.sessions)
+    lines += extra_markdown(s)  # capacity search, the operator's view (higgs_load.capacity_report)
     if s.get("gates"):
         lines += ["", "Thresholds:", *[f"- {g}" for g in s["gates"]]]
     return "\n".join(lines) + "\n"
@@ -137,7 +147,11 @@ def plot(summary: dict, records: Sequence[RequestRecord], out_dir: Path) -> list
     ax2 = ax.twinx()
     ax2.plot(users, [row["ttfa_p90_ms"] or np.nan for row in steps], "s--", color="tab:red", label="TTFA p90")
     ax2.set_ylabel("TTFA p90 (ms)", color="tab:red")
-    ax.set_title("Audio throughput and TTFA p90 vs concurrency")
+    if summary.get("slo", {}).get("ttfa_ms") is not None:
+        ax2.axhline(summary["slo"]["ttfa_ms"], color="tab:red", linestyle=":", label="TTFA SLO")
+    ax.set_ylim(bottom=0)
+    ax2.set_ylim(bottom=0)
+    ax.set_title(f"Audio throughput and TTFA p90 vs concurrency\n{run_title(summary)}", fontsize=9)
     paths.append(_save(fig, out_dir / PLOTS[0]))
 
     fig, ax = plt.subplots(figsize=(7, 4))
@@ -146,7 +160,11 @@ def plot(summary: dict, records: Sequence[RequestRecord], out_dir: Path) -> list
         ax.step(ttfa, np.arange(1, ttfa.size + 1) / ttfa.size, where="post")
     ax.set_xlabel("TTFA (ms)")
     ax.set_ylabel("share of requests")
-    ax.set_title(f"TTFA CDF ({ttfa.size} requests)")
+    if summary.get("slo", {}).get("ttfa_ms") is not None:
+        ax.axvline(summary["slo"]["ttfa_ms"], color="tab:red", linestyle=":", label="TTFA SLO")
+        ax.legend()
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"TTFA CDF ({ttfa.size} requests)\n{run_title(summary)}", fontsize=9)
     ax.grid(alpha=0.3)
     paths.append(_save(fig, out_dir / PLOTS[1]))
 
@@ -157,7 +175,9 @@ def plot(summary: dict, records: Sequence[RequestRecord], out_dir: Path) -> list
     ax.axvline(1.0, color="k", linestyle=":", label="real time")
     ax.set_xlabel("RTF (wall time / audio duration)")
     ax.set_ylabel("requests")
-    ax.set_title("RTF histogram")
+    if summary.get("slo", {}).get("rtf") is not None:
+        ax.axvline(summary["slo"]["rtf"], color="tab:red", linestyle=":", label="RTF SLO")
+    ax.set_title(f"RTF histogram\n{run_title(summary)}", fontsize=9)
     ax.legend()
     paths.append(_save(fig, out_dir / PLOTS[2]))
 
@@ -169,9 +189,34 @@ def plot(summary: dict, records: Sequence[RequestRecord], out_dir: Path) -> list
     ax2 = ax.twinx()
     ax2.bar(tl["t"], tl["errors"], width=0.8, color="tab:red", alpha=0.5, label="errors/s")
     ax2.set_ylabel("errors per second", color="tab:red")
-    ax.set_title("Throughput and errors over time")
+    ax.set_ylim(bottom=0)
+    ax2.set_ylim(0, max(1.0, max(tl["errors"], default=0.0) * 1.1))  # counts: never below zero
+    t0 = min((r.t_start for r in records), default=0.0)  # the timeline's zero: the first request
+    for row in summary.get("steps", [])[1:]:  # level changes
+        ax.axvline(row["t_begin"] - t0, color="grey", linestyle=":", linewidth=0.8)
+    ax.set_title(f"Throughput and errors over time\n{run_title(summary)}", fontsize=9)
     paths.append(_save(fig, out_dir / PLOTS[3]))
+    paths.append(plot_correctness(summary, records, out_dir))  # higgs_load.quality_report
     return paths
+
+
+def run_title(summary: dict) -> str:
+    """What was run, for the plots' titles: shape, levels (or users), mix, host."""
+    shape = summary.get("shape") or "run"
+    levels = [row["users"] for row in summary.get("steps", [])]
+    what = shape
+    if shape in ("step", "sweep") and levels:
+        what += f" {','.join(str(u) for u in levels)} users"
+        if summary.get("step_hold_s"):
+            what += f" x {summary['step_hold_s']:g} s"
+    elif levels:
+        what += f" {levels[-1]} users"
+    mix = summary.get("mix") or {}
+    if mix:
+        what += " | " + ",".join(f"{k}={v}" for k, v in mix.items())
+    if summary.get("host"):
+        what += f" | {summary['host']}"
+    return what
 
 
 def _save(fig, path: Path) -> Path:
@@ -203,4 +248,5 @@ def write_report(
     written += [out_dir / SUMMARY_JSON, out_dir / SUMMARY_MD]
     if plots:
         written += plot(summary, records, out_dir)
+        written += extra_plots(summary, out_dir)  # capacity_curve.png, replicas.png
     return written

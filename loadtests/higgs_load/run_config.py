@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
-from higgs_load.metrics import SLO
+from higgs_load.capacity_options import CapacityConfig, capacity_config
+from higgs_load.metrics import SLO, STEP_WARMUP_FRACTION, min_step_hold_s
 from higgs_load.payloads import (
     API_KINDS,
     API_NAMES,
@@ -25,7 +28,8 @@ from higgs_load.payloads import (
     parse_mix,
     runnable_kinds,
 )
-from higgs_load.plans import ConstantPlan, StepPlan, doubling_levels, parse_levels
+from higgs_load.plans import ConstantPlan, StepPlan, doubling_levels, expected_audio_s, parse_levels
+from higgs_load.sessions import SessionConfig, session_config
 from higgs_load.thresholds import Gate, parse_gates
 from higgs_load.voices import (
     VOICES_PATH,
@@ -39,6 +43,34 @@ from higgs_load.voices import (
 
 log = logging.getLogger("higgs_load")
 DEFAULT_HOST = "http://127.0.0.1:8000"  # --host when none is given (HiggsUser.host)
+REPORTS_DIR = Path("reports")  # --report-dir's default parent, under the working directory (git-ignored)
+DRAIN_MIN_S = 10.0  # the end of a run waits at least this long for the requests in flight
+
+
+def default_report_dir(now: float | None = None) -> Path:
+    """reports/loadtest-<UTC time>: a new directory per run, under the working directory."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(time.time() if now is None else now))
+    return REPORTS_DIR / f"loadtest-{stamp}"
+
+
+def drain_s(cfg: RunConfig) -> float:
+    """How long the end of a step or sweep run waits for its requests in flight (then they are cut and
+    not recorded): twice the prompts' longest request at real time, at least 10 s, at most
+    --request-timeout."""
+    return min(cfg.request_timeout, max(DRAIN_MIN_S, 2 * cfg.longest_request_s))
+
+
+def longest_request_s(prompts: list[Prompt], max_tokens: int | None) -> float:
+    """The longest audio (hence request, at real time) the prompts can make: a prompt's own max_tokens
+    wins over --max-tokens, as in the requests."""
+    return max(
+        (
+            expected_audio_s(len(p.text), p.max_tokens if p.max_tokens is not None else max_tokens)
+            for p in prompts
+        ),
+        default=0.0,
+    )
+
 
 N = TypeVar("N", int, float)
 
@@ -65,11 +97,16 @@ class RunConfig:
     sweep_continue: bool = False
     replicas: int = 1
     max_audio_factor: float = 3.0
-    report_dir: Path = Path("loadtest-report")
-    raw_out: Path = Path("loadtest-report/raw.jsonl")
+    prebuffer_s: float = 0.0  # --prebuffer-ms / 1000: the listener's pre-buffer (higgs_load.playback)
+    report_dir: Path = REPORTS_DIR / "loadtest"
+    raw_out: Path = REPORTS_DIR / "loadtest" / "raw.jsonl"
+    step_warmup: float = STEP_WARMUP_FRACTION  # share of each step left out of its figures
+    longest_request_s: float = 0.0  # the prompts' longest expected request (s of audio, at real time)
     plots: bool = True
     server_api: str = "auto"  # as asked; settings.api is the one in use once resolved
     api_detected: str = ""  # how --server-api auto decided
+    sessions: SessionConfig | None = None  # --shape sessions (higgs_load.sessions)
+    capacity: CapacityConfig = field(default_factory=CapacityConfig)  # --shape capacity, --higgsdeployment
 
 
 def _optional_number(name: str, value: object, kind: Callable[[Any], N]) -> N | None:
@@ -110,16 +147,29 @@ def build_config(o: argparse.Namespace) -> RunConfig:
         raise ValueError(f"--max-audio-factor must be >= 0, got {o.max_audio_factor}")
     users = int(o.num_users or 1)
     run_time = float(o.run_time) if o.run_time else None
+    longest = longest_request_s(prompts, max_tokens)
+    step_warmup = float(o.step_warmup)
     if o.shape in ("step", "sweep"):
         levels = parse_levels(o.levels) if o.levels else doubling_levels(o.step_max_users)
-        plan: StepPlan | ConstantPlan = StepPlan(tuple(levels), o.step_hold)
+        if not 0 < step_warmup < 1:
+            raise ValueError(f"--step-warmup must be a fraction between 0 and 1, got {o.step_warmup}")
+        minimum = math.ceil(min_step_hold_s(longest, step_warmup))
+        hold = _optional_number("step_hold", o.step_hold, float)
+        if hold is not None and hold < minimum:
+            raise ValueError(
+                f"--step-hold {hold:g} is too short for the prompts: their longest request makes "
+                f"{longest:.1f} s of audio, so a level needs at least {minimum} s (a {step_warmup:.2f} "
+                f"warm-up that outlasts one request, then two of them measured); raise --step-hold to "
+                f">= {minimum}, or use shorter prompts (--prompt-lengths, --max-tokens)"
+            )
+        plan: StepPlan | ConstantPlan = StepPlan(tuple(levels), hold if hold is not None else float(minimum))
         spawn_rate = float(o.spawn_rate) if o.spawn_rate else float(max(levels))
     else:
         plan = ConstantPlan(users, run_time)
         spawn_rate = float(o.spawn_rate or users)
     if o.shape == "poisson" and o.arrival_rate <= 0:
         raise ValueError(f"--arrival-rate must be > 0, got {o.arrival_rate}")
-    report_dir = Path(o.report_dir)
+    report_dir = Path(o.report_dir) if o.report_dir else default_report_dir()
     return RunConfig(
         mix=mix,
         prompts=prompts,
@@ -146,10 +196,15 @@ def build_config(o: argparse.Namespace) -> RunConfig:
         sweep_continue=o.sweep_continue,
         replicas=o.replicas,
         max_audio_factor=o.max_audio_factor,
+        prebuffer_s=(_optional_number("prebuffer_ms", getattr(o, "prebuffer_ms", None), float) or 0.0) / 1000,
         report_dir=report_dir,
         raw_out=Path(o.raw_out) if o.raw_out else report_dir / "raw.jsonl",
         plots=not o.no_plots,
         server_api=o.server_api,
+        step_warmup=step_warmup,
+        longest_request_s=longest,
+        sessions=session_config(o) if o.shape == "sessions" else None,
+        capacity=capacity_config(o),
     )
 
 

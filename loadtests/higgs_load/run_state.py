@@ -8,6 +8,7 @@ from __future__ import annotations
 from locust.env import Environment  # isort: skip
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import gevent
 import gevent.event
@@ -27,6 +28,8 @@ class RunState:
     worker_id: str = "local"  # a worker's client id once its test starts: each record's `worker`
     flusher: gevent.Greenlet | None = None  # worker: sends record batches to the master
     flusher_stop: gevent.event.Event | None = None
+    capacity: Any = None  # --shape capacity: its CapacityController (higgs_load.capacity_shape)
+    cluster: Any = None  # --higgsdeployment: the ClusterView sampling it (higgs_load.cluster_view)
 
 
 def state_of(environment: Environment) -> RunState:

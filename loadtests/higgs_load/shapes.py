@@ -7,9 +7,10 @@ from __future__ import annotations
 from locust import LoadTestShape  # isort: skip
 
 import logging
+import time
 
 from higgs_load.collector import Collector
-from higgs_load.metrics import summarize
+from higgs_load.metrics import Step, summarize_steps, with_warmup
 from higgs_load.run_config import RunConfig
 from higgs_load.run_state import RunState, state_of
 
@@ -24,13 +25,26 @@ class HiggsShape(LoadTestShape):
     def _state(self) -> RunState | None:
         return state_of(self.runner.environment) if self.runner is not None else None
 
+    def reset_time(self) -> None:
+        """A shape run begins (Locust calls this before the first tick, and the first tick before
+        test_start): the levels are noted from here."""
+        super().reset_time()
+        state = self._state()
+        if state is not None:
+            state.collector.begin_levels()
+
     def tick(self) -> tuple[int, float] | None:
         state = self._state()
         cfg = state.config if state is not None else None
         if state is None or cfg is None:
             return None
+        if cfg.shape == "capacity":
+            from higgs_load.capacity_shape import capacity_tick
+
+            return capacity_tick(state, cfg)
         idx = cfg.plan.index_at(self.get_run_time())
         if idx is None:
+            state.collector.end_levels()  # the last level ends now; its requests in flight are awaited
             return None
         users = cfg.plan.levels[idx]
         if (
@@ -39,6 +53,7 @@ class HiggsShape(LoadTestShape):
             and self._previous_level_failed(cfg, state.collector, users)
         ):
             log.info("sweep: stopping, level below %d users missed the SLOs", users)
+            state.collector.end_levels()
             return None
         state.collector.note_level(users)
         return users, cfg.spawn_rate
@@ -47,9 +62,9 @@ class HiggsShape(LoadTestShape):
     def _previous_level_failed(cfg: RunConfig, collector: Collector, users: int) -> bool:
         if not collector.steps or collector.steps[-1][0] == users:
             return False
-        _prev_users, begin = collector.steps[-1]
-        recs = [r for r in collector.records if r.t_start >= begin]
-        if not recs:
+        prev_users, begin = collector.steps[-1]
+        step = with_warmup(Step(prev_users, begin, time.time()), cfg.step_warmup)
+        row = summarize_steps(collector.records, [step], cfg.slo)[0]
+        if not row.get("requests"):
             return True
-        share = summarize(recs, cfg.slo)["goodput_share"]
-        return share < cfg.min_good_share
+        return bool(row["goodput_share"] < cfg.min_good_share)

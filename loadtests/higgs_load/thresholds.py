@@ -28,6 +28,15 @@ GATE_METRICS = (
     "failures",
     "implausible_length",
     "capacity_users",
+    # higgs_load.quality_report: the playback model and the correctness checks
+    "min_prebuffer_p50_ms",
+    "min_prebuffer_p95_ms",
+    "min_prebuffer_p99_ms",
+    "audio_too_long",
+    "audio_too_short",
+    "silence_gap",
+    "clipped_audio",
+    "truncated_stream",
 )
 _OPS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt, ">": operator.gt, "==": operator.eq}
 _GATE = re.compile(r"^\s*([a-z0-9_]+)\s*(<=|>=|==|<|>)\s*([-+0-9.eE]+)\s*$")

@@ -29,6 +29,7 @@ from higgs_load.records import RequestRecord
 from higgs_load.request_events import fire_request_events
 from higgs_load.run_config import DEFAULT_HOST, RunConfig
 from higgs_load.run_state import config_of, state_of
+from higgs_load.session_users import run_dispatcher
 
 log = logging.getLogger("higgs_load")
 
@@ -128,6 +129,9 @@ class HiggsUser(FastHttpUser):
         cfg = self.cfg
         if cfg is None or not self.weights:
             raise StopUser()
+        if cfg.sessions is not None:
+            run_dispatcher(self)  # --shape sessions: this user dispatches sessions until stopped
+            return
         kind = weighted_choice(self.weights, self.rng)
         if self.arrivals is not None:
             at, dropped = self.arrivals.take(time.time(), cfg.max_lateness)
@@ -165,6 +169,7 @@ class HiggsUser(FastHttpUser):
         t0 = time.perf_counter()
         rec.t_start = wall0
         m: Measurement = measurement_for(kind, rec, t0, max_audio_s, cfg.settings.api)
+        m.prebuffer_s = cfg.prebuffer_s
         try:
             resp = client.request("POST", url.request_uri, body=payload, headers=headers)
             rec.status = resp.status_code

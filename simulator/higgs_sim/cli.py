@@ -47,7 +47,9 @@ def _banner(config: SimConfig) -> None:
     )
     log.info("timing profile %s, slowdown %g", config.profile, config.slowdown)
     active = {
-        k: v for k, v in vars(config.faults).items() if v not in (None, 0.0, False) and k != "stall_seconds"
+        k: v
+        for k, v in vars(config.faults).items()
+        if v not in (None, 0.0, False, ()) and k not in ("stall_seconds", "content_fault_every")
     }
     if active:
         log.warning("fault injection active: %s", active)

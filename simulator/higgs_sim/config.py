@@ -23,6 +23,9 @@ from typing import Any
 from higgs_sim.timing import PROFILES, slowdown_for
 from higgs_sim.voices import BUILTIN_PRESETS_DIR  # the real default: the image's own presets
 
+# --sim-fault's kinds (the faults themselves: higgs_sim.content_faults)
+CONTENT_FAULTS = ("runaway", "short", "silence", "clip", "truncate")
+
 MM_MODALITIES = ("audio", "image", "video")
 GIB = 1024**3
 WEIGHT_BYTES = 12.3e9  # 11.5 GB bf16 generation model + 0.8 GB audio tokenizer
@@ -53,6 +56,9 @@ class FaultConfig:
     # Every streamed response fails once this many frames were sent (status stays 200), as the real
     # server reports an engine error mid-stream.
     error_after_frames: int | None = None
+    # --sim-fault: wrong audio (higgs_sim.content_faults) on every Nth generation request
+    content_faults: tuple[str, ...] = ()
+    content_fault_every: int = 1
 
 
 @dataclass(frozen=True)
@@ -304,7 +310,32 @@ def build_parser() -> argparse.ArgumentParser:
         type=number_type(int, 0),
         help="every streamed response fails mid-stream (status 200, an error in the body) after this many frames",
     )
+    faults.add_argument(
+        "--sim-fault",
+        type=_content_faults,
+        default=(),
+        metavar="KIND[,KIND...]",
+        help="wrong audio for the load test's correctness checks: runaway (2.5x the audio its text takes), "
+        "short (a quarter), silence (2 s inside the speech), clip (0.4 s at full scale), truncate (cut "
+        "half way); on every --sim-fault-every'th generation request, the kinds in turn",
+    )
+    faults.add_argument(
+        "--sim-fault-every",
+        type=number_type(int, 1),
+        default=1,
+        help="--sim-fault hits the Nth, 2Nth, ... generation request (default 1: every one)",
+    )
     return p
+
+
+def _content_faults(text: str) -> tuple[str, ...]:
+    kinds = tuple(k.strip() for k in text.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in CONTENT_FAULTS]
+    if unknown or not kinds:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: choose one or more of {', '.join(CONTENT_FAULTS)}, comma-separated"
+        )
+    return kinds
 
 
 def parse_args(argv: Sequence[str]) -> SimConfig:
@@ -345,6 +376,8 @@ def parse_args(argv: Sequence[str]) -> SimConfig:
             truncate_after_frames=ns.sim_truncate_after_frames,
             silent_audio=ns.sim_silent_audio,
             error_after_frames=ns.sim_error_after_frames,
+            content_faults=ns.sim_fault,
+            content_fault_every=ns.sim_fault_every,
         ),
         audio_tokenizer_path=ns.audio_tokenizer_path,
         revision=ns.revision,

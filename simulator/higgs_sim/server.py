@@ -24,6 +24,7 @@ from aiohttp import web
 from higgs_sim.arrival import take_arrival
 from higgs_sim.audio import (
     FRAMES_PER_SECOND,
+    SAMPLES_PER_FRAME,
     encoded_file,
     ensure_voice_loop,
     pcm_frames,
@@ -32,6 +33,7 @@ from higgs_sim.audio import (
     timbre_of,
 )
 from higgs_sim.config import FaultConfig, SimConfig
+from higgs_sim.content_faults import FaultPicker, faulted_pcm, faulted_spec, truncate_at
 from higgs_sim.engine import Chunk, Engine, Job
 from higgs_sim.events import DONE, ChatEvents, chat_completion, stream_error_text
 from higgs_sim.fastapi_answers import (
@@ -91,16 +93,19 @@ class Truncated(Exception):
 class StreamFaults:
     """The mid-stream faults of one response, checked after each audio chunk is written."""
 
-    def __init__(self, faults: FaultConfig) -> None:
+    def __init__(self, faults: FaultConfig, cut_after: int | None = None) -> None:
         self.faults = faults
         self.error_after = faults.error_after_frames
         self.stalled = False
+        self.cut_after = cut_after  # this response's --sim-fault truncate point
 
     def action(self, frames_sent: int) -> str | None:
         """What to do once ``frames_sent`` frames went out (checked at every chunk boundary, the
         last one included): truncate, error, stall, or None."""
         faults = self.faults
         if faults.truncate_after_frames is not None and frames_sent >= faults.truncate_after_frames:
+            return "truncate"
+        if self.cut_after is not None and frames_sent >= self.cut_after:
             return "truncate"
         if self.error_after is not None and frames_sent >= self.error_after:
             return "error"
@@ -177,6 +182,9 @@ class SimServer:
         self.trace = TraceWriter(config.trace_file) if config.trace_file else None
         self.completed = 0
         self._tasks: list[asyncio.Task[None]] = []
+        # --sim-fault: which requests get wrong audio, and where a truncated one is cut (by job id)
+        self.fault_picker = FaultPicker(config.faults.content_faults, config.faults.content_fault_every)
+        self._cut_at: dict[str, int] = {}
 
     # --- application ---
 
@@ -263,7 +271,9 @@ class SimServer:
             rec.stream = opts.stream
             self._inject_error()
             completion_id = f"chatcmpl-{rid}"
-            job, pcm = await self._submit(completion_id, spec, chunked=opts.stream, per_token=opts.stream)
+            job, pcm = await self._submit(
+                completion_id, spec, chunked=opts.stream, per_token=opts.stream, rec=rec
+            )
             try:
                 if opts.stream:
                     return await self._stream_chat(request, rec, job, opts, pcm)
@@ -281,7 +291,7 @@ class SimServer:
         try:
             spec, opts = parse_speech(await self._json(request), self.limits, self.voices)
             self._inject_error()
-            job, pcm = await self._submit(f"audiospeech-{rid}", spec, chunked=True)
+            job, pcm = await self._submit(f"audiospeech-{rid}", spec, chunked=True, rec=rec)
             try:
                 return await self._stream_speech(request, rec, job, opts, pcm)
             finally:
@@ -319,12 +329,22 @@ class SimServer:
             raise ApiError(500, "simulated internal server error (--sim-error-rate)", "InternalServerError")
 
     async def _submit(
-        self, rid: str, spec: GenerationSpec, *, chunked: bool, per_token: bool = False
+        self,
+        rid: str,
+        spec: GenerationSpec,
+        *,
+        chunked: bool,
+        per_token: bool = False,
+        rec: TraceRecord | None = None,
     ) -> tuple[Job, PcmSource]:
         seed = self.config.seed if spec.seed is None else spec.seed
         timbre = timbre_of(spec.voice_key, seed)
         offset = start_offset(f"{seed}:{spec.voice_key}:{spec.text}")
         silent = self.config.faults.silent_audio
+        fault = self.fault_picker.next()
+        spec = faulted_spec(spec, fault)
+        if rec is not None:
+            rec.fault = fault
         await ensure_voice_loop(timbre)
         job = Job(
             rid,
@@ -343,7 +363,10 @@ class SimServer:
         def pcm(start: int, end: int) -> bytes:
             return pcm_frames(timbre, offset, start, end, silent)
 
-        return job, pcm
+        cut = truncate_at(fault, spec.frames)
+        if cut is not None:
+            self._cut_at[job.request_id] = cut
+        return job, faulted_pcm(pcm, fault, spec.frames, SAMPLES_PER_FRAME)
 
     def _finish(self, rec: TraceRecord) -> None:
         rec.t_done = time.time()
@@ -372,6 +395,7 @@ class SimServer:
     @staticmethod
     def _sent(rec: TraceRecord, frames: int) -> None:
         rec.frames, rec.audio_seconds = frames, frames / FRAMES_PER_SECOND
+        rec.sent.append((time.time(), frames))
 
     async def _stream_chat(
         self, request: web.Request, rec: TraceRecord, job: Job, opts: ChatOptions, pcm: PcmSource
@@ -380,7 +404,7 @@ class SimServer:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
         await resp.prepare(request)
         stream = _ChatStream(job, ChatEvents(job.request_id, int(time.time()), opts.model), pcm)
-        faults = StreamFaults(self.config.faults)
+        faults = StreamFaults(self.config.faults, self._cut_at.pop(job.request_id, None))
         try:
             while stream.sent < job.tokens and not job.aborted:
                 await job.wait_progress(stream.sent)
@@ -431,16 +455,24 @@ class SimServer:
             job.generated,
         )
         data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        return await self._send_whole(request, rec, data, "application/json", chunk.end)
+        cut = self._cut_at.pop(job.request_id, None)
+        return await self._send_whole(request, rec, data, "application/json", chunk.end, cut)
 
     async def _send_whole(
-        self, request: web.Request, rec: TraceRecord, body: bytes, content_type: str, frames: int
+        self,
+        request: web.Request,
+        rec: TraceRecord,
+        body: bytes,
+        content_type: str,
+        frames: int,
+        cut: int | None = None,
     ) -> web.StreamResponse:
-        """A complete (non-streamed) body, cut half way when the truncation fault is on."""
+        """A complete (non-streamed) body, cut half way when the truncation fault is on (or `cut`,
+        this request's --sim-fault truncate point)."""
         resp = web.StreamResponse(headers={"Content-Type": content_type})
         resp.content_length = len(body)
         await resp.prepare(request)
-        truncate = self.config.faults.truncate_after_frames
+        truncate = self.config.faults.truncate_after_frames if cut is None else cut
         try:
             if truncate is not None and frames >= truncate:
                 await resp.write(body[: len(body) // 2])
@@ -462,7 +494,7 @@ class SimServer:
         resp = web.StreamResponse(headers={"Content-Type": "audio/mpeg"})
         resp.enable_chunked_encoding()
         await resp.prepare(request)
-        faults = StreamFaults(self.config.faults)
+        faults = StreamFaults(self.config.faults, self._cut_at.pop(job.request_id, None))
         try:
             async for chunk in self._chunks(job):
                 if not chunk.frames:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
 
@@ -22,8 +22,13 @@ class TraceRecord:
     t_done: float | None = None
     audio_seconds: float = 0.0
     frames: int = 0
+    # [time.time(), frames sent so far] each time audio was handed to the transport (the fork's
+    # simulator): audio delivered per time window, summed over requests, is the server's own count
+    # that the load tests' per-level throughput is checked against (tests/loadtests)
+    sent: list[tuple[float, int]] = field(default_factory=list)
     status: int = 200
     error: str | None = None
+    fault: str | None = None  # the --sim-fault kind this request got (higgs_sim.content_faults)
 
 
 class TraceWriter:
