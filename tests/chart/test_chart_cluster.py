@@ -294,12 +294,16 @@ def test_install_test_upgrade_uninstall(
                 old_terminating_at = time.monotonic()
         time.sleep(0.3)
     streamer.join(timeout=5)
-    timing = f"old pod terminating at {old_terminating_at and old_terminating_at - result.started:.1f} s"
+    timing = (
+        f"old pod terminating at {old_terminating_at - result.started:.1f} s"
+        if old_terminating_at is not None
+        else "old pod never seen terminating"
+    ) + f", stream ended at {result.ended - result.started:.1f} s"
     assert not result.error, f"stream broke during the upgrade ({timing}): {result.error}\n{describe()}"
     assert result.done and result.chunks > 3, result
     assert result.pcm_bytes / 2 / 24000 > 5, f"only {result.pcm_bytes / 48000:.1f} s of audio"
     assert old_terminating_at is not None and old_terminating_at < result.ended, (
-        "the old pod was not taken down while the stream was in flight"
+        f"the old pod was not taken down while the stream was in flight ({timing})"
     )
     pods = server_pods(cluster, namespace)
     assert old_name not in {p.metadata.name for p in pods if not p.metadata.deletion_timestamp}

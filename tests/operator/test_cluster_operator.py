@@ -202,14 +202,16 @@ def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, 
 
     # A second reconcile with nothing changed writes nothing: children resourceVersions stay put across a
     # forced resync (15 s) and a no-op spec touch.
-    time.sleep(3)
+    # kopf caches probe results for 10 s, so one reading may predate the scale's writes: take the
+    # counters once two readings 11 s apart agree (nothing was written in between).
+    def settled_writes() -> dict | None:
+        first = operator.health().get("writes", {})
+        time.sleep(11)
+        second = operator.health().get("writes", {})
+        return second if first == second and any(k.startswith("apply") for k in second) else None
+
+    writes_before = kubetest.wait_for(settled_writes, 60, what="the operator's write counters to settle")
     before = {k: _written(k, v) for k, v in children(cluster, namespace, uid).items()}
-    # kopf caches probe results for 10 s: wait for counters that include the children's first apply.
-    writes_before = kubetest.wait_for(
-        lambda: (w := operator.health().get("writes", {})) and any(k.startswith("apply") for k in w) and w,
-        15,
-        what="the operator's write counters (kopf caches probes for 10 s)",
-    )
     cluster.kubectl("annotate", "hd/tts", "-n", namespace, "touched=yes")
     time.sleep(17)
     after = {k: _written(k, v) for k, v in children(cluster, namespace, uid).items()}
