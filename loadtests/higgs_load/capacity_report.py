@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from higgs_load.autoscale_view import cluster_markdown
+from higgs_load.plotting import save_figure
 
 CAPACITY_PLOT = "capacity_curve.png"
 REPLICAS_PLOT = "replicas.png"
@@ -77,7 +78,7 @@ def extra_plots(summary: dict, out_dir: Path) -> list[Path]:
         ax.set_ylabel("RTF p99")
         ax.set_xlabel("concurrent streams")
         axes[0].set_title(f"Capacity search: {c['streams']} streams ({c['unit']})")
-        paths.append(_save(fig, out_dir / CAPACITY_PLOT))
+        paths.append(save_figure(fig, out_dir / CAPACITY_PLOT))
     cl = summary.get("cluster")
     if cl and cl["samples"]:
         fig, ax = plt.subplots(figsize=(7, 4))
@@ -96,17 +97,8 @@ def extra_plots(summary: dict, out_dir: Path) -> list[Path]:
         ax.set_ylabel("replicas")
         ax.set_title(f"Replicas over time ({cl['higgsdeployment']}; dotted: the load step before a scale-up)")
         ax.legend(fontsize=8)
-        paths.append(_save(fig, out_dir / REPLICAS_PLOT))
+        paths.append(save_figure(fig, out_dir / REPLICAS_PLOT))
     return paths
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def _f(value: float | None, digits: int) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 
 from higgs_load.correctness import CORRECTNESS_KINDS, correctness_counts, judge_lengths
 from higgs_load.playback import min_prebuffer_s, simulate_underruns
+from higgs_load.plotting import save_figure
 from higgs_load.records import RequestRecord
 
 PREBUFFER_PERCENTILES = (50, 95, 99)
@@ -109,8 +110,4 @@ def plot_correctness(summary: dict, records: Sequence[RequestRecord], out_dir: P
     ax.set_title("Wrong payloads by kind vs concurrency")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / CORRECTNESS_PLOT
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, out_dir / CORRECTNESS_PLOT)

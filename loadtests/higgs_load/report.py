@@ -12,6 +12,7 @@ from pathlib import Path
 
 from higgs_load.capacity_report import extra_markdown, extra_plots
 from higgs_load.metrics import SLO, Step, capacity, summarize, summarize_steps, timeline
+from higgs_load.plotting import save_figure
 from higgs_load.quality_report import judge_quality, markdown_rows, plot_correctness
 from higgs_load.records import RequestRecord, write_jsonl
 from higgs_load.sessions import session_markdown
@@ -152,7 +153,7 @@ def plot(summary: dict, records: Sequence[RequestRecord], out_dir: Path) -> list
     ax.set_ylim(bottom=0)
     ax2.set_ylim(bottom=0)
     ax.set_title(f"Audio throughput and TTFA p90 vs concurrency\n{run_title(summary)}", fontsize=9)
-    paths.append(_save(fig, out_dir / PLOTS[0]))
+    paths.append(save_figure(fig, out_dir / PLOTS[0]))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     ttfa = np.sort([r.ttfa_s * 1000 for r in ok if r.ttfa_s is not None])
@@ -166,7 +167,7 @@ def plot(summary: dict, records: Sequence[RequestRecord], out_dir: Path) -> list
     ax.set_ylim(0, 1.02)
     ax.set_title(f"TTFA CDF ({ttfa.size} requests)\n{run_title(summary)}", fontsize=9)
     ax.grid(alpha=0.3)
-    paths.append(_save(fig, out_dir / PLOTS[1]))
+    paths.append(save_figure(fig, out_dir / PLOTS[1]))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     rtf = [r.rtf for r in ok if r.rtf is not None]
@@ -179,7 +180,7 @@ def plot(summary: dict, records: Sequence[RequestRecord], out_dir: Path) -> list
         ax.axvline(summary["slo"]["rtf"], color="tab:red", linestyle=":", label="RTF SLO")
     ax.set_title(f"RTF histogram\n{run_title(summary)}", fontsize=9)
     ax.legend()
-    paths.append(_save(fig, out_dir / PLOTS[2]))
+    paths.append(save_figure(fig, out_dir / PLOTS[2]))
 
     fig, ax = plt.subplots(figsize=(7, 4))
     tl = timeline(records)
@@ -195,7 +196,7 @@ def plot(summary: dict, records: Sequence[RequestRecord], out_dir: Path) -> list
     for row in summary.get("steps", [])[1:]:  # level changes
         ax.axvline(row["t_begin"] - t0, color="grey", linestyle=":", linewidth=0.8)
     ax.set_title(f"Throughput and errors over time\n{run_title(summary)}", fontsize=9)
-    paths.append(_save(fig, out_dir / PLOTS[3]))
+    paths.append(save_figure(fig, out_dir / PLOTS[3]))
     paths.append(plot_correctness(summary, records, out_dir))  # higgs_load.quality_report
     return paths
 
@@ -217,15 +218,6 @@ def run_title(summary: dict) -> str:
     if summary.get("host"):
         what += f" | {summary['host']}"
     return what
-
-
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def write_report(
