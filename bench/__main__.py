@@ -1,6 +1,7 @@
 """``python -m bench [FILTER...]``: run every ``bench/bench_*.py`` module's ``main()``.
 
-A filter selects the modules whose name contains it (``python -m bench simulator``). A ``main()``
+A filter selects the modules whose name contains it (``python -m bench simulator``; ``loadtest``,
+``simulator``, ``operator``, ``independent``: Locust against NVIDIA AIPerf, bench/README.md). A ``main()``
 that returns a non-zero int (or raises) marks the run failed; the others still run.
 """
 
