@@ -96,10 +96,16 @@ def markdown(summary: dict) -> str:
             "(TLS to the server, or not Linux), so it includes the generator's own read lag.",
         ]
     slo = s["slo"]
-    lines += [
-        "",
-        f"SLOs: TTFA <= {slo['ttfa_ms']} ms, RTF <= {slo['rtf']}, underrun <= {slo['underrun_s']} s.",
+    limits = [
+        f"{name} <= {slo[key]}{unit}"
+        for name, key, unit in (
+            ("TTFA", "ttfa_ms", " ms"),
+            ("RTF", "rtf", ""),
+            ("underrun", "underrun_s", " s"),
+        )
+        if slo.get(key) is not None
     ]
+    lines += ["", f"SLOs: {', '.join(limits)}." if limits else "SLOs: none given (--slo-ttfa-ms, --slo-rtf)."]
     if s["steps"]:
         lines += [
             "",
