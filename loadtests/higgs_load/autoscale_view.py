@@ -131,7 +131,8 @@ def cluster_markdown(c: dict) -> list[str]:
         )
     for e in c["events"][-10:]:
         lines.append(
-            f"- {e['t_rel']:+.1f} s {e.get('type', '')} {e.get('reason', '')}: {e.get('message', '')}"
+            f"- {e['t_rel']:+.1f} s {e.get('kind') or ''} {e.get('type', '')} {e.get('reason', '')}: "
+            f"{e.get('message', '')}"
         )
     if c.get("errors"):
         lines += ["", "Sampling errors: " + "; ".join(c["errors"])]

@@ -72,7 +72,9 @@ class ClusterView:
             self._stop.wait(self.period_s)
 
     def _sample_once(self, custom: Any, core: Any) -> None:
-        hd = custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, self.name)
+        hd = custom.get_namespaced_custom_object(
+            GROUP, VERSION, self.namespace, PLURAL, self.name, _request_timeout=5
+        )
         st = hd.get("status") or {}
         self.samples.append(
             Sample(
@@ -88,8 +90,11 @@ class ClusterView:
         for e in evs.items:
             when = e.last_timestamp or e.event_time or e.first_timestamp
             key = e.metadata.uid or f"{e.reason}{when}"
+            # The name selects the HiggsDeployment's own events and those of its children of the same
+            # name (Deployment, Service, Endpoints): the kind tells them apart.
             self.events[key] = {
                 "t": when.timestamp() if when is not None else None,
+                "kind": e.involved_object.kind if e.involved_object is not None else None,
                 "type": e.type,
                 "reason": e.reason,
                 "message": (e.message or "")[:200],

@@ -44,7 +44,9 @@ def test_helm_lint_strict_is_clean():
     assert "0 chart(s) failed" in proc.stdout
 
 
-@pytest.mark.parametrize("sets", [(), ("persistence.enabled=true", "workers=3")])
+@pytest.mark.parametrize(
+    "sets", [(), ("persistence.enabled=true", "workers=3"), ("higgsDeployment=serving/hd",)]
+)
 def test_rendered_objects_are_valid_kubernetes(sets):
     objs = render(*sets)
     for name, obj in objs.items():
@@ -56,7 +58,50 @@ def test_rendered_objects_are_valid_kubernetes(sets):
     expected |= {"Job/lt-higgs-loadtest-master", "Job/lt-higgs-loadtest-workers"}
     if "persistence.enabled=true" in sets:
         expected.add("PersistentVolumeClaim/lt-higgs-loadtest-report")
+    if "higgsDeployment=serving/hd" in sets:
+        expected |= {"ServiceAccount/lt-higgs-loadtest-master", "Role/lt-higgs-loadtest-view"}
+        expected.add("RoleBinding/lt-higgs-loadtest-view")
     assert set(objs) == expected
+
+
+@pytest.mark.parametrize(("value", "ref"), [("hd", "load/hd"), ("serving/hd", "serving/hd")])
+def test_higgsdeployment_reaches_the_master_with_least_privilege_rbac(value, ref):
+    namespace, name = ref.split("/")
+    objs = render(f"higgsDeployment={value}")
+    assert objs["ConfigMap/lt-higgs-loadtest"]["data"]["LOCUST_HIGGSDEPLOYMENT"] == ref
+    master = objs["Job/lt-higgs-loadtest-master"]["spec"]["template"]["spec"]
+    workers = objs["Job/lt-higgs-loadtest-workers"]["spec"]["template"]["spec"]
+    assert master["serviceAccountName"] == "lt-higgs-loadtest-master"
+    assert "serviceAccountName" not in workers  # workers never talk to the API server
+    # The Role sits in the HiggsDeployment's namespace: get that one resource, list events; nothing else.
+    role, binding = objs["Role/lt-higgs-loadtest-view"], objs["RoleBinding/lt-higgs-loadtest-view"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    assert role["rules"] == [
+        {
+            "apiGroups": ["audio.higgs.dev"],
+            "resources": ["higgsdeployments"],
+            "resourceNames": [name],
+            "verbs": ["get"],
+        },
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "lt-higgs-loadtest-master", "namespace": "load"}
+    ]
+    # The ServiceAccount goes to the release namespace, where the master runs.
+    assert "namespace" not in objs["ServiceAccount/lt-higgs-loadtest-master"]["metadata"]
+
+
+def test_without_higgsdeployment_no_rbac_and_no_option():
+    objs = render()
+    assert not [k for k in objs if k.split("/")[0] in ("ServiceAccount", "Role", "RoleBinding")]
+    assert "LOCUST_HIGGSDEPLOYMENT" not in objs["ConfigMap/lt-higgs-loadtest"]["data"]
+    assert "serviceAccountName" not in objs["Job/lt-higgs-loadtest-master"]["spec"]["template"]["spec"]
 
 
 def test_workers_reach_the_master_through_its_service_env_vars():
@@ -121,8 +166,14 @@ def test_bad_values_are_rejected_by_name():
     assert proc.returncode != 0 and "runTime" in proc.stderr
     proc = helm("template", "lt", str(CHART), "--set", f"host={HOST}", "--set", "workers=0")
     assert proc.returncode != 0 and "workers" in proc.stderr
+    proc = helm("template", "lt", str(CHART), "--set", f"host={HOST}", "--set", "higgsDeployment=a/b/c")
+    assert proc.returncode != 0 and "higgsDeployment" in proc.stderr
+    sets = ["--set", f"host={HOST}", "--set", "higgsDeployment=hd", "--set", "options.higgsdeployment=x/y"]
+    proc = helm("template", "lt", str(CHART), *sets)
+    assert proc.returncode != 0 and "set higgsDeployment, not options.higgsdeployment" in proc.stderr
 
 
 def test_notes_say_how_to_fetch_the_report():
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "kubectl -n {{ .Release.Namespace }} cp" in notes and "PVC" in notes
+    assert "higgsDeployment" in notes and "operator's view" in notes

@@ -31,10 +31,10 @@ def locust_cmd(host: str, report_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def run_bounded(cmd: list[str], timeout: float, log_path: Path) -> int:
+def run_bounded(cmd: list[str], timeout: float, log_path: Path, env: dict[str, str] | None = None) -> int:
     """Run to completion in its own process group; on timeout kill the group and fail loudly."""
     with log_path.open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
         try:
             return proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:

@@ -30,3 +30,21 @@ readOnlyRootFilesystem: false
 capabilities:
   drop: ["ALL"]
 {{- end -}}
+
+{{/* --higgsdeployment's NAMESPACE/NAME from .Values.higgsDeployment (NAME: in the release namespace). */}}
+{{- define "higgs-loadtest.hdRef" -}}
+{{- $hd := .Values.higgsDeployment -}}
+{{- if contains "/" $hd -}}
+{{ $hd }}
+{{- else -}}
+{{ printf "%s/%s" .Release.Namespace $hd }}
+{{- end -}}
+{{- end -}}
+
+{{- define "higgs-loadtest.hdNamespace" -}}
+{{ include "higgs-loadtest.hdRef" . | splitList "/" | first }}
+{{- end -}}
+
+{{- define "higgs-loadtest.hdName" -}}
+{{ include "higgs-loadtest.hdRef" . | splitList "/" | last }}
+{{- end -}}
