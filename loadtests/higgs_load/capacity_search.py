@@ -172,6 +172,7 @@ class CapacityController:
         hold_s: float,
         min_requests: int = 20,
         warmup_share: float = WARMUP_SHARE,
+        run_started: float | None = None,
     ) -> None:
         if hold_s <= 0:
             raise ValueError(f"--step-hold must be > 0 s, got {hold_s}")
@@ -182,6 +183,7 @@ class CapacityController:
         self.warmup_share = warmup_share
         self.levels: list[Level] = []
         self.windows: list[tuple[int, float, float]] = []  # (streams, judged from, judged until)
+        self.run_started = run_started  # the collector's start time of the run this controller drives
 
     def users_at(self, now: float, records: Sequence[RequestRecord]) -> int | None:
         """Users to run at unix time `now`, given every record collected so far; None: stop."""

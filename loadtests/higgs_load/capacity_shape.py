@@ -16,15 +16,15 @@ log = logging.getLogger("higgs_load")
 def controller(state: RunState, cfg: RunConfig) -> CapacityController:
     """This run's controller (a new one at each test start: the collector's start time changes)."""
     ctrl = state.capacity
-    if (
-        not isinstance(ctrl, CapacityController)
-        or getattr(ctrl, "run_started", None) != state.collector.t_start
-    ):
+    if not isinstance(ctrl, CapacityController) or ctrl.run_started != state.collector.t_start:
         cap = cfg.capacity
         ctrl = CapacityController(
-            CapacitySearch(cap.slo_target, cap.max_streams), cfg.slo, cap.hold_s, cap.min_requests
+            CapacitySearch(cap.slo_target, cap.max_streams),
+            cfg.slo,
+            cap.hold_s,
+            cap.min_requests,
+            run_started=state.collector.t_start,
         )
-        ctrl.run_started = state.collector.t_start  # type: ignore[attr-defined]
         state.capacity = ctrl
     return ctrl
 
