@@ -208,6 +208,26 @@ class Container:
         return out
 
 
+FALLBACK_LOG_BYTES, FALLBACK_LOG_LINES = 2048, 80  # the kubelet's limits for FallbackToLogsOnError
+
+
+def fallback_message(spec: dict, code: int, log_path: Path) -> str:
+    """The termination message of a failed container under ``terminationMessagePolicy:
+    FallbackToLogsOnError``: the tail of its log (2048 bytes or 80 lines, whichever is smaller), as the
+    kubelet does when the termination message file is empty. A process here has no such file."""
+    if code == 0 or spec.get("terminationMessagePolicy") != "FallbackToLogsOnError":
+        return ""
+    try:
+        with log_path.open("rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - FALLBACK_LOG_BYTES))
+            data = f.read()
+    except OSError:
+        return ""
+    lines = data.decode("utf-8", "replace").splitlines()[-FALLBACK_LOG_LINES:]
+    return "\n".join(lines).strip()
+
+
 def condition(ctype: str, ok: bool, reason: str = "", message: str = "") -> dict:
     cond: dict[str, Any] = {"type": ctype, "status": "True" if ok else "False"}
     if reason:
@@ -486,6 +506,8 @@ class PodWorker(threading.Thread):
         if c.kill_reason:
             c.terminated["message"] = c.kill_reason
             c.kill_reason = ""
+        elif tail := fallback_message(c.spec, code, self.dir / f"{c.name}.log"):
+            c.terminated["message"] = tail
         log.info("pod %s container %s exited with %d after %.1fs", self.name, c.name, code, ran_for)
         policy = "Always" if c.is_sidecar else self.restart_policy
         restart = policy == "Always" or (policy == "OnFailure" and code != 0)

@@ -21,7 +21,7 @@ from localkube.images import (
     load_image_map,
     parse_image_map,
 )
-from localkube.kubelet import Container, build_conditions, compute_phase
+from localkube.kubelet import Container, build_conditions, compute_phase, fallback_message
 from localkube.pods import (
     Backoff,
     EnvConfigError,
@@ -402,3 +402,17 @@ def test_process_exit_codes_and_stop(tmp_path: Path) -> None:
     assert "hello" in (tmp_path / "c.log").read_text()
     with pytest.raises(StartError, match="executable file not found"):
         start_process(["/no/such/binary"], {}, str(tmp_path), tmp_path / "d.log", tmp_path / "d.pid")
+
+
+def test_fallback_to_logs_on_error_keeps_the_log_tail(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    log.write_text(
+        "".join(f"line {i}\n" for i in range(200)) + "ERROR: RevisionNotFound: revision x not found\n"
+    )
+    spec = {"name": "c", "terminationMessagePolicy": "FallbackToLogsOnError"}
+    tail = fallback_message(spec, 4, log)
+    assert tail.endswith("ERROR: RevisionNotFound: revision x not found")
+    assert len(tail.splitlines()) == 80 and len(tail.encode()) <= 2048
+    assert fallback_message(spec, 0, log) == ""  # only on failure
+    assert fallback_message({"name": "c"}, 4, log) == ""  # the default policy, File, keeps none here
+    assert fallback_message(spec, 1, tmp_path / "absent.log") == ""

@@ -52,7 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--kube-version",
         default=None,
-        help="Kubernetes version helm renders for (default: the API server's own, read at start)",
+        help="Kubernetes version helm renders for (default: the API server's own, read at start and "
+        "again every --kube-version-seconds)",
+    )
+    run.add_argument(
+        "--kube-version-seconds",
+        type=float,
+        default=300.0,
+        help="how often the API server's version is read again (default: %(default)s)",
     )
     run.add_argument("--verbose", "-v", action="store_true")
     return parser
@@ -74,8 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     except RenderError as err:
         print(f"higgs-operator: {err}", file=sys.stderr)
         return 2
-    if args.resync_seconds <= 0 or args.status_seconds <= 0:
-        print("higgs-operator: --resync-seconds and --status-seconds must be > 0", file=sys.stderr)
+    if args.resync_seconds <= 0 or args.status_seconds <= 0 or args.kube_version_seconds <= 0:
+        print(
+            "higgs-operator: --resync-seconds, --status-seconds and --kube-version-seconds must be > 0",
+            file=sys.stderr,
+        )
         return 2
     try:
         api = kube.api_client()
@@ -86,9 +96,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.kube_version is None:
+    kube_version: str | kube.ServerVersion | None = args.kube_version
+    if kube_version is None:
         try:
-            args.kube_version = kube.server_version(api)
+            kube_version = kube.ServerVersion(api, kube.server_version(api), ttl_s=args.kube_version_seconds)
         except Exception as err:  # connection, TLS, auth: one clear line, not a traceback
             api.close()
             print(
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         operator_namespace=args.operator_namespace,
         resync_s=args.resync_seconds,
         status_s=args.status_seconds,
-        kube_version=args.kube_version,
+        kube_version=kube_version,
     )
     pod_name = os.environ.get("POD_NAME")
     logging.basicConfig(

@@ -18,7 +18,7 @@ from .reconcile import OperatorConfig, child_info, reconcile
 from .render import identity
 from .scaling import AutoscalingPolicy, decide
 from .state import ChildInfo, Registry, ResourceState
-from .status import Condition, StatusInputs, build_status, pod_ready, rfc3339
+from .status import Condition, StatusInputs, build_status, pod_ready, rfc3339, warning
 from .values import desired_replicas
 
 NOT_POLLED = Condition("ScalingActive", "Unknown", "NotPolledYet", "metrics not scraped yet")
@@ -183,6 +183,10 @@ async def _refresh_status(api: ApiClient, body: kopf.Body, st: ResourceState) ->
         previous=list((body.get("status") or {}).get("conditions") or []),
     )
     new = build_status(inputs, datetime.now(UTC))
+    warn = warning(new)
+    if warn is not None and warn[0] != st.last_warning:
+        kopf.warn(body, reason=warn[0], message=warn[1][:1000])
+    st.last_warning = warn[0] if warn else None
     new["endpoint"] = st.endpoint
     new["desiredReplicas"] = desired
     if autoscaling:

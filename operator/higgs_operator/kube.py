@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import collections
 import json
+import logging
 import os
 import threading
+import time
+from collections.abc import Callable
 from urllib.parse import quote
 
 from kubernetes import config
@@ -47,6 +50,44 @@ def server_version(api: ApiClient) -> str:
     """The API server's version without the leading v or a build suffix (e.g. 1.35.4)."""
     info = VersionApi(api).get_code(_request_timeout=TIMEOUT_S)
     return str(info.git_version).lstrip("v").split("+")[0]
+
+
+class ServerVersion:
+    """The API server's version for ``helm template --kube-version``, read again when older than
+    ``ttl_s`` (a control-plane upgrade reaches the renders without restarting the operator). A failed
+    re-read keeps the last version (logged) and retries at the next call. Thread-safe."""
+
+    def __init__(
+        self,
+        api: ApiClient,
+        first: str,
+        ttl_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+        read: Callable[[ApiClient], str] | None = None,
+    ) -> None:
+        self._api, self._ttl_s, self._clock = api, ttl_s, clock
+        self._read = read or server_version
+        self._version, self._read_at = first, clock()
+        self._lock = threading.Lock()
+
+    def __call__(self) -> str:
+        with self._lock:
+            if self._clock() - self._read_at < self._ttl_s:
+                return self._version
+            try:
+                version = self._read(self._api)
+            except Exception as err:  # connection, TLS, auth: keep rendering with the last one
+                logging.getLogger(__name__).warning(
+                    "cannot re-read the API server's version (%s: %s); rendering for %s",
+                    type(err).__name__,
+                    err,
+                    self._version,
+                )
+                return self._version
+            if version != self._version:
+                logging.getLogger(__name__).info("API server version %s (was %s)", version, self._version)
+            self._version, self._read_at = version, self._clock()
+            return version
 
 
 def _count(verb: str, kind: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from kubernetes.client import ApiClient
@@ -23,7 +24,11 @@ class OperatorConfig:
     operator_namespace: str
     resync_s: float = 60.0
     status_s: float = 5.0
-    kube_version: str = "1.35.0"
+    # A fixed version (--kube-version), or how to get the API server's (kube.ServerVersion, re-read).
+    kube_version: str | Callable[[], str] = "1.35.0"
+
+    def render_kube_version(self) -> str:
+        return self.kube_version if isinstance(self.kube_version, str) else self.kube_version()
 
 
 @dataclass(frozen=True)
@@ -87,12 +92,13 @@ def render_children(body: dict, cfg: OperatorConfig, st: ResourceState, checksum
     token = token_ref(spec, meta["name"])
     current = ((st.deployment or {}).get("spec") or {}).get("replicas")
     values = chart_values(meta["name"], spec, token, checksum, desired_replicas(spec, current))
-    key = hashlib.sha256(json.dumps(values, sort_keys=True).encode()).hexdigest()
+    kube_version = cfg.render_kube_version()
+    key = hashlib.sha256(json.dumps([values, kube_version], sort_keys=True).encode()).hexdigest()
     if st.render_cache and st.render_cache[0] == key:
         objects = json.loads(json.dumps(st.render_cache[1]))
     else:
         objects = parse_manifests(
-            helm_template(cfg.chart, meta["name"], meta["namespace"], values, cfg.kube_version)
+            helm_template(cfg.chart, meta["name"], meta["namespace"], values, kube_version)
         )
         st.render_cache = (key, json.loads(json.dumps(objects)))
     for obj in objects:

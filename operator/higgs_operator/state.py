@@ -32,6 +32,7 @@ class ResourceState:
     secret: SecretCheck | None = None
     secret_refs: set[tuple[str, str]] = field(default_factory=set)
     last_secret_reason: str | None = None
+    last_warning: str | None = None  # reason of the last Warning event posted from the status
     api_key: str | None = None
     history: tuple[Recommendation, ...] = ()
     next_poll: float = 0.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -10,6 +11,33 @@ from .secrets import SecretCheck
 
 CONDITION_TYPES = ("SecretReady", "ModelCacheReady", "Available", "Progressing", "Degraded", "ScalingActive")
 CRASH_RESTARTS = 3  # restarts after which a container counts as crash-looping even between back-offs
+
+# Waiting reasons of a container whose image cannot be had: the kubelet's, and the local stack's
+# node agent's (an image its map does not know).
+IMAGE_ERRORS = frozenset(
+    {"ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "ImageNotMapped"}
+)
+DOWNLOAD_CONTAINER = "download-model"  # the chart's init container (files/download_model.py)
+# download_model.py's causes by exit status (its EXIT_CODES), and what each means when the pod keeps
+# no termination message (the local stack's node agent); the message, when kept, is the script's own.
+DOWNLOAD_CAUSES = {
+    1: ("DownloadFailed", "the model download failed"),
+    3: (
+        "TokenRejected",
+        "the Hugging Face hub rejected the token (or the account has no access to the model): "
+        "check the Secret spec.hfToken names",
+    ),
+    4: ("RevisionNotFound", "a pinned revision is not in its repository: check the revisions in spec"),
+    5: (
+        "RepositoryNotFound",
+        "a repository is not on the hub (or it is private and the token has no access)",
+    ),
+    6: ("DiskFull", "the model cache volume is full: give spec.modelCache more room"),
+    7: ("HubUnreachable", "cannot reach the hub: check network access or spec.modelCache.hfEndpoint"),
+    8: ("HubError", "the hub answered an error"),
+}
+DOWNLOAD_REASONS = frozenset(reason for reason, _ in DOWNLOAD_CAUSES.values())
+_CAUSE_LINE = re.compile(r"^(?:ERROR: )?([A-Z][A-Za-z]+): (.+)$")
 
 
 def rfc3339(now: datetime) -> str:
@@ -69,6 +97,95 @@ def _crash_loop(pod: dict) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class PodProblem:
+    """Why serving pods cannot start, seen on one pod: a condition reason and a one-line message."""
+
+    reason: str  # Unschedulable, ImagePullFailed, or a download cause (DOWNLOAD_REASONS)
+    message: str
+
+
+def _name(pod: dict) -> str:
+    return str((pod.get("metadata") or {}).get("name", "?"))
+
+
+def unschedulable(pod: dict) -> PodProblem | None:
+    """The scheduler's reason a pod has no node (its PodScheduled condition), if it has none."""
+    for cond in (pod.get("status") or {}).get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == (
+            "PodScheduled",
+            "False",
+            "Unschedulable",
+        ):
+            why = cond.get("message") or "no node fits the pod"
+            return PodProblem("Unschedulable", f"pod {_name(pod)} unschedulable: {why}")
+    return None
+
+
+def image_error(pod: dict) -> PodProblem | None:
+    """A container (init or main) waiting for an image that cannot be pulled (or mapped, locally)."""
+    status = pod.get("status") or {}
+    images = {c.get("name"): c.get("image") for c in _spec_containers(pod)}
+    for statuses in ("initContainerStatuses", "containerStatuses"):
+        for cs in status.get(statuses) or []:
+            waiting = (cs.get("state") or {}).get("waiting") or {}
+            if waiting.get("reason") in IMAGE_ERRORS:
+                image = cs.get("image") or images.get(cs.get("name")) or "?"
+                detail = f"{waiting['reason']}: {waiting.get('message') or 'no detail'}"
+                msg = f"pod {_name(pod)} container {cs.get('name')} cannot get image {image}: {detail}"
+                return PodProblem("ImagePullFailed", msg)
+    return None
+
+
+def _spec_containers(pod: dict) -> list[dict]:
+    spec = pod.get("spec") or {}
+    return [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+
+
+def _download_cause(term: dict) -> tuple[str, str]:
+    """(reason, message) of a failed download from its termination: the script's own line
+    (``Cause: message``, also found in a log tail under FallbackToLogsOnError), else by exit status."""
+    for line in reversed(str(term.get("message") or "").strip().splitlines()):
+        found = _CAUSE_LINE.match(line.strip())
+        if found and found.group(1) in DOWNLOAD_REASONS:
+            return found.group(1), found.group(2)[:800]
+    code = term.get("exitCode")
+    reason, meaning = DOWNLOAD_CAUSES.get(code if isinstance(code, int) else 1, DOWNLOAD_CAUSES[1])
+    text = str(term.get("message") or "").strip().splitlines()
+    tail = f"; last output: {text[-1][:300]}" if text else ""
+    return reason, f"{meaning} (exit code {code}{tail})"
+
+
+def download_failure(pod: dict) -> PodProblem | None:
+    """The model download's last failure, while it has not succeeded: the cause as the reason."""
+    for cs in (pod.get("status") or {}).get("initContainerStatuses") or []:
+        if cs.get("name") != DOWNLOAD_CONTAINER:
+            continue
+        state = cs.get("state") or {}
+        now = state.get("terminated") or {}
+        if now.get("exitCode") == 0:
+            return None
+        last = now or (cs.get("lastState") or {}).get("terminated") or {}
+        if not last or last.get("exitCode") in (0, None):
+            return None
+        reason, message = _download_cause(last)
+        return PodProblem(reason, f"pod {_name(pod)}: {message}")
+    return None
+
+
+def pod_problem(pods: Sequence[dict]) -> PodProblem | None:
+    """The first reason serving pods cannot start: a failed download, an image that cannot be had, or
+    no node for a pod. Unschedulable does not count while a terminating pod may still free room."""
+    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    for check in (download_failure, image_error):
+        found = next((x for x in map(check, live) if x), None)
+        if found:
+            return found
+    if len(live) < len(pods):
+        return None
+    return next((x for x in map(unschedulable, live) if x), None)
+
+
 def _init_running(pod: dict) -> bool:
     return any(
         (cs.get("state") or {}).get("running") is not None
@@ -89,13 +206,20 @@ def compute_conditions(inp: StatusInputs, now: datetime) -> tuple[list[Condition
     ready = sum(1 for p in pods if pod_ready(p))
     crash = next((m for m in map(_crash_loop, pods) if m), None)
     downloading = any(_init_running(p) for p in pods)
+    problem = pod_problem(inp.pods)
     conds: list[Condition] = []
 
     s = inp.secret
-    conds.append(Condition("SecretReady", "True" if s.ready else "False", s.reason, s.message))
+    if s.ready and problem is not None and problem.reason == "TokenRejected":
+        # The Secret is there and well-formed, but the hub refused what it holds.
+        conds.append(Condition("SecretReady", "False", problem.reason, problem.message))
+    else:
+        conds.append(Condition("SecretReady", "True" if s.ready else "False", s.reason, s.message))
 
     if ready or any(_init_done(p) for p in pods):
         conds.append(Condition("ModelCacheReady", "True", "CacheReady", "model cache initialised"))
+    elif problem is not None and problem.reason in DOWNLOAD_REASONS:
+        conds.append(Condition("ModelCacheReady", "False", problem.reason, problem.message))
     elif downloading:
         conds.append(Condition("ModelCacheReady", "False", "Downloading", "cache init container running"))
     elif crash and "init container" in crash:
@@ -115,6 +239,8 @@ def compute_conditions(inp: StatusInputs, now: datetime) -> tuple[list[Condition
         conds.append(
             Condition("Available", "False", "ModelNotServed", inp.models_message or "not checked yet")
         )
+    elif problem is not None:
+        conds.append(Condition("Available", "False", problem.reason, problem.message))
     else:
         conds.append(Condition("Available", "False", "NoReadyReplicas", "no ready replica"))
 
@@ -132,7 +258,9 @@ def compute_conditions(inp: StatusInputs, now: datetime) -> tuple[list[Condition
 
     since = _since(inp.previous, "Progressing", "True")
     stuck = rolling and since is not None and (now - since).total_seconds() >= inp.degraded_after_s
-    if crash:
+    if problem is not None:
+        conds.append(Condition("Degraded", "True", problem.reason, problem.message))
+    elif crash:
         conds.append(Condition("Degraded", "True", "CrashLoop", crash))
     elif stuck:
         msg = f"{ready}/{inp.desired_replicas} ready for over {inp.degraded_after_s:g}s"
@@ -146,7 +274,7 @@ def compute_conditions(inp: StatusInputs, now: datetime) -> tuple[list[Condition
 
     if inp.failure:
         phase = "Failed"
-    elif crash or stuck:
+    elif crash or stuck or problem is not None:
         phase = "Degraded"
     elif ready and inp.models_ok:
         phase = "Ready"
@@ -192,15 +320,45 @@ def merge_conditions(
     return merged
 
 
+# Reasons worth a Warning event when they first appear (the reconcile posts the secret's and the
+# chart's own): why pods cannot start or keep running.
+WARN_REASONS = DOWNLOAD_REASONS | {"Unschedulable", "ImagePullFailed", "CrashLoop"}
+
+
+def summary(conds: Sequence[Condition]) -> tuple[str, str]:
+    """(reason, message) for `kubectl get hd`: the first thing wrong, or ("", "") when nothing is.
+    A failed render or apply, then the token, then what keeps pods from starting or running."""
+    by_type = {c.type: c for c in conds}
+    picks = (
+        ("Available", "False", lambda c: c.reason in ("RenderFailed", "ApplyFailed")),
+        ("SecretReady", "False", lambda c: True),
+        ("Degraded", "True", lambda c: True),
+    )
+    for ctype, status, keep in picks:
+        c = by_type.get(ctype)
+        if c is not None and c.status == status and keep(c):
+            return c.reason, c.message
+    return "", ""
+
+
+def warning(status: dict) -> tuple[str, str] | None:
+    """The (reason, message) of a built status worth a Warning event, if any (see WARN_REASONS)."""
+    reason = status.get("reason") or ""
+    return (reason, status.get("message") or "") if reason in WARN_REASONS else None
+
+
 def build_status(inp: StatusInputs, now: datetime) -> dict:
-    """The status fields the operator owns (phase, conditions, replica counts)."""
+    """The status fields the operator owns (phase, conditions, replica counts, reason and message)."""
     conds, phase = compute_conditions(inp, now)
+    reason, message = summary(conds)
     dep = inp.deployment or {}
     ready = int((dep.get("status") or {}).get("readyReplicas") or 0)
     labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     return {
         "observedGeneration": inp.generation,
         "phase": phase,
+        "reason": reason,
+        "message": message[:300],
         "conditions": merge_conditions(inp.previous, conds, inp.generation, now),
         "replicas": int((dep.get("status") or {}).get("replicas") or 0),
         "readyReplicas": ready,

@@ -224,7 +224,8 @@ def test_install_test_upgrade_uninstall(
     running_since = server_status.state.running.started_at
     ready_at = next(c.last_transition_time for c in pod.status.conditions if c.type == "Ready")
     assert (ready_at - running_since).total_seconds() >= STARTUP_SECONDS - 1, (running_since, ready_at)
-    # The API key from the Secret reached --api-key through $(HIGGS_API_KEY).
+    # The API key from the Secret reached the server as VLLM_API_KEY (L5), not on its command line.
+    assert not any("api-key" in a or "$(" in a for a in pod.spec.containers[0].args or [])
     speech = {
         "model": "higgs-audio-v2-generation-3B-base",
         "input": "Hi.",
@@ -433,7 +434,9 @@ def test_download_names_a_hub_without_the_semantic_model(cluster: kubetest.Clust
             what="the download init container to fail",
         )
         logs = container_logs(cluster, namespace, pod.metadata.name, "download-model")
-        assert f"ERROR: repository {hub.HUBERT_REPO} not found on {hub_url}" in logs, logs[-3000:]
+        assert f"ERROR: RepositoryNotFound: repository {hub.HUBERT_REPO} not found on {hub_url}" in logs, (
+            logs[-3000:]
+        )
         server = container_status(pod, "server")
         assert server is None or server.state.running is None, "the server must not start"
         cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")

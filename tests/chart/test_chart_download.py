@@ -107,7 +107,7 @@ def test_resume_downloads_only_missing_files(endpoint: str, state: hub.HubState,
     broken = f"{hub.MODEL_REPO}/model-00002-of-00002.safetensors"
     state.broken_files.add(broken)
     failed = run_script(endpoint, tmp_path, extra=["--max-workers", "1"])
-    assert failed.returncode == 1
+    assert failed.returncode in (1, 8)  # DownloadFailed or HubError, by huggingface_hub release
     assert "ERROR:" in failed.stderr and "HTTP 500" in failed.stderr
     assert not (tmp_path / "model" / ".higgs-download-complete").exists()
     done_before = {k for k, v in state.downloads.items() if k != broken and v == 1}
@@ -123,19 +123,34 @@ def test_resume_downloads_only_missing_files(endpoint: str, state: hub.HubState,
 
 
 def test_missing_or_wrong_token_is_named(endpoint: str, tmp_path: Path) -> None:
+    log = tmp_path / "termination-log"
     for token in (None, "hf_wrong"):
-        proc = run_script(endpoint, tmp_path, token=token)
-        assert proc.returncode == 1
-        assert f"ERROR: token rejected or no access to {hub.MODEL_REPO}" in proc.stderr
+        log.write_text("")  # the kubelet creates the file; the script only writes into it
+        proc = run_script(endpoint, tmp_path, token=token, extra=["--termination-log", str(log)])
+        assert proc.returncode == 3  # EXIT_CODES["TokenRejected"]
+        assert f"ERROR: TokenRejected: token rejected or no access to {hub.MODEL_REPO}" in proc.stderr
         assert "Traceback" not in proc.stderr
+        message = log.read_text()
+        assert message.startswith(f"TokenRejected: token rejected or no access to {hub.MODEL_REPO}")
+        assert message.count("\n") == 1, "one line"
         if token:
-            assert token not in proc.stdout + proc.stderr
+            assert token not in proc.stdout + proc.stderr + message
 
 
 def test_unknown_revision_is_named(endpoint: str, tmp_path: Path) -> None:
-    proc = run_script(endpoint, tmp_path, revision="0" * 40)
-    assert proc.returncode == 1
+    log = tmp_path / "termination-log"
+    log.write_text("")
+    proc = run_script(endpoint, tmp_path, revision="0" * 40, extra=["--termination-log", str(log)])
+    assert proc.returncode == 4  # EXIT_CODES["RevisionNotFound"]
     assert f"revision {'0' * 40} not found in {hub.MODEL_REPO}" in proc.stderr
+    assert log.read_text().startswith(f"RevisionNotFound: revision {'0' * 40} not found in {hub.MODEL_REPO}")
+
+
+def test_termination_log_is_never_created(endpoint: str, tmp_path: Path) -> None:
+    # Outside a container (the local stack runs pods as host processes) there is no file to write into.
+    missing = tmp_path / "absent" / "termination-log"
+    proc = run_script(endpoint, tmp_path, token=None, extra=["--termination-log", str(missing)])
+    assert proc.returncode == 3 and not missing.exists()
 
 
 def test_unreachable_endpoint_is_explained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -170,6 +185,8 @@ def test_disk_full_during_download_is_explained(tmp_path: Path) -> None:
     item = mod.Item(hub.MODEL_REPO, hub.MODEL_REVISION, tmp_path)
     message = mod.explain(OSError(errno.ENOSPC, "No space left on device"), item)
     assert message.startswith(f"disk full while downloading {hub.MODEL_REPO}")
+    cause, _ = mod.classify(OSError(errno.ENOSPC, "No space left on device"), item)
+    assert (cause, mod.EXIT_CODES[cause]) == ("DiskFull", 6)
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
@@ -240,11 +257,11 @@ def test_cache_item_at_a_branch_resolves_the_commit(endpoint: str, tmp_path: Pat
 
 def test_cache_item_errors_are_explained(endpoint: str, tmp_path: Path) -> None:
     proc = run_cache_item(endpoint, tmp_path / "hub", token=None)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
-    assert f"ERROR: token rejected or no access to {hub.HUBERT_REPO}" in proc.stderr
+    assert proc.returncode == 3 and "Traceback" not in proc.stderr
+    assert f"ERROR: TokenRejected: token rejected or no access to {hub.HUBERT_REPO}" in proc.stderr
     assert not (tmp_path / "hub" / "models--bosonai--hubert_base" / ".higgs-download-complete").exists()
     proc = run_cache_item(endpoint, tmp_path / "hub", revision="1" * 40)
-    assert proc.returncode == 1 and f"revision {'1' * 40} not found in {hub.HUBERT_REPO}" in proc.stderr
+    assert proc.returncode == 4 and f"revision {'1' * 40} not found in {hub.HUBERT_REPO}" in proc.stderr
 
 
 def test_hub_without_a_repository(tmp_path: Path) -> None:
@@ -252,7 +269,8 @@ def test_hub_without_a_repository(tmp_path: Path) -> None:
     assert set(state.repos) == {hub.MODEL_REPO, hub.TOKENIZER_REPO}
     with hub.running_hub(state) as url:
         proc = run_cache_item(url, tmp_path / "hub")
-    assert proc.returncode == 1 and f"ERROR: repository {hub.HUBERT_REPO} not found on {url}" in proc.stderr
+    assert proc.returncode == 5
+    assert f"ERROR: RepositoryNotFound: repository {hub.HUBERT_REPO} not found on {url}" in proc.stderr
     with pytest.raises(ValueError, match="unknown repositories to leave out: x/y"):
         hub.new_state(without=["x/y"])
 
@@ -357,3 +375,14 @@ def test_omni_commits_left_out_with_their_repository() -> None:
     state = hub.new_state(weights_bytes=1024, without=[hub.TOKENIZER_REPO])
     assert set(state.other_revisions) == {(hub.MODEL_REPO, hub.OMNI_MODEL_REVISION)}
     assert len({hub.OMNI_MODEL_REVISION, hub.OMNI_TOKENIZER_REVISION, hub.MODEL_REVISION}) == 3
+
+
+def test_init_container_keeps_the_cause_for_the_pod_status() -> None:
+    # The script's line goes to /dev/termination-log; should it fail before writing it, the log tail.
+    download = ck.container(ck.deployment_pod(ck.render()), "download-model", init=True)
+    assert download["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert "terminationMessagePath" not in download  # the default, /dev/termination-log, the script's
+    assert (
+        str(load_script().parse_args(["--item", "a/b", "c" * 40, "/d"]).termination_log)
+        == "/dev/termination-log"
+    )

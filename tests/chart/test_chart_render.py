@@ -81,8 +81,11 @@ def test_everything_on_renders_each_optional_object() -> None:
     route = ck.one(objects, "HTTPRoute")
     assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
     rule = route["spec"]["rules"][0]
-    assert rule["timeouts"] == {"request": "600s", "backendRequest": "600s"}
+    assert "timeouts" not in rule, "rules[].timeouts needs Gateway API v1.2: off unless asked for"
     assert rule["backendRefs"] == [{"name": "tts-higgs-audio", "port": 8000}]
+    pdb = ck.one(objects, "PodDisruptionBudget")
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["spec"]["minAvailable"] == 1
     monitor = ck.one(objects, "ServiceMonitor")
     assert monitor["spec"]["endpoints"][0]["port"] == "http"
     assert monitor["spec"]["endpoints"][0]["path"] == "/metrics"
@@ -105,6 +108,74 @@ def test_everything_on_renders_each_optional_object() -> None:
 
 def one_deployment_annotations(objects: list[dict[str, Any]]) -> dict[str, str]:
     return ck.one(objects, "Deployment")["spec"]["template"]["metadata"]["annotations"]
+
+
+def test_pdb_lets_a_crash_looping_pod_be_evicted_by_default() -> None:
+    """A GPU pod that is not Ready must not block a node drain (unhealthyPodEvictionPolicy)."""
+    pdb = ck.one(ck.render(), "PodDisruptionBudget")
+    assert pdb["apiVersion"] == "policy/v1"
+    assert pdb["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+    assert pdb["spec"]["maxUnavailable"] == 1
+    values = {"podDisruptionBudget": {"unhealthyPodEvictionPolicy": "IfHealthyBudget"}}
+    assert ck.one(ck.render(values), "PodDisruptionBudget")["spec"]["unhealthyPodEvictionPolicy"] == (
+        "IfHealthyBudget"
+    )
+    assert not any(
+        o["kind"] == "PodDisruptionBudget" for o in ck.render({"podDisruptionBudget": {"enabled": False}})
+    )
+
+
+def test_http_route_timeouts_only_when_asked_for() -> None:
+    """Without timeouts the route is valid on Gateway API v1.0; with them it needs v1.2."""
+    route_values: dict[str, Any] = {"enabled": True, "parentRefs": [{"name": "gw"}]}
+    route = ck.one(ck.render({"httpRoute": route_values}), "HTTPRoute")
+    assert route["apiVersion"] == "gateway.networking.k8s.io/v1"
+    assert set(route["spec"]["rules"][0]) == {"matches", "backendRefs"}
+    on = {**route_values, "timeouts": {"enabled": True}}
+    rule = ck.one(ck.render({"httpRoute": on}), "HTTPRoute")["spec"]["rules"][0]
+    assert rule["timeouts"] == {"request": "600s", "backendRequest": "600s"}
+    on = {**route_values, "timeouts": {"enabled": True, "request": "1h", "backendRequest": "30m"}}
+    rule = ck.one(ck.render({"httpRoute": on}), "HTTPRoute")["spec"]["rules"][0]
+    assert rule["timeouts"] == {"request": "1h", "backendRequest": "30m"}
+
+
+@pytest.mark.parametrize(
+    ("cache", "scratch", "requested", "limit"),
+    [
+        (None, None, "51200Mi", "52224Mi"),  # defaults: 40Gi + 10Gi, limit 1Gi more for logs
+        ("12.5G", "1Gi", "12945Mi", "13969Mi"),  # 12.5e9 B = 11920.9 MiB, rounded up
+        ("100Gi", "500M", "102877Mi", "103901Mi"),
+    ],
+)
+def test_emptydir_model_cache_requests_ephemeral_storage(
+    cache: str | None, scratch: str | None, requested: str, limit: str
+) -> None:
+    """Mode none downloads ~12.3 GB onto node disk: the pod requests the emptyDirs' size limits, so it
+    lands on a node with room and is not evicted mid-download."""
+    values: dict[str, Any] = {"modelCache": {"mode": "none"}}
+    if cache:
+        values["modelCache"]["emptyDir"] = {"sizeLimit": cache}
+    if scratch:
+        values["scratch"] = {"sizeLimit": scratch}
+    resources = ck.container(ck.deployment_pod(ck.render(values)), "server")["resources"]
+    assert resources["requests"]["ephemeral-storage"] == requested
+    assert resources["limits"]["ephemeral-storage"] == limit
+    assert resources["requests"]["memory"] == "32Gi" and resources["limits"]["nvidia.com/gpu"] == 1
+
+
+def test_ephemeral_storage_from_resources_wins_and_other_modes_request_none() -> None:
+    values: dict[str, Any] = {
+        "modelCache": {"mode": "none"},
+        "resources": {"requests": {"ephemeral-storage": "20Gi"}, "limits": {"memory": "40Gi"}},
+    }
+    resources = ck.container(ck.deployment_pod(ck.render(values)), "server")["resources"]
+    assert resources["requests"]["ephemeral-storage"] == "20Gi"
+    assert resources["limits"] == {"memory": "40Gi", "ephemeral-storage": "52224Mi", "nvidia.com/gpu": 1}
+    for mode in ("pvc", "existing"):
+        values = {"modelCache": {"mode": mode, "existing": {"hostPath": "/data"}}}
+        resources = ck.container(ck.deployment_pod(ck.render(values)), "server")["resources"]
+        assert "ephemeral-storage" not in resources["requests"], mode
+        assert "ephemeral-storage" not in resources["limits"], mode
 
 
 def test_network_policy_without_sources_denies_all() -> None:
@@ -357,10 +428,12 @@ def test_typed_values_reach_the_args() -> None:
     assert flags["--port"] == "9000"
     assert "--disable-mm-preprocessor-cache" not in flags
     assert flags["--voice-presets-dir"] == "/presets"
-    # The key reaches the flag through $(VAR) expansion: it never appears in the pod spec.
-    assert flags["--api-key"] == "$(HIGGS_API_KEY)"
-    key_env = next(e for e in server["env"] if e["name"] == "HIGGS_API_KEY")
+    # The key goes in through the environment the server reads (L5): never on the command line, where
+    # the process list shows it, nor in the pod spec.
+    assert "--api-key" not in flags and not any("$(" in a for a in server["args"])
+    key_env = next(e for e in server["env"] if e["name"] == "VLLM_API_KEY")
     assert key_env["valueFrom"]["secretKeyRef"] == {"name": "k", "key": "token"}
+    assert "HIGGS_API_KEY" not in {e["name"] for e in server["env"]}
     assert server["ports"] == [{"name": "http", "containerPort": 9000, "protocol": "TCP"}]
     mounts = {m["name"]: m for m in server["volumeMounts"]}
     assert mounts["voice-presets"]["mountPath"] == "/presets"

@@ -111,8 +111,12 @@ def test_crd_names_subresources_columns():
         "Phase",
         "Model",
         "Endpoint",
+        "Reason",
+        "Message",
         "Age",
     ]
+    wide_only = [c["name"] for c in version["additionalPrinterColumns"] if c.get("priority", 0) > 0]
+    assert wide_only == ["Message"]  # `kubectl get hd -o wide`
 
 
 def test_rendered_objects_valid_against_kubernetes_schemas():
@@ -121,3 +125,18 @@ def test_rendered_objects_valid_against_kubernetes_schemas():
         if doc["apiVersion"].startswith("kopf.dev/"):
             continue  # a custom resource: no built-in schema
         kubernetes_validate.validate(doc, "1.35.0", strict=True)
+
+
+def test_operator_asks_the_api_server_for_its_version_unless_overridden():
+    """Under `helm template`/GitOps .Capabilities.KubeVersion is Helm's default, not the cluster's: the
+    chart passes no --kube-version, so the operator reads the API server's (kube.ServerVersion)."""
+
+    def args(*values: str) -> list[str]:
+        docs = render(*values)
+        deployment = next(d for d in docs if d["kind"] == "Deployment")
+        return deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+
+    assert not [a for a in args() if a.startswith("--kube-version")]
+    assert "--kube-version=1.31.2" in args("--set", "kubeVersion=v1.31.2")
+    with pytest.raises(subprocess.CalledProcessError):
+        render("--set", "kubeVersion=latest")

@@ -185,8 +185,10 @@ def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, 
     assert condition(hd, "SecretReady")["status"] == "True"
     table = cluster.kubectl("get", "hd", "tts", "-n", namespace).stdout
     header, row = table.splitlines()[:2]
-    assert header.split() == ["NAME", "READY", "PHASE", "MODEL", "ENDPOINT", "AGE"]
+    assert header.split() == ["NAME", "READY", "PHASE", "MODEL", "ENDPOINT", "REASON", "AGE"]
     assert row.split()[:4] == ["tts", "1/1", "Ready", MODEL]
+    assert len(row.split()) == 6, "an empty REASON when nothing is wrong"
+    assert (hd["status"]["reason"], hd["status"]["message"]) == ("", "")
     assert f"http://tts.{namespace}.svc:8000" in row
     cluster.kubectl("wait", "--for=condition=Available", "hd/tts", "-n", namespace, "--timeout=10s")
 
@@ -543,3 +545,100 @@ def test_chart_rejection_sets_failed_then_recovers(cluster, operator, hub, names
     assert warned and warned[0].type == "Warning"
     apply(cluster, namespace, hd_body("badpath", hub))  # fixed spec: reconciled on update
     wait_available(cluster, namespace, "badpath")
+
+
+# --- status that explains: the cause on the right condition within seconds (issue #14 item 5) -----------
+EXPLAIN_WITHIN_S = 10.0
+
+
+def wait_reason(cluster, ns: str, name: str, ctype: str, reason: str, started: float) -> tuple[dict, float]:
+    """The resource once condition `ctype` has `reason`, and the seconds since `started`."""
+    hd = kubetest.wait_for(
+        lambda: condition(h := get_hd(cluster, ns, name), ctype).get("reason") == reason and h,
+        EXPLAIN_WITHIN_S,
+        describe=lambda: json.dumps((get_hd(cluster, ns, name).get("status") or {}).get("conditions"))[:1500],
+        interval=0.2,
+        what=f"{ctype} reason {reason}",
+    )
+    took = time.monotonic() - started
+    print(f"\n{name}: {ctype}={reason} after {took:.1f} s: {condition(hd, ctype).get('message')}")
+    return hd, took
+
+
+def assert_explained(cluster, ns: str, name: str, hd: dict, reason: str) -> None:
+    """Also the summary `kubectl get hd` prints, and a Warning event on the resource."""
+    assert (hd["status"]["phase"], hd["status"]["reason"]) == ("Degraded", reason)
+    table = cluster.kubectl("get", "hd", name, "-n", ns).stdout
+    assert "REASON" in table.splitlines()[0] and reason in table, table
+    wide = cluster.kubectl("get", "hd", name, "-n", ns, "-o", "wide").stdout
+    assert hd["status"]["message"][:40] in wide, wide
+    kubetest.wait_for(
+        lambda: [
+            e
+            for e in cluster.core.list_namespaced_event(ns).items
+            if e.reason == reason and e.type == "Warning" and e.involved_object.kind == "HiggsDeployment"
+        ],
+        5,
+        what=f"Warning event {reason}",
+    )
+
+
+@pytest.mark.timeout(60)
+def test_explains_unsatisfiable_gpu_request(cluster, operator, hub, namespace):
+    create_token(cluster, namespace)
+    started = time.monotonic()
+    apply(cluster, namespace, hd_body("gpus", hub, gpuCount=4))
+    hd, _ = wait_reason(cluster, namespace, "gpus", "Degraded", "Unschedulable", started)
+    msg = condition(hd, "Degraded")["message"]
+    assert "Insufficient nvidia.com/gpu" in msg and "nodes are available" in msg, msg
+    assert condition(hd, "Available")["reason"] == "Unschedulable"
+    assert_explained(cluster, namespace, "gpus", hd, "Unschedulable")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.localstack("ImageNotMapped is the local node agent's image error")
+def test_explains_unmapped_image(cluster, operator, hub, namespace):
+    create_token(cluster, namespace)
+    started = time.monotonic()
+    body = hd_body("noimage", hub, image={"repository": "localhost/no-such-image", "tag": "0.1.0"})
+    apply(cluster, namespace, body)
+    hd, _ = wait_reason(cluster, namespace, "noimage", "Degraded", "ImagePullFailed", started)
+    msg = condition(hd, "Degraded")["message"]
+    assert "ImageNotMapped" in msg and "localhost/no-such-image:0.1.0" in msg, msg
+    assert condition(hd, "Available")["reason"] == "ImagePullFailed"
+    assert_explained(cluster, namespace, "noimage", hd, "ImagePullFailed")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
+def test_explains_rejected_token_on_secret_ready(cluster, operator, namespace):
+    strict_hub = HubProcess("--token", "hf_the_only_token_the_hub_takes")
+    try:
+        create_token(cluster, namespace)  # present and well-formed, but not the hub's
+        started = time.monotonic()
+        apply(cluster, namespace, hd_body("badtoken", strict_hub))
+        hd, _ = wait_reason(cluster, namespace, "badtoken", "SecretReady", "TokenRejected", started)
+        cond = condition(hd, "SecretReady")
+        assert cond["status"] == "False" and "token" in cond["message"], cond
+        assert TOKEN not in json.dumps(hd["status"])
+        assert condition(hd, "ModelCacheReady")["reason"] == "TokenRejected"
+        assert_explained(cluster, namespace, "badtoken", hd, "TokenRejected")
+    finally:
+        strict_hub.stop()
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
+def test_explains_wrong_revision(cluster, operator, hub, namespace):
+    create_token(cluster, namespace)
+    started = time.monotonic()
+    apply(cluster, namespace, hd_body("badrev", hub, model={"revision": "0" * 40}))
+    hd, _ = wait_reason(cluster, namespace, "badrev", "ModelCacheReady", "RevisionNotFound", started)
+    cond = condition(hd, "ModelCacheReady")
+    assert cond["status"] == "False" and "revision" in cond["message"], cond
+    assert condition(hd, "SecretReady")["status"] == "True"
+    assert_explained(cluster, namespace, "badrev", hd, "RevisionNotFound")

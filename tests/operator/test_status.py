@@ -5,7 +5,18 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from higgs_operator.secrets import SecretCheck
-from higgs_operator.status import Condition, StatusInputs, build_status, compute_conditions, merge_conditions
+from higgs_operator.status import (
+    Condition,
+    StatusInputs,
+    build_status,
+    compute_conditions,
+    download_failure,
+    image_error,
+    merge_conditions,
+    pod_problem,
+    unschedulable,
+    warning,
+)
 
 NOW = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
 OK = SecretCheck(True, "SecretFound", "ok", "abc")
@@ -183,3 +194,151 @@ def test_restarts_long_recovered_are_not_a_crash_loop():
     recovered["status"]["conditions"][0]["status"] = "False"
     c, phase = conds(StatusInputs(1, OK, DEP, [recovered], 1, models_ok=True))
     assert phase == "Degraded" and c["Degraded"].reason == "CrashLoop"
+
+
+# --- why pods cannot start: the scheduler, the image, the download -------------------------------------
+GPU_MSG = "0/2 nodes are available: 2 Insufficient nvidia.com/gpu. preemption: 0/2 nodes are available"
+
+
+def unschedulable_pod(name="u", message=GPU_MSG):
+    cond = {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+    return {"metadata": {"name": name}, "status": {"phase": "Pending", "conditions": [cond]}}
+
+
+def image_pod(reason, message="boom", container="server"):
+    p = pod("img")
+    p["spec"] = {"containers": [{"name": container, "image": "nope/x:1"}]}
+    p["status"]["containerStatuses"] = [
+        {"name": container, "state": {"waiting": {"reason": reason, "message": message}}}
+    ]
+    return p
+
+
+def download_pod(code, message=None, state="waiting"):
+    term = {"exitCode": code, "reason": "Error", **({"message": message} if message is not None else {})}
+    cs: dict = {"name": "download-model", "restartCount": 1}
+    if state == "terminated":
+        cs["state"] = {"terminated": term}
+    else:
+        cs["state"] = {"waiting": {"reason": "CrashLoopBackOff"}} if state == "waiting" else {"running": {}}
+        cs["lastState"] = {"terminated": term}
+    p = pod("dl")
+    p["status"]["initContainerStatuses"] = [cs]
+    return p
+
+
+def inputs(*pods, secret=OK):
+    return StatusInputs(generation=1, secret=secret, deployment=DEP, pods=list(pods), desired_replicas=1)
+
+
+def test_unschedulable_names_the_scheduler_reason_at_once():
+    s = build_status(inputs(unschedulable_pod()), NOW)
+    c = {x["type"]: x for x in s["conditions"]}
+    for ctype, status in (("Available", "False"), ("Degraded", "True")):
+        assert (c[ctype]["status"], c[ctype]["reason"]) == (status, "Unschedulable")
+        assert (
+            "pod u unschedulable: 0/2 nodes are available: 2 Insufficient nvidia.com/gpu"
+            in c[ctype]["message"]
+        )
+    assert (s["phase"], s["reason"]) == ("Degraded", "Unschedulable")
+    assert s["message"].startswith("pod u unschedulable: 0/2 nodes")
+    assert warning(s) == ("Unschedulable", c["Degraded"]["message"])
+
+
+def test_unschedulable_waits_while_a_pod_terminates():
+    leaving = pod("old")
+    leaving["metadata"]["deletionTimestamp"] = "2026-01-01T11:59:59Z"
+    assert pod_problem([leaving, unschedulable_pod()]) is None
+    assert unschedulable(pod()) is None
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ImageNotMapped"])
+def test_image_errors(reason):
+    c, phase = conds(inputs(image_pod(reason, "no such image")))
+    assert (c["Degraded"].reason, c["Available"].reason, phase) == (
+        "ImagePullFailed",
+        "ImagePullFailed",
+        "Degraded",
+    )
+    assert (
+        c["Degraded"].message
+        == f"pod img container server cannot get image nope/x:1: {reason}: no such image"
+    )
+    assert image_error(image_pod("ContainerCreating")) is None
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "reason", "text"),
+    [
+        (
+            3,
+            "TokenRejected: token rejected or no access to bosonai/m on http://hub (HTTP 401)",
+            "TokenRejected",
+            "token rejected or no access to bosonai/m",
+        ),
+        (
+            4,
+            "RevisionNotFound: revision 000 not found in bosonai/m on http://hub: check",
+            "RevisionNotFound",
+            "revision 000 not found",
+        ),
+        (
+            6,
+            "DiskFull: disk full while downloading bosonai/m into /models (1 KiB free): increase",
+            "DiskFull",
+            "disk full while downloading",
+        ),
+        # FallbackToLogsOnError: the log tail, the script's ERROR line last
+        (
+            4,
+            "[download-model] endpoint x\nERROR: RevisionNotFound: revision 1 not found in a/b",
+            "RevisionNotFound",
+            "revision 1 not found in a/b",
+        ),
+        # no termination message (the local stack): the exit status names the cause
+        (3, None, "TokenRejected", "the Hugging Face hub rejected the token"),
+        (4, None, "RevisionNotFound", "a pinned revision is not in its repository"),
+        (6, None, "DiskFull", "the model cache volume is full"),
+        (1, "Traceback ...\nKeyError: 'x'", "DownloadFailed", "last output: KeyError: 'x'"),
+        (137, None, "DownloadFailed", "exit code 137"),
+    ],
+)
+def test_download_failure_reason_and_message(code, message, reason, text):
+    for state in ("terminated", "waiting", "running"):
+        c, phase = conds(inputs(download_pod(code, message, state)))
+        mc = c["ModelCacheReady"]
+        assert (mc.status, mc.reason) == ("False", reason), state
+        assert mc.message.startswith("pod dl: ") and text in mc.message, mc.message
+        assert (c["Degraded"].reason, c["Available"].reason, phase) == (reason, reason, "Degraded")
+        token = c["SecretReady"]
+        assert (token.status, token.reason) == (
+            ("False", "TokenRejected") if reason == "TokenRejected" else ("True", "SecretFound")
+        )
+
+
+def test_token_rejected_is_the_summary_and_a_warning():
+    s = build_status(
+        inputs(download_pod(3, "TokenRejected: token rejected or no access to a/b (HTTP 401)")), NOW
+    )
+    assert (s["reason"], s["message"]) == (
+        "TokenRejected",
+        "pod dl: token rejected or no access to a/b (HTTP 401)",
+    )
+    assert warning(s) == ("TokenRejected", s["message"])
+
+
+def test_download_that_succeeded_or_runs_first_time_is_no_problem():
+    done = download_pod(0, state="terminated")
+    assert download_failure(done) is None
+    first = pod("f", init_running=True)
+    first["status"]["initContainerStatuses"][0]["name"] = "download-model"
+    assert download_failure(first) is None
+    c, phase = conds(inputs(first))
+    assert (c["ModelCacheReady"].reason, phase) == ("Downloading", "Downloading")
+
+
+def test_healthy_status_has_no_reason_and_no_warning():
+    s = build_status(inputs(pod(ready=True)), NOW)
+    assert (s["reason"], s["message"]) == ("", "") and warning(s) is None
+    missing = build_status(inputs(secret=SecretCheck(False, "SecretNotFound", "secret x missing")), NOW)
+    assert missing["reason"] == "SecretNotFound" and warning(missing) is None  # the reconcile warns on it

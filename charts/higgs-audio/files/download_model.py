@@ -17,7 +17,10 @@ commit, so the script writes refs/main = the resolved commit itself; the server,
 finds the snapshot. The marker (in the repository's folder) records the resolved commit.
 
 The token comes from HF_TOKEN (never printed); HF_ENDPOINT selects a mirror. Exit status 0 on
-success, 1 with one `ERROR:` line naming the cause otherwise.
+success; otherwise one `ERROR: <Cause>: <message>` line on stderr, the same `<Cause>: <message>` line
+in the termination message file (--termination-log, /dev/termination-log by default, written only
+where the kubelet created it), and the cause's exit status (EXIT_CODES; 1 for any other failure), so
+the operator can name the cause even where no termination message is kept.
 """
 
 from __future__ import annotations
@@ -57,8 +60,24 @@ def cache_item(repo: str, revision: str, cache_dir: Path) -> Item:
     return Item(repo, revision, cache_dir / ("models--" + repo.replace("/", "--")), cache_dir)
 
 
+# Causes the operator shows as condition reasons, and their exit statuses (1: DownloadFailed).
+EXIT_CODES = {
+    "DownloadFailed": 1,
+    "TokenRejected": 3,
+    "RevisionNotFound": 4,
+    "RepositoryNotFound": 5,
+    "DiskFull": 6,
+    "HubUnreachable": 7,
+    "HubError": 8,
+}
+
+
 class DownloadError(Exception):
-    """A failure with a message fit for the user (no stack trace)."""
+    """A failure with a message fit for the user (no stack trace) and its cause (a key of EXIT_CODES)."""
+
+    def __init__(self, message: str, cause: str = "DownloadFailed") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def log(message: str) -> None:
@@ -199,35 +218,42 @@ def _status(error: BaseException) -> int | None:
 
 def explain(error: BaseException, item: Item) -> str:
     """One line naming the cause, for the errors users actually hit."""
+    return classify(error, item)[1]
+
+
+def classify(error: BaseException, item: Item) -> tuple[str, str]:
+    """(cause, one line naming it): the cause is a key of EXIT_CODES."""
     classes = _error_classes()
     endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         free = shutil.disk_usage(item.dest).free if item.dest.exists() else 0
-        return (
+        return "DiskFull", (
             f"disk full while downloading {item.repo} into {item.dest} ({human(free)} free): "
             "increase modelCache.pvc.size (or the volume behind modelCache.existing)"
         )
     if isinstance(error, classes["RevisionNotFoundError"]):
-        return f"revision {item.revision} not found in {item.repo} on {endpoint}: check the pinned revision"
+        return "RevisionNotFound", (
+            f"revision {item.revision} not found in {item.repo} on {endpoint}: check the pinned revision"
+        )
     if isinstance(error, classes["GatedRepoError"]) or _status(error) in (401, 403):
-        return (
+        return "TokenRejected", (
             f"token rejected or no access to {item.repo} on {endpoint} (HTTP {_status(error)}): check the "
             "secret named by hfToken.existingSecret and that the account accepted the model's terms"
         )
     if isinstance(error, classes["RepositoryNotFoundError"]):
-        return (
+        return "RepositoryNotFound", (
             f"repository {item.repo} not found on {endpoint} (or it is private and the token has no access)"
         )
     if isinstance(error, classes["HfHubHTTPError"]):
-        return f"the Hub at {endpoint} answered HTTP {_status(error)} for {item.repo}: {error}"
+        return "HubError", f"the Hub at {endpoint} answered HTTP {_status(error)} for {item.repo}: {error}"
     name = type(error).__name__
     # Class names, not classes: requests (old hubs) and httpx (new) raise their own.
     unreachable = ("LocalEntryNotFound", "ConnectError", "ConnectTimeout", "ConnectionError", "Timeout")
     if any(part in name for part in unreachable) or isinstance(error, (ConnectionError, TimeoutError)):
-        return (
+        return "HubUnreachable", (
             f"cannot reach {endpoint} to download {item.repo} ({name}): check network access or HF_ENDPOINT"
         )
-    return f"downloading {item.repo}@{item.revision} failed: {name}: {error}"
+    return "DownloadFailed", f"downloading {item.repo}@{item.revision} failed: {name}: {error}"
 
 
 def _snapshot_kwargs(snapshot: Callable[..., str], max_workers: int) -> dict[str, object]:
@@ -284,9 +310,19 @@ def download(item: Item, token: str | None, max_workers: int, interval: float) -
                 write_ref_main(item, commit)
                 log(f"{item.repo}: refs/main -> {commit} (the server asks for main)")
     except Exception as error:
-        raise DownloadError(explain(error, item)) from error
+        cause, message = classify(error, item)
+        raise DownloadError(message, cause) from error
     write_marker(item, commit)
     log(f"{item.repo}: complete, {human(dir_bytes(item.dest))} in {time.monotonic() - started:.1f} s")
+
+
+def write_termination_message(path: Path, line: str) -> None:
+    """The cause for the pod's status (state.terminated.message), best effort: only into a file that
+    exists (the kubelet mounts it; a process outside a container must not create /dev files)."""
+    if not path.is_file():
+        return
+    with contextlib.suppress(OSError):
+        path.write_text(line[:4000] + "\n", encoding="utf-8")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -312,6 +348,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--progress-interval", type=float, default=10.0, help="seconds between progress lines"
     )
+    parser.add_argument(
+        "--termination-log",
+        type=Path,
+        default=Path("/dev/termination-log"),
+        help="where the one-line cause of a failure goes (the container's terminationMessagePath); "
+        "written only when the file exists (the kubelet creates it)",
+    )
     args = parser.parse_args(argv)
     if not args.item and not args.cache_item:
         parser.error("nothing to download: give --item or --cache-item")
@@ -335,8 +378,10 @@ def main(argv: list[str] | None = None) -> int:
         for item in items:
             download(item, token, args.max_workers, args.progress_interval)
     except DownloadError as error:
-        print(f"ERROR: {error}", file=sys.stderr, flush=True)
-        return 1
+        line = f"{error.cause}: {error}".replace("\n", " ")
+        print(f"ERROR: {line}", file=sys.stderr, flush=True)
+        write_termination_message(args.termination_log, line)
+        return EXIT_CODES.get(error.cause, 1)
     log("all repositories present")
     return 0
 

@@ -176,7 +176,8 @@ none of Boson's flags is rendered: --max-model-len/--max-num-seqs would be ignor
 {{- end }}
 
 {{/* Server arguments: the recipe's flags from typed values, in the syntax of Boson's vLLM 0.8 fork
-(`--limit-mm-per-prompt audio=50`, `--disable-mm-preprocessor-cache`). ---------------------------- */}}
+(`--limit-mm-per-prompt audio=50`, `--disable-mm-preprocessor-cache`). No --api-key: the key goes in as
+VLLM_API_KEY (docs/server-contract.md L5), so the process list does not show it. ------------------ */}}
 {{- define "higgs-audio.serverArgs" -}}
 - "--model"
 - {{ include "higgs-audio.modelPath" . | quote }}
@@ -203,13 +204,18 @@ none of Boson's flags is rendered: --max-model-len/--max-num-seqs would be ignor
 - "--voice-presets-dir"
 - {{ .Values.voicePresets.mountPath | quote }}
 {{- end }}
-{{- if .Values.apiKey.existingSecret }}
-- "--api-key"
-- "$(HIGGS_API_KEY)"
-{{- end }}
 {{- range .Values.extraArgs }}
 - {{ toString . | quote }}
 {{- end }}
+{{- end }}
+
+{{/* A Kubernetes quantity (the schema's pattern: 40Gi, 12.5G, 500M) in whole MiB, rounded up. */}}
+{{- define "higgs-audio.quantityMi" -}}
+{{- $q := toString . }}
+{{- $num := regexFind "^[0-9]+(\\.[0-9]+)?" $q }}
+{{- $units := dict "" 1.0 "m" 0.001 "k" 1e3 "M" 1e6 "G" 1e9 "T" 1e12 "P" 1e15 "E" 1e18 "Ki" 1024.0 "Mi" 1048576.0 "Gi" 1073741824.0 "Ti" 1099511627776.0 "Pi" 1125899906842624.0 "Ei" 1152921504606846976.0 }}
+{{- $bytes := mulf (float64 $num) (get $units (trimPrefix $num $q)) }}
+{{- ceil (divf $bytes 1048576.0) | int64 }}
 {{- end }}
 
 {{/* Environment that sends every cache of the server and its libraries to the writable /tmp. */}}
