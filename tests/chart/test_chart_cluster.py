@@ -257,14 +257,10 @@ def test_install_test_upgrade_uninstall(
     assert proc.returncode == 0, f"helm test failed:\n{proc.stdout}\n{proc.stderr}\n{describe()}"
     assert "PASS" in proc.stdout
 
-    # Upgrade while a stream runs against the old pod: the stream must finish whole.
+    # Upgrade while a stream runs against the old pod: the stream must finish whole. The stream starts
+    # once the new pod runs (its download done), so it is still in flight when the rollout takes the
+    # old pod down, however slow the machine is.
     old_name = pod.metadata.name
-    result = StreamResult()
-    streamer = threading.Thread(
-        target=stream_once, args=(f"http://{pod.status.pod_ip}:8000", result), daemon=True
-    )
-    streamer.start()
-    time.sleep(1.0)
     upgrade = install_args(
         namespace,
         hub_url,
@@ -275,8 +271,24 @@ def test_install_test_upgrade_uninstall(
         *presets,
     )
     upgrade[0] = "upgrade"
+    upgrade.remove("--wait")
     proc = cluster.helm(*upgrade, check=False)
     assert proc.returncode == 0, f"helm upgrade failed:\n{proc.stderr}\n{describe()}"
+    kubetest.wait_for(
+        lambda: [
+            p
+            for p in server_pods(cluster, namespace)
+            if p.metadata.name != old_name and p.status.phase == "Running"
+        ],
+        timeout=120,
+        describe=describe,
+        what="the upgraded pod Running",
+    )
+    result = StreamResult()
+    streamer = threading.Thread(
+        target=stream_once, args=(f"http://{pod.status.pod_ip}:8000", result), daemon=True
+    )
+    streamer.start()
     kubetest.wait_for(
         lambda: [p for p in server_pods(cluster, namespace) if p.metadata.name != old_name and ready(p)],
         timeout=120,
@@ -534,3 +546,33 @@ def test_omni_install_serves_speech_the_vllm_omni_way(cluster: kubetest.Cluster,
         assert proc.returncode == 0, f"helm test failed:\n{proc.stdout}\n{proc.stderr}\n{describe()}"
         assert "PASS" in proc.stdout and "omni" in proc.stdout, proc.stdout
         cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
+
+
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
+def test_shared_cache_claim_serves_two_replicas_on_two_nodes(
+    cluster: kubetest.Cluster, namespace: str, fake_hub: tuple[str, hub.HubState]
+) -> None:
+    """examples/values-local.yaml scaled out: its ReadWriteMany claim (a hostPath volume the local
+    stack's provisioner makes with the requested modes) is mounted by two replicas, one per one-GPU node."""
+    hub_url, _ = fake_hub
+    for name, key, value in (("hf-token", "hf_access_token", TOKEN), (API_KEY_SECRET, "api_key", API_KEY)):
+        cluster.kubectl("-n", namespace, "create", "secret", "generic", name, f"--from-literal={key}={value}")
+    describe = lambda: kubetest.namespace_report(cluster.api, namespace)  # noqa: E731
+    proc = cluster.helm(*install_args(namespace, hub_url, "--set", "replicaCount=2"), check=False)
+    assert proc.returncode == 0, f"helm install failed:\n{proc.stderr}\n{describe()}"
+    pods = [p for p in server_pods(cluster, namespace) if ready(p)]
+    assert len(pods) == 2, describe()
+    claims = {
+        v.persistent_volume_claim.claim_name
+        for p in pods
+        for v in p.spec.volumes
+        if v.persistent_volume_claim
+    }
+    assert len(claims) == 1, claims
+    pvc = cluster.core.read_namespaced_persistent_volume_claim(claims.pop(), namespace)
+    assert pvc.spec.access_modes == ["ReadWriteMany"]
+    pv = cluster.core.read_persistent_volume(pvc.spec.volume_name)
+    assert pv.spec.access_modes == ["ReadWriteMany"], "the provisioner honours the requested modes"
+    assert len({p.spec.node_name for p in pods}) == 2, describe()

@@ -204,25 +204,15 @@ def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, 
 
     # A second reconcile with nothing changed writes nothing: children resourceVersions stay put across a
     # forced resync (15 s) and a no-op spec touch.
-    # kopf caches probe results for 10 s, so one reading may predate the scale's writes: take the
-    # apply counters once two readings 11 s apart agree (nothing was applied in between; status
-    # patches go on, they are not children).
-    def applies() -> dict:
-        return {k: v for k, v in operator.health().get("writes", {}).items() if k.startswith("apply")}
-
-    def settled_writes() -> dict | None:
-        first = applies()
-        time.sleep(11)
-        second = applies()
-        return second if second and first == second else None
-
-    writes_before = kubetest.wait_for(settled_writes, 60, what="the operator's write counters to settle")
+    # (The operator's global write counters are no measure here: they count every child whose
+    # resourceVersion moved under an apply, a Deployment's status included, across every resource it
+    # manages. The operator's own managed-fields entry on each child is.)
+    time.sleep(3)
     before = {k: _written(k, v) for k, v in children(cluster, namespace, uid).items()}
     cluster.kubectl("annotate", "hd/tts", "-n", namespace, "touched=yes")
     time.sleep(17)
     after = {k: _written(k, v) for k, v in children(cluster, namespace, uid).items()}
     assert after == before, f"children written by a no-op reconcile:\n{before}\n{after}"
-    assert applies() == writes_before
 
     # Drift: a deleted child comes back.
     cluster.core.delete_namespaced_service("tts", namespace)
@@ -568,10 +558,19 @@ def wait_reason(cluster, ns: str, name: str, ctype: str, reason: str, started: f
 def assert_explained(cluster, ns: str, name: str, hd: dict, reason: str) -> None:
     """Also the summary `kubectl get hd` prints, and a Warning event on the resource."""
     assert (hd["status"]["phase"], hd["status"]["reason"]) == ("Degraded", reason)
-    table = cluster.kubectl("get", "hd", name, "-n", ns).stdout
-    assert "REASON" in table.splitlines()[0] and reason in table, table
-    wide = cluster.kubectl("get", "hd", name, "-n", ns, "-o", "wide").stdout
-    assert hd["status"]["message"][:40] in wide, wide
+
+    # The creation's own status write may land just after the first explained one: read the table
+    # until it shows the reason (a few seconds at most).
+    def table_showing(text: str, *args: str) -> str | None:
+        out = cluster.kubectl("get", "hd", name, "-n", ns, *args).stdout
+        return out if text in out else None
+
+    table = kubetest.wait_for(
+        lambda: table_showing(reason), 5, what=f"`kubectl get hd {name}` showing {reason}"
+    )
+    assert "REASON" in table.splitlines()[0], table
+    message = hd["status"]["message"][:40]
+    kubetest.wait_for(lambda: table_showing(message, "-o", "wide"), 5, what="`-o wide` showing the message")
     kubetest.wait_for(
         lambda: [
             e
