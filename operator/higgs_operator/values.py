@@ -29,7 +29,15 @@ PASS_THROUGH = (
     "port",
     "extraArgs",
     "env",
+    "envFrom",
+    "extraVolumes",
+    "extraVolumeMounts",
+    "extraInitContainers",
+    "extraContainers",
+    "disableUsageStats",
+    "compileCache",
     "gpuCount",
+    "gpuResourceName",
     "resources",
     "nodeSelector",
     "tolerations",
@@ -37,6 +45,7 @@ PASS_THROUGH = (
     "topologySpreadConstraints",
     "runtimeClassName",
     "priorityClassName",
+    "schedulerName",
     "podAnnotations",
     "podLabels",
     "modelCache",
@@ -74,6 +83,9 @@ def chart_values(
     values["replicaCount"] = replicas
     values["autoscaling"] = {"enabled": False}  # the operator scales through the scale subresource
     values["tests"] = {"enabled": False}
+    # The chart's NetworkPolicy (on by default under Helm) is not among the kinds the operator applies:
+    # its sources are the edge's business; turned off here so that the render stays appliable.
+    values["networkPolicy"] = {"enabled": False}
     values["hfToken"] = {
         "existingSecret": token.name if token else "",
         "key": token.key if token else "hf_access_token",

@@ -64,3 +64,35 @@ def test_at_least_twenty_cases_in_total() -> None:
 def test_case_names_are_unique() -> None:
     names = [c.name for c in RESOURCE_CASES]
     assert len(names) == len(set(names))
+
+
+# Cache and scaling combinations the CRD's rules must let through (the refused ones are cases/resources/
+# rwo-* and rwop-*): a shared or per-pod cache scales out; a one-node cache runs one pod without surge.
+ACCEPTED_CACHE_SCALING = [
+    {
+        "replicas": 3,
+        "modelCache": {"pvc": {"accessModes": ["ReadWriteMany"]}},
+        "strategy": {"type": "RollingUpdate"},
+    },
+    {"autoscaling": {"maxReplicas": 4, "targetWaitingRequestsPerReplica": 1}, "modelCache": {"mode": "none"}},
+    {
+        "replicas": 2,
+        "modelCache": {"pvc": {"create": False, "existingClaim": "m", "accessModes": ["ReadOnlyMany"]}},
+    },
+    {"replicas": 2, "modelCache": {"mode": "existing", "existing": {"hostPath": "/models"}}},
+    {"replicas": 1, "strategy": {"type": "Recreate"}},
+    {"autoscaling": {"maxReplicas": 1, "targetWaitingRequestsPerReplica": 1}},
+    {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}},
+    {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "0%", "maxUnavailable": 1}}},
+]
+
+
+def test_cache_and_scaling_combinations_that_work_are_accepted(
+    cluster: kubetest.Cluster, crd: None, namespace: str
+) -> None:
+    refused = []
+    for spec in ACCEPTED_CACHE_SCALING:
+        proc = _dry_run(cluster, namespace, spec)
+        if proc.returncode != 0:
+            refused.append(f"{spec}: {proc.stderr.strip()}")
+    assert not refused, "\n".join(refused)

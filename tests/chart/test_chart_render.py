@@ -93,9 +93,13 @@ def test_everything_on_renders_each_optional_object() -> None:
     hpa = ck.one(objects, "HorizontalPodAutoscaler")
     assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == "vllm:num_requests_waiting"
     policy = ck.one(objects, "NetworkPolicy")
-    peers = policy["spec"]["ingress"][0]["from"]
-    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}} in peers
-    assert {"namespaceSelector": {"matchLabels": {"team": "voice"}}} in peers
+    clients, metrics = policy["spec"]["ingress"]
+    assert {"namespaceSelector": {"matchLabels": {"team": "voice"}}} in clients["from"]
+    gateways = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "gateways"}}}
+    assert gateways in clients["from"]
+    assert metrics["from"] == [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    ]
     pod = ck.deployment_pod(objects)
     assert (
         pod["topologySpreadConstraints"][0]["labelSelector"]["matchLabels"]["app.kubernetes.io/instance"]
@@ -207,7 +211,7 @@ def test_default_args_are_the_recipe_flags_plus_the_tokenizer() -> None:
     env = {e["name"]: e.get("value") for e in server["env"]}
     assert env["HF_HUB_OFFLINE"] == "1"
     # Only the one vLLM setting the chart means to give (its cache on the writable /tmp).
-    assert {name for name in env if name.startswith("VLLM_")} == {"VLLM_CACHE_ROOT"}
+    assert {name for name in env if name.startswith("VLLM_")} == {"VLLM_CACHE_ROOT", "VLLM_NO_USAGE_STATS"}
 
 
 def test_flags_are_in_the_forks_syntax() -> None:
@@ -312,12 +316,14 @@ def test_omni_environment_exactly() -> None:
         "VLLM_USE_DEEP_GEMM": "0",
         "VLLM_MOE_USE_DEEP_GEMM": "0",
         "SPEAKER_SAMPLES_DIR": "/tmp/.cache/vllm-omni/speakers",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
         "HOME": "/tmp",
         "XDG_CACHE_HOME": "/tmp/.cache",
         "HF_HOME": "/tmp/.cache/huggingface",
-        "VLLM_CACHE_ROOT": "/tmp/.cache/vllm",
-        "TRITON_CACHE_DIR": "/tmp/.cache/triton",
-        "TORCHINDUCTOR_CACHE_DIR": "/tmp/.cache/torchinductor",
+        "VLLM_CACHE_ROOT": "/models/compile-cache/vllm",
+        "TRITON_CACHE_DIR": "/models/compile-cache/triton",
+        "TORCHINDUCTOR_CACHE_DIR": "/models/compile-cache/torchinductor",
         "NUMBA_CACHE_DIR": "/tmp/.cache/numba",
         "OUTLINES_CACHE_DIR": "/tmp/.cache/outlines",
         "MPLCONFIGDIR": "/tmp/.cache/matplotlib",
@@ -443,7 +449,13 @@ def test_typed_values_reach_the_args() -> None:
 def test_pod_hardening_and_lifecycle_defaults() -> None:
     objects = ck.render()
     deployment = ck.one(objects, "Deployment")
-    assert deployment["spec"]["strategy"] == {
+    # Recreate: the default cache claim is ReadWriteOnce, which a surge pod on another node cannot mount.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    shared = {
+        "modelCache": {"pvc": {"accessModes": ["ReadWriteMany"]}},
+        "strategy": {"type": "RollingUpdate"},
+    }
+    assert ck.one(ck.render(shared), "Deployment")["spec"]["strategy"] == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
     }

@@ -42,11 +42,15 @@ OPERATOR_OWNED = {
     "hfToken",
     "apiKey",
     "checksums",
+    "networkPolicy",  # off: not a kind the operator applies
 }
 # Chart values a HiggsDeployment does not expose (edge and monitoring objects the operator does not
 # apply; the pods' ServiceAccount keeps the chart's defaults). A new chart value fails
 # test_every_chart_value_is_passed_owned_or_listed until it is mapped or added here.
-NOT_EXPOSED = {"httpRoute", "ingress", "networkPolicy", "serviceMonitor", "serviceAccount", "nameOverride"}
+NOT_EXPOSED = {"httpRoute", "ingress", "serviceMonitor", "serviceAccount", "nameOverride"}
+# Release-wide metadata and free-form manifests: the operator owns the metadata of what it applies (pods
+# take podLabels/podAnnotations) and applies only the kinds it knows, never arbitrary objects.
+NOT_EXPOSED |= {"commonLabels", "commonAnnotations", "extraObjects"}
 
 
 def _gen_settings() -> Any:

@@ -177,3 +177,44 @@ def test_notes_say_how_to_fetch_the_report():
     notes = (CHART / "templates" / "NOTES.txt").read_text()
     assert "kubectl -n {{ .Release.Namespace }} cp" in notes and "PVC" in notes
     assert "higgsDeployment" in notes and "operator's view" in notes
+
+
+RESTRICTED_CONTAINER = {
+    "allowPrivilegeEscalation": False,
+    "privileged": False,
+    "readOnlyRootFilesystem": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+
+
+@pytest.mark.parametrize("sets", [(), ("podSecurityContext=null",), ("higgsDeployment=serving/hd",)])
+def test_jobs_are_hardened_with_resources_and_a_ttl(sets):
+    """Pod Security "restricted" whatever podSecurityContext says; a read-only root with /tmp writable;
+    requests and limits; finished Jobs cleaned up (tests/security/test_security_podsecurity.py admits them)."""
+    objs = render(*sets)
+    for name in ("Job/lt-higgs-loadtest-master", "Job/lt-higgs-loadtest-workers"):
+        job = objs[name]
+        assert job["spec"]["ttlSecondsAfterFinished"] == 3600, name
+        pod = job["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True, name
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}, name
+        if name.endswith("workers") or "higgsDeployment=serving/hd" not in sets:
+            assert pod["automountServiceAccountToken"] is False, name
+        (container,) = pod["containers"]
+        assert container["securityContext"] == RESTRICTED_CONTAINER, name
+        assert {"name": "HOME", "value": "/tmp"} in container["env"], name
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        assert "emptyDir" in volumes[mounts["/tmp"]], name
+        assert container["resources"]["requests"]["cpu"] and container["resources"]["limits"]["memory"], name
+    master = objs["Job/lt-higgs-loadtest-master"]["spec"]["template"]["spec"]["containers"][0]
+    assert "/report" in {m["mountPath"] for m in master["volumeMounts"]}
+
+
+def test_ttl_and_resources_are_values():
+    objs = render("ttlSecondsAfterFinished=60", "resources.worker.limits.cpu=2")
+    workers = objs["Job/lt-higgs-loadtest-workers"]
+    assert workers["spec"]["ttlSecondsAfterFinished"] == 60
+    assert workers["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"]["cpu"] == 2
+    proc = helm("template", "lt", str(CHART), "--set", f"host={HOST}", "--set", "resources.worker.cpu=1")
+    assert proc.returncode != 0 and "resources" in proc.stderr

@@ -140,3 +140,33 @@ def test_operator_asks_the_api_server_for_its_version_unless_overridden():
     assert "--kube-version=1.31.2" in args("--set", "kubeVersion=v1.31.2")
     with pytest.raises(subprocess.CalledProcessError):
         render("--set", "kubeVersion=latest")
+
+
+def test_helm_test_pod_is_restricted_with_resources():
+    for extra in ((), ("--set", "podSecurityContext=null", "--set", "securityContext=null")):
+        pod = next(d for d in render(*extra) if d["kind"] == "Pod")["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert pod["automountServiceAccountToken"] is False
+        (container,) = pod["containers"]
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "privileged": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+        assert "emptyDir" in pod["volumes"][0] and container["volumeMounts"][0]["mountPath"] == "/tmp"
+
+
+def test_namespaced_watch_needs_no_cluster_wide_secret_access():
+    docs = render("--set", "watchNamespaces={a,b}")
+    for cluster_role in (d for d in docs if d["kind"] == "ClusterRole"):
+        for rule in cluster_role["rules"]:
+            assert "secrets" not in rule["resources"] and "*" not in rule["resources"], rule
+    secret_roles = {
+        d["metadata"]["namespace"]
+        for d in docs
+        if d["kind"] == "Role" and any("secrets" in r["resources"] for r in d["rules"])
+    }
+    assert secret_roles == {"a", "b", "higgs-system"}

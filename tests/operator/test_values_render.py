@@ -40,7 +40,15 @@ SAMPLE = {
     "port": 8100,
     "extraArgs": ["--sim-startup-seconds", "5"],
     "env": [{"name": "A", "value": "b"}],
+    "envFrom": [{"secretRef": {"name": "s"}}],
+    "extraVolumes": [{"name": "extra", "emptyDir": {}}],
+    "extraVolumeMounts": [{"name": "extra", "mountPath": "/extra"}],
+    "extraInitContainers": [{"name": "warm", "image": "busybox:1.36"}],
+    "extraContainers": [{"name": "side", "image": "busybox:1.36"}],
+    "disableUsageStats": False,
+    "compileCache": {"persistent": False},
     "gpuCount": 2,
+    "gpuResourceName": "nvidia.com/gpu",
     "resources": {"requests": {"cpu": "1"}},
     "nodeSelector": {"gpu": "h100"},
     "tolerations": [{"key": "k", "operator": "Exists"}],
@@ -50,6 +58,7 @@ SAMPLE = {
     ],
     "runtimeClassName": "nvidia",
     "priorityClassName": "high",
+    "schedulerName": "volcano",
     "podAnnotations": {"a": "b"},
     "podLabels": {"team": "a"},
     "modelCache": {"mode": "none"},
@@ -96,6 +105,7 @@ def test_operator_owned_values():
     assert values["replicaCount"] == 3
     assert values["autoscaling"] == {"enabled": False}
     assert values["tests"] == {"enabled": False}
+    assert values["networkPolicy"] == {"enabled": False}  # not a kind the operator applies
     assert values["hfToken"] == {"existingSecret": "hf", "key": "tok"}
     assert values["apiKey"] == {"existingSecret": "k", "key": "kk"}
     assert values["checksums"] == {"hf-token": "c0ffee"}
@@ -208,7 +218,11 @@ def test_helm_template_argv_names_release_namespace_values_and_kube_version():
 @pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")
 def test_real_chart_renders_to_appliable_objects():
     values = chart_values(
-        "tts", {**SAMPLE, "modelCache": {"mode": "pvc"}}, TokenRef("hf", "hf_access_token"), "c0ffee", 2
+        "tts",
+        {**SAMPLE, "modelCache": {"mode": "pvc", "pvc": {"accessModes": ["ReadWriteMany"]}}},
+        TokenRef("hf", "hf_access_token"),
+        "c0ffee",
+        2,
     )
     objs = owned_objects(parse_manifests(helm_template(str(CHART), "tts", "team-a", values)), OWNER)
     kinds = {o["kind"] for o in objs}
@@ -219,6 +233,16 @@ def test_real_chart_renders_to_appliable_objects():
     assert "c0ffee" in rendered  # checksum annotation on the pod template
     assert "--sim-startup-seconds" in rendered
     assert all(o["metadata"]["ownerReferences"][0]["uid"] == "1234-uid" for o in objs)
+
+
+@pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")
+def test_single_node_cache_with_two_replicas_is_refused_naming_the_values():
+    """An object admitted before the CRD's rule (or a cluster without it) still gets the chart's refusal,
+    which the status then shows."""
+    values = chart_values("tts", {"modelCache": {"mode": "pvc"}}, TokenRef("hf", "k"), None, 2)
+    refusal = r'modelCache.pvc.accessModes \["ReadWriteOnce"\] with replicaCount 2'
+    with pytest.raises(RenderError, match=refusal):
+        helm_template(str(CHART), "tts", "team-a", values)
 
 
 @pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")

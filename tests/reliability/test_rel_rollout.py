@@ -37,6 +37,8 @@ DRAINING = {
     ],
     "lifecycle": {"preStopSleepSeconds": 2},
     "terminationGracePeriodSeconds": 30,
+    # maxUnavailable 0 and a surge pod (the chart's default is Recreate); the emptyDir cache allows it.
+    "strategy": {"type": "RollingUpdate"},
 }
 
 

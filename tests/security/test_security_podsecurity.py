@@ -31,12 +31,14 @@ def restricted_ns(cluster: kubetest.Cluster, namespace: str) -> str:
 
 
 def _pods_of(objects: list[dict], namespace: str, cluster: kubetest.Cluster) -> list[dict]:
-    """A Pod per Deployment pod template, plus the chart's own (test hook) Pods; their ServiceAccount is
-    created for real (the ServiceAccount admission plugin looks it up)."""
+    """A Pod per Deployment or Job pod template, plus the chart's own (test hook) Pods; their
+    ServiceAccount is created for real (the ServiceAccount admission plugin looks it up)."""
     for sa in ck.by_kind(objects, "ServiceAccount"):
+        sa = copy.deepcopy(sa)
+        sa["metadata"]["namespace"] = namespace
         cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(sa))
     pods = []
-    for deployment in ck.by_kind(objects, "Deployment"):
+    for deployment in ck.by_kind(objects, "Deployment") + ck.by_kind(objects, "Job"):
         template = deployment["spec"]["template"]
         meta = {"name": f"{deployment['metadata']['name']}-psa", "namespace": namespace}
         meta["labels"] = template["metadata"].get("labels", {})
@@ -81,3 +83,34 @@ def test_restricted_namespace_really_enforces(cluster: kubetest.Cluster, restric
     assert proc.returncode != 0, "a privilege-escalating pod was admitted in a restricted namespace"
     assert 'violates PodSecurity "restricted:latest"' in proc.stderr, proc.stderr
     assert "allowPrivilegeEscalation" in proc.stderr and "runAsNonRoot" in proc.stderr, proc.stderr
+
+
+def _render_chart(cluster: kubetest.Cluster, chart: str, namespace: str, *sets: str) -> list[dict]:
+    args = ["template", "psa", str(ck.REPO_ROOT / "charts" / chart), "-n", namespace]
+    for value in sets:
+        args += ["--set", value]
+    return [o for o in yaml.safe_load_all(cluster.helm(*args).stdout) if o]
+
+
+@pytest.mark.parametrize(
+    ("chart", "sets"),
+    [
+        ("higgs-loadtest", ["host=http://tts-higgs-audio:8000"]),
+        ("higgs-loadtest", ["host=http://tts-higgs-audio:8000", "podSecurityContext=null"]),
+        ("higgs-operator", []),
+    ],
+    ids=["loadtest-jobs", "loadtest-jobs-no-pod-context", "operator-and-its-test-pod"],
+)
+def test_other_charts_pods_are_admitted_under_restricted(
+    cluster: kubetest.Cluster, restricted_ns: str, chart: str, sets: list[str]
+) -> None:
+    """The load test's master and worker Jobs, the operator and the operator chart's test pod."""
+    objects = _render_chart(cluster, chart, restricted_ns, *sets)
+    pods = _pods_of(objects, restricted_ns, cluster)
+    assert len(pods) == 2, [p["metadata"]["name"] for p in pods]  # master + workers; operator + its test
+    refused = []
+    for pod in pods:
+        proc = _create_dry_run(cluster, pod)
+        if proc.returncode != 0:
+            refused.append(f"{pod['metadata']['name']}: {proc.stderr.strip()}")
+    assert not refused, "\n".join(refused)

@@ -177,8 +177,14 @@ MATRIX: dict[str, dict[str, Any]] = {
         },
         "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
-        "networkPolicy": {"enabled": True, "allowedNamespaceSelectors": [{"team": "voice"}]},
+        "networkPolicy": {
+            "enabled": True,
+            "allowedNamespaceSelectors": [{"team": "voice"}],
+            "gatewayNamespace": "gateways",
+        },
         "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5},
+        "modelCache": {"pvc": {"accessModes": ["ReadWriteMany"]}},  # several replicas share the cache
+        "strategy": {"type": "RollingUpdate"},
         "topologySpreadConstraints": [
             {
                 "maxSkew": 1,
@@ -192,7 +198,7 @@ MATRIX: dict[str, dict[str, Any]] = {
         "checksums": {"hf-token": "abc123"},
         "maxNumSeqs": 32,
     },
-    "extra-args": {"extraArgs": ["--tensor-parallel-size", "2"]},
+    "extra-args": {"extraArgs": ["--tensor-parallel-size", "2"], "gpuCount": 2},
     "api-key": {"apiKey": {"existingSecret": "higgs-api-key"}},
     "voice-presets-configmap": {"voicePresets": {"configMap": "voices"}},
     "voice-presets-volume": {"voicePresets": {"volume": {"persistentVolumeClaim": {"claimName": "voices"}}}},
@@ -267,7 +273,10 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 2}}, "autoscaling.maxReplicas"),
     ({"voicePresets": {"configMap": "v", "volume": {"emptyDir": {}}}}, "voicePresets"),
     ({"hfToken": {"existingSecret": "mine", "value": "t"}}, "hfToken"),
-    ({"strategy": {"rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0}}}, "strategy.rollingUpdate"),
+    (
+        {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 0}}},
+        "strategy.rollingUpdate",
+    ),
     # serverGeneration omni: Boson's image and the fork's pins are refused, naming the value to set.
     ({"serverGeneration": "omni"}, "image.repository=vllm/vllm-omni"),
     ({"serverGeneration": "omni", "image": {"repository": "vllm/vllm-omni"}}, "model.revision"),

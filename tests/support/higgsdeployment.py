@@ -31,6 +31,9 @@ def hd_body(name: str, hub: HubProcess, **spec: object) -> dict:
         "lifecycle": {"preStopSleepSeconds": 0},
         "terminationGracePeriodSeconds": 2,
         "podDisruptionBudget": {"enabled": False},
+        # Spec changes roll without an outage, as before the chart's default became Recreate (the
+        # per-pod emptyDir cache allows a surge pod; gpuCount 0 gives it room).
+        "strategy": {"type": "RollingUpdate"},
     }
     base.update(spec)
     if "autoscaling" not in base:

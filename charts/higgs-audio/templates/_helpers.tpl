@@ -35,6 +35,21 @@ helm.sh/chart: {{ include "higgs-audio.chart" . }}
 app.kubernetes.io/version: {{ .Values.image.tag | default .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 app.kubernetes.io/part-of: higgs-audio
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/* `annotations:` of an object's metadata: its own (arg 1, may be nil) over commonAnnotations, indented by
+arg 2; nothing when both are empty. Arg 0: the root context. */}}
+{{- define "higgs-audio.metaAnnotations" -}}
+{{- $root := index . 0 -}}
+{{- $indent := index . 2 -}}
+{{- $all := merge (dict) (default dict (index . 1)) (default dict $root.Values.commonAnnotations) -}}
+{{- with $all }}
+{{ "annotations:" | indent $indent }}
+{{- toYaml . | nindent (int (add $indent 2)) }}
+{{- end }}
 {{- end }}
 
 {{/* Labels of the serving pods (selector + component). */}}
@@ -218,7 +233,30 @@ VLLM_API_KEY (docs/server-contract.md L5), so the process list does not show it.
 {{- ceil (divf $bytes 1048576.0) | int64 }}
 {{- end }}
 
-{{/* Environment that sends every cache of the server and its libraries to the writable /tmp. */}}
+{{/* "true" when the compile caches live on the model cache volume: compileCache.persistent, a persistent
+mode (pvc, existing), and an existing volume not marked readOnly. */}}
+{{- define "higgs-audio.compileCachePersistent" -}}
+{{- $cache := .Values.modelCache }}
+{{- $ro := false }}
+{{- if and (eq $cache.mode "existing") $cache.existing.volume }}
+{{- range $cache.existing.volume }}
+{{- if and (kindIs "map" .) .readOnly }}{{ $ro = true }}{{ end }}
+{{- end }}
+{{- end }}
+{{- if and .Values.compileCache.persistent (ne $cache.mode "none") (not $ro) }}true{{ end }}
+{{- end }}
+
+{{/* Root of the compile caches: <mountPath>/compile-cache on the model volume, else the scratch /tmp/.cache. */}}
+{{- define "higgs-audio.compileCachePath" -}}
+{{- if include "higgs-audio.compileCachePersistent" . }}
+{{- printf "%s/compile-cache" (trimSuffix "/" .Values.modelCache.mountPath) }}
+{{- else -}}
+/tmp/.cache
+{{- end }}
+{{- end }}
+
+{{/* Environment that sends every cache of the server and its libraries to the writable /tmp, the compile
+caches (vLLM, torch inductor, Triton) to higgs-audio.compileCachePath. */}}
 {{- define "higgs-audio.scratchEnv" -}}
 - name: HOME
   value: /tmp
@@ -227,11 +265,11 @@ VLLM_API_KEY (docs/server-contract.md L5), so the process list does not show it.
 - name: HF_HOME
   value: /tmp/.cache/huggingface
 - name: VLLM_CACHE_ROOT
-  value: /tmp/.cache/vllm
+  value: {{ printf "%s/vllm" (include "higgs-audio.compileCachePath" .) }}
 - name: TRITON_CACHE_DIR
-  value: /tmp/.cache/triton
+  value: {{ printf "%s/triton" (include "higgs-audio.compileCachePath" .) }}
 - name: TORCHINDUCTOR_CACHE_DIR
-  value: /tmp/.cache/torchinductor
+  value: {{ printf "%s/torchinductor" (include "higgs-audio.compileCachePath" .) }}
 - name: NUMBA_CACHE_DIR
   value: /tmp/.cache/numba
 - name: OUTLINES_CACHE_DIR
@@ -287,6 +325,47 @@ higgs_audio), for which it has no pipeline. The new commits are not confirmed he
 {{- if and .Values.voicePresets.configMap .Values.voicePresets.volume }}
 {{- fail "voicePresets: set configMap or volume, not both" }}
 {{- end }}
+{{- /* GPU resource: a MIG slice or a time-shared GPU is a fraction of one GPU (values.schema.json
+gpuResourceName). Tensor parallelism (--tensor-parallel-size, vLLM's engine flag, passed in extraArgs)
+runs one worker per GPU of the pod, so it must equal gpuCount. Fork only: vLLM-Omni's stages take their
+parallelism from the deploy YAML. */}}
+{{- $gpuRes := .Values.gpuResourceName }}
+{{- $shared := hasSuffix ".shared" $gpuRes }}
+{{- $fractional := or $shared (contains "/mig-" $gpuRes) }}
+{{- $tp := "" }}
+{{- $args := .Values.extraArgs | default list }}
+{{- range $i, $a := $args }}
+{{- $s := toString $a }}
+{{- if or (eq $s "--tensor-parallel-size") (eq $s "-tp") }}
+{{- $tp = ternary (toString (index $args (add1 $i))) "" (lt (add1 $i) (len $args)) }}
+{{- else if hasPrefix "--tensor-parallel-size=" $s }}
+{{- $tp = trimPrefix "--tensor-parallel-size=" $s }}
+{{- end }}
+{{- end }}
+{{- if and $tp (not (include "higgs-audio.omni" .)) }}
+{{- if and $fractional (gt (int $tp) 1) }}
+{{- fail (printf "extraArgs --tensor-parallel-size (%s) needs whole GPUs: gpuResourceName (%s) is a fraction of one GPU (a MIG slice or a time-shared GPU)" $tp $gpuRes) }}
+{{- end }}
+{{- if ne (toString (int $tp)) (toString (int .Values.gpuCount)) }}
+{{- fail (printf "extraArgs --tensor-parallel-size (%s) must equal gpuCount (%d): vLLM runs one tensor-parallel worker per GPU of the pod" $tp (int .Values.gpuCount)) }}
+{{- end }}
+{{- end }}
+{{- if and $fractional (gt (int .Values.gpuCount) 1) }}
+{{- fail (printf "gpuCount (%d) with gpuResourceName (%s): a MIG slice or a time-shared GPU is a fraction of one GPU and vLLM uses one device per tensor-parallel worker; set gpuCount 1" (int .Values.gpuCount) $gpuRes) }}
+{{- end }}
+{{- if and $shared (gt (float64 (toString .Values.gpuMemoryUtilization)) 0.5) }}
+{{- fail (printf "gpuMemoryUtilization (%v) with gpuResourceName (%s): vLLM reserves that fraction of the whole GPU's memory, which time-slicing shares with other pods without isolation; set it at most 0.5" .Values.gpuMemoryUtilization $gpuRes) }}
+{{- end }}
+{{- range $key := keys (default dict .Values.commonLabels) | sortAlpha }}
+{{- if or (hasPrefix "app.kubernetes.io/" $key) (eq $key "helm.sh/chart") }}
+{{- fail (printf "commonLabels: %s is one of the chart's own labels (app.kubernetes.io/*, helm.sh/chart); set it through the chart's values" $key) }}
+{{- end }}
+{{- end }}
+{{- range .Values.extraVolumes }}
+{{- if has .name (list "model-cache" "shm" "scratch" "scripts" "voice-presets") }}
+{{- fail (printf "extraVolumes: %s is the name of one of the chart's own volumes (model-cache, shm, scratch, scripts, voice-presets)" .name) }}
+{{- end }}
+{{- end }}
 {{- /* hfToken.value makes its own Secret and wins; an existingSecret left at the chart's default (or
 naming that very Secret) is no conflict, any other one is. */}}
 {{- if and .Values.hfToken.value .Values.hfToken.existingSecret (not (has .Values.hfToken.existingSecret (list (include "higgs-audio.hfTokenDefaultSecret" .) (include "higgs-audio.hfTokenGeneratedSecret" .)))) }}
@@ -294,5 +373,25 @@ naming that very Secret) is no conflict, any other one is. */}}
 {{- end }}
 {{- if and (eq .Values.strategy.type "RollingUpdate") (eq (toString .Values.strategy.rollingUpdate.maxUnavailable) "0") (eq (toString .Values.strategy.rollingUpdate.maxSurge) "0") }}
 {{- fail "strategy.rollingUpdate: maxUnavailable and maxSurge cannot both be 0" }}
+{{- end }}
+{{- /* A pvc cache one node mounts at a time (no ReadWriteMany/ReadOnlyMany, the attach/detach
+controller's test for multi-attach) holds every pod to the node that has the disk: a second replica,
+an autoscaled one or a surge pod placed elsewhere waits forever on a Multi-Attach error. With
+create=false the chart cannot see the claim's modes: accessModes states them. */}}
+{{- if eq .Values.modelCache.mode "pvc" }}
+{{- $modes := .Values.modelCache.pvc.accessModes | default (list "ReadWriteOnce") }}
+{{- if not (or (has "ReadWriteMany" $modes) (has "ReadOnlyMany" $modes)) }}
+{{- $why := "" }}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.maxReplicas) 1) }}
+{{- $why = printf "autoscaling.maxReplicas %d" (int .Values.autoscaling.maxReplicas) }}
+{{- else if and (not .Values.autoscaling.enabled) (gt (int .Values.replicaCount) 1) }}
+{{- $why = printf "replicaCount %d" (int .Values.replicaCount) }}
+{{- else if and (eq .Values.strategy.type "RollingUpdate") (not (regexMatch "^0+%?$" (toString .Values.strategy.rollingUpdate.maxSurge))) }}
+{{- $why = printf "strategy.type RollingUpdate with strategy.rollingUpdate.maxSurge %v" .Values.strategy.rollingUpdate.maxSurge }}
+{{- end }}
+{{- if $why }}
+{{- fail (printf "modelCache.pvc.accessModes %s with %s: a %s claim is mounted by one node at a time, so a pod placed on another node waits forever (Multi-Attach). Use modelCache.pvc.accessModes [ReadWriteMany] (or [ReadOnlyMany] with a claim already filled), or strategy.type=Recreate with a single replica, or modelCache.mode=none (each pod downloads into an emptyDir).%s" (toJson $modes) $why (join "/" $modes) (ternary " With pvc.create=false, set accessModes to the existing claim's modes: the chart cannot look them up." "" (not .Values.modelCache.pvc.create))) }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -26,9 +26,15 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 
 {{- define "higgs-loadtest.containerSecurity" -}}
 allowPrivilegeEscalation: false
-readOnlyRootFilesystem: false
+privileged: false
+readOnlyRootFilesystem: true
 capabilities:
   drop: ["ALL"]
+{{- end -}}
+
+{{/* Pod securityContext: the values', with runAsNonRoot and RuntimeDefault seccomp always (restricted). */}}
+{{- define "higgs-loadtest.podSecurity" -}}
+{{- toYaml (mustMergeOverwrite (deepCopy (.Values.podSecurityContext | default dict)) (dict "runAsNonRoot" true "seccompProfile" (dict "type" "RuntimeDefault"))) -}}
 {{- end -}}
 
 {{/* --higgsdeployment's NAMESPACE/NAME from .Values.higgsDeployment (NAME: in the release namespace). */}}

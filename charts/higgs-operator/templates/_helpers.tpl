@@ -38,18 +38,22 @@ Exactly the verbs the operator uses (operator/higgs_operator/permissions.py; tes
 compares). Split by scope so that an operator told to watch some namespaces gets Roles in those only.
 */}}
 {{- define "higgs-operator.namespacedRules" -}}
-# HiggsDeployments: watched by kopf (which patches its own annotations), status written, and owner
-# of children with blockOwnerDeletion (needs update on the finalizers subresource).
+# HiggsDeployments: list + watch for kopf's handlers (handlers.py @kopf.on.*/daemon); patch for kopf's own
+# progress annotations and finalizer on the object. No update, no delete: the user owns the resource.
 - apiGroups: [audio.higgs.dev]
   resources: [higgsdeployments]
   verbs: [list, watch, patch]
+# The status the operator reports (kube.patch_status, a merge patch).
 - apiGroups: [audio.higgs.dev]
   resources: [higgsdeployments/status]
   verbs: [patch]
+# Children carry an ownerReference with blockOwnerDeletion, which the API server allows only to who may
+# update the owner's finalizers.
 - apiGroups: [audio.higgs.dev]
   resources: [higgsdeployments/finalizers]
   verbs: [update]
-# Children rendered from charts/higgs-audio: watched (drift), server-side applied (create + patch), pruned.
+# Children rendered from charts/higgs-audio (render.APPLIABLE_KINDS): watched for drift (kopf.on.event,
+# list + watch), server-side applied (kube.apply: patch, create when absent), pruned (kube.delete).
 - apiGroups: [""]
   resources: [configmaps, services, serviceaccounts, persistentvolumeclaims]
   verbs: [list, watch, create, patch, delete]
@@ -59,36 +63,42 @@ compares). Split by scope so that an operator told to watch some namespaces gets
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, watch, create, patch, delete]
-# Token Secrets: read and watched; mirrored copies applied and pruned.
+# Secrets: the token and API-key Secrets read by name (kube.get) and watched for rotation
+# (@kopf.on.event secrets); mirrored token copies applied and pruned like the other children. Cluster-wide
+# only without watchNamespaces: with it, this rule lives in the watched namespaces' Roles.
 - apiGroups: [""]
   resources: [secrets]
   verbs: [get, list, watch, create, patch, delete]
-# The autoscaler writes replicas through the scale subresource only.
+# The autoscaler writes replicas through the scale subresource only (kube.scale_deployment).
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
-# Pods: readiness and the /metrics targets.
+# Pods: read only, for readiness, failure reasons and the /metrics targets (@kopf.on.event pods). Never
+# create or delete: the Deployment does that.
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+# Events posted on the HiggsDeployment (kopf.event/kopf.warn in handlers.py): create only, never read.
 - apiGroups: [""]
   resources: [events]
   verbs: [create]
-# kopf peering in a watched namespace.
+# kopf peering in a watched namespace (KopfPeering: one active replica, the other on standby).
 - apiGroups: [kopf.dev]
   resources: [kopfpeerings]
   verbs: [get, list, watch, patch]
 {{- end -}}
 
 {{- define "higgs-operator.clusterScopedRules" -}}
-# kopf itself: resource and namespace scanning.
+# kopf itself: it scans the CRDs to resolve the resources it watches (read only).
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+# kopf itself: it observes namespaces to know which exist (read only).
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
 {{- if not .Values.watchNamespaces }}
+# kopf peering when watching the whole cluster (ClusterKopfPeering).
 - apiGroups: [kopf.dev]
   resources: [clusterkopfpeerings]
   verbs: [get, list, watch, patch]
