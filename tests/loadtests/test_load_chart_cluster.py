@@ -39,9 +39,7 @@ spec:
 TOLERATIONS = "tolerations:\n  - {key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}\n"
 
 
-@pytest.mark.localstack(
-    "the chart gets the locustfile as a path on this host, and the simulator image through the images file"
-)
+@pytest.mark.localstack("the load-test and simulator images are the local stack's images file entries")
 @pytest.mark.cluster
 @pytest.mark.timeout(300)
 def test_in_cluster_run_writes_the_report(cluster, namespace):
@@ -57,8 +55,6 @@ def test_in_cluster_run_writes_the_report(cluster, namespace):
         namespace,
         "--set",
         f"host=http://{ip}:8000",
-        "--set",
-        f"locustfile={REPO / 'loadtests' / 'locustfile.py'}",
         "--set",
         "users=4",
         "--set",
