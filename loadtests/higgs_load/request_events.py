@@ -29,39 +29,22 @@ def fire_request_events(environment: Environment, rec: RequestRecord) -> None:
         exception=exc,
         context={},
     )
-    if rec.ok:
-        if rec.ttfa_s is not None:
+    if not rec.ok:
+        return
+    # (row, value in ms, response_length): the measured figures of a successful request.
+    rows: list[tuple[str, float | None, int]] = [
+        ("TTFA", None if rec.ttfa_s is None else rec.ttfa_s * 1000, 0),
+        ("RTF", None if rec.rtf is None else rec.rtf * 1000, 0),
+        ("AUDIO", rec.audio_s * 1000, 0),
+        ("UNDERRUN", rec.stall_s * 1000 if rec.underruns else None, rec.underruns),
+    ]
+    for row, value, length in rows:
+        if value is not None:
             fire(
-                request_type="TTFA",
+                request_type=row,
                 name=rec.kind,
-                response_time=rec.ttfa_s * 1000,
-                response_length=0,
-                exception=None,
-                context={},
-            )
-        if rec.rtf is not None:
-            fire(
-                request_type="RTF",
-                name=rec.kind,
-                response_time=rec.rtf * 1000,
-                response_length=0,
-                exception=None,
-                context={},
-            )
-        fire(
-            request_type="AUDIO",
-            name=rec.kind,
-            response_time=rec.audio_s * 1000,
-            response_length=0,
-            exception=None,
-            context={},
-        )
-        if rec.underruns:
-            fire(
-                request_type="UNDERRUN",
-                name=rec.kind,
-                response_time=rec.stall_s * 1000,
-                response_length=rec.underruns,
+                response_time=value,
+                response_length=length,
                 exception=None,
                 context={},
             )
