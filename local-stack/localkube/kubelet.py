@@ -297,6 +297,20 @@ def build_conditions(
     return merged
 
 
+def terminated_state(c: Container, code: int, reason: str = "", message: str = "") -> dict:
+    """The container status' ``terminated`` state of ``c``'s run that ended now with ``code``."""
+    state = {
+        "exitCode": code,
+        "reason": reason or ("Completed" if code == 0 else "Error"),
+        "startedAt": c.started_at,
+        "finishedAt": now_rfc3339(),
+        "containerID": c.container_id,
+    }
+    if message:
+        state["message"] = message
+    return state
+
+
 class PodWorker(threading.Thread):
     def __init__(
         self,
@@ -496,13 +510,7 @@ class PodWorker(threading.Thread):
         c.proc = None
         c.kill_deadline = None
         (self.dir / f"{c.name}.pid").unlink(missing_ok=True)
-        c.terminated = {
-            "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
-            "startedAt": c.started_at,
-            "finishedAt": now_rfc3339(),
-            "containerID": c.container_id,
-        }
+        c.terminated = terminated_state(c, code)
         if c.kill_reason:
             c.terminated["message"] = c.kill_reason
             c.kill_reason = ""
@@ -584,14 +592,7 @@ class PodWorker(threading.Thread):
         except StartError as exc:
             c.ever_started = True
             self.event("Warning", "Failed", f"Error: {exc}", c.name)
-            c.terminated = {
-                "exitCode": 128,
-                "reason": "StartError",
-                "message": str(exc),
-                "startedAt": c.started_at,
-                "finishedAt": now_rfc3339(),
-                "containerID": c.container_id,
-            }
+            c.terminated = terminated_state(c, 128, "StartError", str(exc))
             c.proc = None
             policy = "Always" if c.is_sidecar else self.restart_policy
             if policy == "Never":
@@ -791,13 +792,7 @@ class PodWorker(threading.Thread):
         (self.dir / f"{c.name}.pid").unlink(missing_ok=True)
         c.waiting = None
         c.done = True
-        c.terminated = {
-            "exitCode": code,
-            "reason": "Completed" if code == 0 else "Error",
-            "startedAt": c.started_at,
-            "finishedAt": now_rfc3339(),
-            "containerID": c.container_id,
-        }
+        c.terminated = terminated_state(c, code)
 
     def run_pre_stop(self, c: Container, deadline: float) -> None:
         hook = (c.spec.get("lifecycle") or {}).get("preStop")
