@@ -54,10 +54,6 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         i for i in items if i.get_closest_marker("disruptive")
     ]
     for item in items:
-        if item.get_closest_marker("cluster"):
-            # Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) the cluster tests stay on one
-            # worker, in this order, sharing one cluster and its GPU nodes; the others spread over all.
-            item.add_marker(pytest.mark.xdist_group("cluster"))
         marker = item.get_closest_marker("localstack")
         if marker is None:
             continue
