@@ -200,10 +200,21 @@ def _init_done(pod: dict) -> bool:
     )
 
 
+def live_pods(pods: Sequence[dict]) -> list[dict]:
+    """The pods not being deleted."""
+    return [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+
+
+def ready_count(pods: Sequence[dict]) -> int:
+    """Ready pods not being deleted: the one count behind Available and readyReplicas (the
+    Deployment's own readyReplicas lags the pods, so the two could disagree)."""
+    return sum(1 for p in live_pods(pods) if pod_ready(p))
+
+
 def compute_conditions(inp: StatusInputs, now: datetime) -> tuple[list[Condition], str]:
     """The six conditions and the phase for this observation."""
-    pods = [p for p in inp.pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
-    ready = sum(1 for p in pods if pod_ready(p))
+    pods = live_pods(inp.pods)
+    ready = ready_count(pods)
     crash = next((m for m in map(_crash_loop, pods) if m), None)
     downloading = any(_init_running(p) for p in pods)
     problem = pod_problem(inp.pods)
@@ -352,7 +363,7 @@ def build_status(inp: StatusInputs, now: datetime) -> dict:
     conds, phase = compute_conditions(inp, now)
     reason, message = summary(conds)
     dep = inp.deployment or {}
-    ready = int((dep.get("status") or {}).get("readyReplicas") or 0)
+    ready = ready_count(inp.pods)
     labels = ((dep.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     return {
         "observedGeneration": inp.generation,

@@ -42,8 +42,8 @@ def test_the_report_shows_the_operators_scale_up_and_refuses_a_per_replica_figur
     }
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(hd_body("view", hub, **spec)))
     wait_available(cluster, namespace, "view")
-    ip = cluster.core.read_namespaced_service("view", namespace).spec.cluster_ip
-    cmd = locust_cmd(f"http://{ip}:8000", tmp_path, "--headless", "--shape", "capacity")
+    url = kubetest.routed_service_url(cluster, namespace, "view", backends=1)
+    cmd = locust_cmd(url, tmp_path, "--headless", "--shape", "capacity")
     cmd += ["--step-hold", str(HOLD_S), "--capacity-min-requests", "2", "--capacity-max-streams", "8"]
     cmd += ["--mix", "stream=1", "--prompt-lengths", "short", "--slo-ttfa-ms", "30000", "--no-plots"]
     cmd += ["--higgsdeployment", f"{namespace}/view", "--run-time", "90s"]

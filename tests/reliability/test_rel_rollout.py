@@ -52,11 +52,6 @@ def _deploy(cluster: kubetest.Cluster, ns: str, hub: HubProcess, replicas: int, 
     return uid
 
 
-def _service_url(cluster: kubetest.Cluster, ns: str) -> str:
-    svc = cluster.core.read_namespaced_service("tts", ns)
-    return f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
-
-
 def _failures(results: list[StreamResult]) -> list[str]:
     return [
         f"stream {i}: {r.error} ({r.frames} frames)"
@@ -69,7 +64,7 @@ def test_rolling_update_breaks_no_running_stream(
     cluster: kubetest.Cluster, namespace: str, operator: OperatorProcess, hub: HubProcess
 ) -> None:
     uid = _deploy(cluster, namespace, hub, replicas=2)
-    url = _service_url(cluster, namespace)
+    url = kubetest.routed_service_url(cluster, namespace, "tts", backends=2)
     old_pods = {
         p.metadata.name
         for p in cluster.core.list_namespaced_pod(namespace, label_selector=f"{OWNER_LABEL}={uid}").items
@@ -106,7 +101,7 @@ def test_scale_down_drops_no_request(
     cluster: kubetest.Cluster, namespace: str, operator: OperatorProcess, hub: HubProcess
 ) -> None:
     uid = _deploy(cluster, namespace, hub, replicas=3)
-    url = _service_url(cluster, namespace)
+    url = kubetest.routed_service_url(cluster, namespace, "tts", backends=3)
     results: list[StreamResult] = []
     stop_at = time.monotonic() + 14
     lock = threading.Lock()

@@ -63,6 +63,11 @@ def test_server_killed_mid_stream_errors_promptly_and_recovers(
 ) -> None:
     uid = deploy(cluster, namespace, hub)
     pod = kubetest.wait_for(lambda: ready_pods(cluster, namespace, uid), 30, what="a ready pod")[0]
+    kubetest.wait_for(
+        lambda: get_hd(cluster, namespace, "tts").get("status", {}).get("readyReplicas") == 1,
+        30,
+        what="the HiggsDeployment to report its ready replica",
+    )
     ip = pod.status.pod_ip
     result, thread = start_stream(f"http://{ip}:8000", max_tokens=4000)
     assert result.first_event.wait(30) and result.first_audio, f"no audio streamed: {result.error}"
@@ -84,12 +89,24 @@ def test_server_killed_mid_stream_errors_promptly_and_recovers(
         return status.get("readyReplicas", 0) < 1 or condition(hd, "Available").get("status") != "True"
 
     kubetest.wait_for(not_ready, 30, what="HiggsDeployment to notice the dead server")
+
+    def restarted_and_ready() -> bool:
+        for p in ready_pods(cluster, namespace, uid):
+            restarts = sum(cs.restart_count for cs in p.status.container_statuses or [])
+            if p.metadata.uid != pod.metadata.uid or restarts >= 1:
+                return True
+        return False
+
+    kubetest.wait_for(
+        restarted_and_ready,
+        90,
+        lambda: kubetest.namespace_report(cluster.api, namespace),
+        what="the killed server restarted (or replaced) and ready",
+    )
     wait_available(cluster, namespace, "tts", timeout=90)
     recovered = time.monotonic() - killed_at
     print(f"[figure] killed mid-stream: Available again after {recovered:.1f} s")
     new_pod = ready_pods(cluster, namespace, uid)[0]
-    restarts = sum(cs.restart_count for cs in new_pod.status.container_statuses or [])
-    assert new_pod.metadata.uid != pod.metadata.uid or restarts >= 1, "recovered without a restart?"
     again, t2 = start_stream(f"http://{new_pod.status.pod_ip}:8000", max_tokens=50)
     t2.join(60)
     assert again.done and again.frames > 0, f"no complete stream after recovery: {again.error}"

@@ -71,8 +71,7 @@ def test_soak_autoscaling_no_lost_requests_flat_memory(
     create_token(cluster, namespace)
     cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump(hd_body("soak", hub, **SPEC)))
     wait_available(cluster, namespace, "soak", timeout=120)
-    svc = cluster.core.read_namespaced_service("soak", namespace)
-    url = f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
+    url = kubetest.routed_service_url(cluster, namespace, "soak", backends=1)
 
     results: list[StreamResult] = []
     lock = threading.Lock()

@@ -297,6 +297,40 @@ def wait_for_condition(
 
 
 # --- diagnostics ---------------------------------------------------------------------------------------
+def routed_service_url(
+    cluster: Cluster, namespace: str, name: str, backends: int, timeout: float = 30
+) -> str:
+    """``http://clusterIP:port`` of a Service, once it routes: `backends` rounds of consecutive
+    ``GET /health`` answers through it (the proxy's endpoints follow the pods a moment later, as
+    kube-proxy's do, so a Service can lag the pods it selects)."""
+    import httpx
+
+    svc = cluster.core.read_namespaced_service(name, namespace)
+    url = f"http://{svc.spec.cluster_ip}:{svc.spec.ports[0].port}"
+    answers: list[str] = []
+
+    def routes() -> bool:
+        answers.clear()
+        for _ in range(2 * backends):  # round-robin: twice over every endpoint
+            try:
+                status = httpx.get(f"{url}/health", timeout=2).status_code
+            except httpx.HTTPError as exc:
+                answers.append(type(exc).__name__)
+                return False
+            answers.append(str(status))
+            if status != 200:
+                return False
+        return True
+
+    wait_for(
+        routes,
+        timeout,
+        lambda: f"last answers through {url}: {answers}\n{namespace_report(cluster.api, namespace)}",
+        what=f"Service {namespace}/{name} to route to {backends} endpoint(s)",
+    )
+    return url
+
+
 def _pod_ready(pod: client.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (pod.status.conditions or []))
 
