@@ -1,8 +1,9 @@
-"""Generate the values table of charts/higgs-audio from values.schema.json (+ defaults from values.yaml,
-itself generated from the schema by hack/gen_settings.py).
+"""Generate the values table of each chart from its values.schema.json (+ defaults from values.yaml;
+charts/higgs-audio's is itself generated from the schema by hack/gen_settings.py).
 
-Writes the table between the markers in charts/higgs-audio/README.md and the whole of
-docs/chart-values.md. `--check` changes nothing and exits 1 when either is out of date.
+Writes the table between the markers in charts/<chart>/README.md for all three charts, and the whole
+of docs/chart-values.md (charts/higgs-audio). `--check` changes nothing and exits 1 when one is out
+of date.
 
     .venv/bin/python hack/gen_values_doc.py [--check]
 """
@@ -18,8 +19,8 @@ from typing import Any
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-CHART = REPO / "charts" / "higgs-audio"
-README = CHART / "README.md"
+CHARTS = tuple(REPO / "charts" / name for name in ("higgs-audio", "higgs-operator", "higgs-loadtest"))
+CHART = CHARTS[0]
 DOC = REPO / "docs" / "chart-values.md"
 START, END = "<!-- values-table:start -->", "<!-- values-table:end -->"
 MISSING = object()
@@ -67,16 +68,35 @@ def fmt_default(value: Any) -> str:
     return f"`{text}`".replace("|", "\\|")
 
 
-def rows(schema: dict[str, Any], values: Any, path: list[str] | None = None) -> list[str]:
-    """One row per leaf value: a scalar, a list, or an object whose keys are free (a raw Kubernetes field)."""
-    out: list[str] = []
+def resolve(node: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
+    """A node with its local `$ref` (#/definitions/...) merged in; the node's own keys win."""
+    ref = node.get("$ref", "")
+    if not ref.startswith("#/"):
+        return node
+    target: Any = root
+    for part in ref[2:].split("/"):
+        target = target[part]
+    return {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+
+
+def leaves(schema: dict[str, Any], root: dict[str, Any] | None = None, path: list[str] | None = None):
+    """(path, node) of every leaf value: a scalar, a list, or an object whose keys are free."""
+    root = root or schema
     for name, node in schema.get("properties", {}).items():
         here = [*(path or []), name]
         if name == "global" and not path:
             continue
+        node = resolve(node, root)
         if node.get("type") == "object" and "properties" in node:
-            out += rows(node, values, here)
-            continue
+            yield from leaves(node, root, here)
+        else:
+            yield here, node
+
+
+def rows(schema: dict[str, Any], values: Any) -> list[str]:
+    """One table row per leaf value (see :func:`leaves`)."""
+    out: list[str] = []
+    for here, node in leaves(schema):
         desc = node.get("description", "").replace("|", "\\|").replace("\n", " ")
         extra = constraints(node)
         if extra:
@@ -87,16 +107,16 @@ def rows(schema: dict[str, Any], values: Any, path: list[str] | None = None) -> 
     return out
 
 
-def table() -> str:
-    schema = json.loads((CHART / "values.schema.json").read_text())
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
+def table(chart: Path = CHART) -> str:
+    schema = json.loads((chart / "values.schema.json").read_text())
+    values = yaml.safe_load((chart / "values.yaml").read_text())
     head = ["| Value | Type | Default | Description |", "| --- | --- | --- | --- |"]
     return "\n".join(head + rows(schema, values)) + "\n"
 
 
-def readme_text(current: str, body: str) -> str:
+def readme_text(readme: Path, current: str, body: str) -> str:
     if START not in current or END not in current:
-        raise SystemExit(f"ERROR: {README} lacks the markers {START} ... {END}")
+        raise SystemExit(f"ERROR: {readme.relative_to(REPO)} lacks the markers {START} ... {END}")
     before, rest = current.split(START, 1)
     _, after = rest.split(END, 1)
     return f"{before}{START}\n{body}{END}{after}"
@@ -116,8 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the docs are out of date")
     args = parser.parse_args(argv)
-    body = table()
-    wanted = {README: readme_text(README.read_text(), body), DOC: doc_text(body)}
+    wanted = {DOC: doc_text(table(CHART))}
+    for chart in CHARTS:
+        readme = chart / "README.md"
+        wanted[readme] = readme_text(readme, readme.read_text(), table(chart))
     stale = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
     if args.check:
         for p in stale:

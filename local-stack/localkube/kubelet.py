@@ -211,10 +211,31 @@ class Container:
 FALLBACK_LOG_BYTES, FALLBACK_LOG_LINES = 2048, 80  # the kubelet's limits for FallbackToLogsOnError
 
 
+TERMINATION_MESSAGE_BYTES = 4096  # the kubelet reads at most this much of the termination message file
+DEFAULT_TERMINATION_MESSAGE_PATH = "/dev/termination-log"
+
+
+def termination_message_path(spec: dict) -> str:
+    """The container path of its termination message file (the pod spec's, defaulted as the API server does)."""
+    return spec.get("terminationMessagePath") or DEFAULT_TERMINATION_MESSAGE_PATH
+
+
+def termination_message(spec: dict, code: int, message_file: Path, log_path: Path) -> str:
+    """A terminated container's message, as the kubelet builds it: what the process wrote to its
+    termination message file (the first 4096 bytes); when that is empty and the container failed under
+    ``terminationMessagePolicy: FallbackToLogsOnError``, the tail of its log."""
+    try:
+        with message_file.open("rb") as f:
+            written = f.read(TERMINATION_MESSAGE_BYTES).decode("utf-8", "replace").strip()
+    except OSError:
+        written = ""
+    return written or fallback_message(spec, code, log_path)
+
+
 def fallback_message(spec: dict, code: int, log_path: Path) -> str:
     """The termination message of a failed container under ``terminationMessagePolicy:
-    FallbackToLogsOnError``: the tail of its log (2048 bytes or 80 lines, whichever is smaller), as the
-    kubelet does when the termination message file is empty. A process here has no such file."""
+    FallbackToLogsOnError`` whose message file is empty: the tail of its log (2048 bytes or 80 lines,
+    whichever is smaller), as the kubelet does."""
     if code == 0 or spec.get("terminationMessagePolicy") != "FallbackToLogsOnError":
         return ""
     try:
@@ -514,8 +535,10 @@ class PodWorker(threading.Thread):
         if c.kill_reason:
             c.terminated["message"] = c.kill_reason
             c.kill_reason = ""
-        elif tail := fallback_message(c.spec, code, self.dir / f"{c.name}.log"):
-            c.terminated["message"] = tail
+        elif message := termination_message(
+            c.spec, code, self.termination_file(c), self.dir / f"{c.name}.log"
+        ):
+            c.terminated["message"] = message
         log.info("pod %s container %s exited with %d after %.1fs", self.name, c.name, code, ran_for)
         policy = "Always" if c.is_sidecar else self.restart_policy
         restart = policy == "Always" or (policy == "OnFailure" and code != 0)
@@ -569,6 +592,9 @@ class PodWorker(threading.Thread):
             c.restart_count += 1
         if c.terminated is not None:
             c.last_terminated = c.terminated
+        self.termination_file(c).write_bytes(
+            b""
+        )  # a fresh, empty message file per instance, like the kubelet
         log_path = self.dir / f"{c.name}.log"
         if c.ever_started and log_path.exists():  # keep the last instance's log, like the kubelet
             log_path.replace(self.dir / f"{c.name}.previous.log")
@@ -624,6 +650,10 @@ class PodWorker(threading.Thread):
         """(mountPath, host path) of the container's volumes; host paths shell-safe (see shell_safe_path)."""
         return [(m, shell_safe_path(h)) for m, h in container_mounts(c.spec, self.volume_paths, self.pod)]
 
+    def termination_file(self, c: Container) -> Path:
+        """The host file behind the container's terminationMessagePath (the kubelet mounts one per container)."""
+        return self.dir / f"{c.name}.termination-log"
+
     @property
     def safe_dir(self) -> Path:
         """The pod directory under a path without spaces (the working dir, $HOME, the pod's kubeconfig)."""
@@ -640,6 +670,9 @@ class PodWorker(threading.Thread):
         # Paths the image itself holds (images file `files`), rewritten like mounts; a volume mounted
         # at the same path comes later in the list and wins.
         paths = [(image_path, shell_safe_path(host)) for image_path, host in image_files(config, ph)]
+        # The termination message file, at the path the pod spec names (a process told that path writes
+        # here; one that writes the default /dev/termination-log unasked cannot be redirected).
+        paths.append((termination_message_path(c.spec), shell_safe_path(str(self.termination_file(c)))))
         paths += mounts
         ns = self.pod["metadata"].get("namespace", "default")
         svc_env: dict[str, str] = {}

@@ -21,7 +21,14 @@ from localkube.images import (
     load_image_map,
     parse_image_map,
 )
-from localkube.kubelet import Container, build_conditions, compute_phase, fallback_message
+from localkube.kubelet import (
+    Container,
+    build_conditions,
+    compute_phase,
+    fallback_message,
+    termination_message,
+    termination_message_path,
+)
 from localkube.pods import (
     Backoff,
     EnvConfigError,
@@ -416,3 +423,20 @@ def test_fallback_to_logs_on_error_keeps_the_log_tail(tmp_path: Path) -> None:
     assert fallback_message(spec, 0, log) == ""  # only on failure
     assert fallback_message({"name": "c"}, 4, log) == ""  # the default policy, File, keeps none here
     assert fallback_message(spec, 1, tmp_path / "absent.log") == ""
+
+
+def test_termination_message_file_wins_over_the_log_tail(tmp_path: Path) -> None:
+    log = tmp_path / "c.log"
+    log.write_text("progress\nERROR: TokenRejected: HTTP 401\n")
+    message_file = tmp_path / "c.termination-log"
+    spec = {"name": "c", "terminationMessagePolicy": "FallbackToLogsOnError"}
+    message_file.write_text("TokenRejected: HTTP 401: token rejected\n")
+    assert termination_message(spec, 3, message_file, log) == "TokenRejected: HTTP 401: token rejected"
+    message_file.write_text("x" * 5000)  # the kubelet reads at most 4096 bytes
+    assert termination_message(spec, 3, message_file, log) == "x" * 4096
+    message_file.write_text("")  # nothing written: the log tail, under FallbackToLogsOnError only
+    assert termination_message(spec, 3, message_file, log).endswith("ERROR: TokenRejected: HTTP 401")
+    assert termination_message({"name": "c"}, 3, message_file, log) == ""
+    assert termination_message(spec, 3, tmp_path / "absent", log).endswith("HTTP 401")
+    assert termination_message_path({"name": "c"}) == "/dev/termination-log"
+    assert termination_message_path({"name": "c", "terminationMessagePath": "/tmp/why"}) == "/tmp/why"

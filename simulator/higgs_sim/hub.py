@@ -9,7 +9,8 @@ The repositories have the file sets the real server opens at start (see higgs_si
 generation model (config, tokenizer files, sharded safetensors with their index), the audio
 tokenizer (config.json naming its semantic teacher, model.pth) and that teacher,
 `bosonai/hubert_base` (config.json whose `auto_map` names a module file, the module, weights).
-`main` resolves to each repository's commit. `--without REPO` leaves one out.
+`main` resolves to each repository's commit. `--without REPO` leaves one out; `--listed-bytes N` lists
+every file as N bytes (a repository too big for the cache volume, for the downloader's space check).
 
 The model and the audio tokenizer also have a second commit, in the transformers-native layout that
 vLLM-Omni loads (docs/server-contract-omni.md OS8-OS11; Boson rewrote the real repositories to it on
@@ -244,6 +245,9 @@ class HubState:
     downloads: collections.Counter[str] = field(default_factory=collections.Counter)
     # Further commits of the repositories above, reachable only by their id: (repo id, commit) -> files.
     other_revisions: dict[tuple[str, str], FakeRepo] = field(default_factory=dict)
+    # The size the tree listing reports for each file instead of its own: a repository too big for any
+    # disk, so a downloader's free-space check (a full cache volume) can be provoked without filling one.
+    listed_bytes: int | None = None
 
     def find(self, repo_id: str, revision: str) -> FakeRepo | web.Response:
         repo = self.repos.get(repo_id)
@@ -294,7 +298,10 @@ async def _tree(request: web.Request) -> web.Response:
     found = state.find(_repo_id(request), request.match_info["revision"])
     if isinstance(found, web.Response):
         return found
-    return web.json_response(found.tree())
+    tree = found.tree()
+    if state.listed_bytes is not None:
+        tree = [{**entry, "size": state.listed_bytes} for entry in tree]
+    return web.json_response(tree)
 
 
 async def _resolve(request: web.Request) -> web.StreamResponse:
@@ -354,6 +361,7 @@ def new_state(
     bytes_per_second: float | None = None,
     weights_bytes: int = 512 * 1024,
     without: Iterable[str] = (),
+    listed_bytes: int | None = None,
 ) -> HubState:
     """A hub serving :func:`default_repos` (and the :func:`omni_repos` commits of the same repositories)
     except the repository ids in `without`."""
@@ -368,6 +376,7 @@ def new_state(
         other_revisions={
             (r.repo_id, r.revision): r for r in omni_repos(weights_bytes) if r.repo_id not in left_out
         },
+        listed_bytes=listed_bytes,
     )
 
 
@@ -424,11 +433,25 @@ def main(argv: list[str] | None = None) -> int:
         choices=[r.repo_id for r in default_repos(0)],
         help="leave this repository out (404), e.g. bosonai/hubert_base; repeatable",
     )
+    parser.add_argument(
+        "--listed-bytes",
+        type=int,
+        default=None,
+        help="size the tree listing reports for every file (e.g. 10**15: a repository no disk holds)",
+    )
     args = parser.parse_args(argv)
     if args.bytes_per_second is not None and args.bytes_per_second <= 0:
         parser.error("--bytes-per-second must be > 0")
+    if args.listed_bytes is not None and args.listed_bytes < 0:
+        parser.error("--listed-bytes must be >= 0")
     host, port = args.listen
-    state = new_state(args.token, args.bytes_per_second, args.weights_bytes, without=args.without)
+    state = new_state(
+        args.token,
+        args.bytes_per_second,
+        args.weights_bytes,
+        without=args.without,
+        listed_bytes=args.listed_bytes,
+    )
     repos = ", ".join(
         f"{r.repo_id}@{r.revision[:8]}" for r in (*state.repos.values(), *state.other_revisions.values())
     )

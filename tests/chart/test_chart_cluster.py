@@ -24,6 +24,7 @@ from kubernetes import client
 from higgs_sim import hub
 from tests.support import chart as ck
 from tests.support import kubetest
+from tests.support.examples import fill_existing_cache
 from tests.support.ports import free_port
 
 pytestmark = pytest.mark.cluster
@@ -46,24 +47,6 @@ def fake_hub() -> Iterator[tuple[str, hub.HubState]]:
     state = hub.new_state(token=TOKEN, weights_bytes=64 * 1024)
     with hub.running_hub(state, port=free_port()) as url:
         yield url, state
-
-
-def fill_existing_cache(root: Path, with_teacher: bool = True) -> None:
-    """A directory as an admin would fill it: <repository>/<revision>/ for the model and the tokenizer,
-    and the semantic teacher in the hub cache layout under hub/ (refs/main -> snapshots/<commit>/)."""
-    for repo in hub.default_repos(4096):
-        if repo.repo_id == hub.HUBERT_REPO:
-            if not with_teacher:
-                continue
-            storage = root / "hub" / ("models--" + repo.repo_id.replace("/", "--"))
-            (storage / "refs").mkdir(parents=True)
-            (storage / "refs" / "main").write_text(repo.revision)
-            target = storage / "snapshots" / repo.revision
-        else:
-            target = root / repo.repo_id / repo.revision
-        for name, data in repo.files.items():
-            (target / name).parent.mkdir(parents=True, exist_ok=True)
-            (target / name).write_bytes(data)
 
 
 def container_status(pod: client.V1Pod, name: str) -> client.V1ContainerStatus | None:
@@ -454,30 +437,6 @@ def test_download_names_a_hub_without_the_semantic_model(cluster: kubetest.Clust
         cluster.helm("uninstall", RELEASE, "-n", namespace, "--wait", "--timeout", "120s")
 
 
-def test_matrix_passes_server_side_dry_run(cluster: kubetest.Cluster, namespace: str) -> None:
-    """The real API server (admission, enum and defaulting checks kubernetes-validate lacks) accepts
-    every object of the render matrix; CRD kinds not installed here are left out."""
-    import yaml
-
-    from tests.support.chart import CRD_KINDS, EXAMPLE_FILES, MATRIX
-
-    cases = [(name, values, []) for name, values in sorted(MATRIX.items())]
-    cases += [(f.name, {}, [f]) for f in EXAMPLE_FILES]
-    for name, values, files in cases:
-        rendered = ck.render(values, files=files, namespace=namespace)
-        objects = [o for o in rendered if o["kind"] not in CRD_KINDS]
-        # Pods are admitted only with an existing ServiceAccount: create it for real (throwaway namespace).
-        accounts = [o for o in objects if o["kind"] == "ServiceAccount"]
-        if accounts:
-            cluster.kubectl("apply", "-n", namespace, "-f", "-", input=yaml.safe_dump_all(accounts))
-        manifest = yaml.safe_dump_all(objects)
-        proc = cluster.kubectl(
-            "apply", "--dry-run=server", "-n", namespace, "-f", "-", input=manifest, check=False
-        )
-        assert proc.returncode == 0, f"{name}: the API server refused the render:\n{proc.stderr}"
-        assert proc.stdout.count("(server dry run)") == len(objects), proc.stdout
-
-
 @pytest.mark.localstack(
     "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
 )
@@ -576,3 +535,45 @@ def test_shared_cache_claim_serves_two_replicas_on_two_nodes(
     pv = cluster.core.read_persistent_volume(pvc.spec.volume_name)
     assert pv.spec.access_modes == ["ReadWriteMany"], "the provisioner honours the requested modes"
     assert len({p.spec.node_name for p in pods}) == 2, describe()
+
+
+def test_an_existing_single_node_claim_is_read_from_the_cluster_and_refused_for_two_replicas(
+    cluster: kubetest.Cluster, namespace: str
+) -> None:
+    """At install the chart reads an existing cache claim's access modes (`lookup`), in both modes that
+    name one (pvc with create=false, existing with a persistentVolumeClaim volume): a ReadWriteOnce claim
+    with two replicas is refused naming the claim, even where the values state other modes; a
+    ReadWriteMany claim installs."""
+    for name, mode in (("rwo", "ReadWriteOnce"), ("rwx", "ReadWriteMany")):
+        claim = {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": name},
+            "spec": {"accessModes": [mode], "resources": {"requests": {"storage": "1Gi"}}},
+        }
+        cluster.kubectl("apply", "-n", namespace, "-f", "-", input=json.dumps(claim))
+
+    def caches(claim: str) -> list[dict]:
+        return [
+            {"mode": "existing", "existing": {"volume": {"persistentVolumeClaim": {"claimName": claim}}}},
+            {
+                "mode": "pvc",
+                "pvc": {"create": False, "existingClaim": claim, "accessModes": ["ReadWriteMany"]},
+            },
+        ]
+
+    def install(cache: dict) -> tuple[int, str]:
+        proc = cluster.helm(
+            "install", RELEASE, str(ck.CHART), "-n", namespace, "--dry-run=server",
+            "--set-json", f"modelCache={json.dumps(cache)}", "--set", "replicaCount=2", check=False,
+        )  # fmt: skip
+        return proc.returncode, proc.stderr
+
+    for cache in caches("rwo"):
+        rc, err = install(cache)
+        assert rc != 0, f"{cache}: installed"
+        assert 'the claim rwo (its spec.accessModes, read from the cluster) ["ReadWriteOnce"]' in err, err
+        assert "replicaCount 2" in err and "ReadWriteMany claim" in err, err
+    for cache in caches("rwx"):
+        rc, err = install(cache)
+        assert rc == 0, f"{cache}: {err}"

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import wave
 from pathlib import Path
+
+import pytest
 
 from tests.support import chart as ck
 
@@ -21,6 +24,16 @@ def test_values_table_is_up_to_date() -> None:
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("chart", ["higgs-audio", "higgs-operator", "higgs-loadtest"])
+def test_every_value_of_every_chart_is_described(chart: str) -> None:
+    """The schema is the one source of each chart's values table: no value may go undescribed."""
+    from hack import gen_values_doc  # the repository root is on the test path (pyproject's pythonpath)
+
+    schema = json.loads((ck.REPO_ROOT / "charts" / chart / "values.schema.json").read_text())
+    bare = [".".join(path) for path, node in gen_values_doc.leaves(schema) if not node.get("description")]
+    assert not bare, f"charts/{chart}/values.schema.json: values without a description: {bare}"
 
 
 def test_every_schema_leaf_is_in_the_table() -> None:

@@ -378,11 +378,27 @@ def test_omni_commits_left_out_with_their_repository() -> None:
 
 
 def test_init_container_keeps_the_cause_for_the_pod_status() -> None:
-    # The script's line goes to /dev/termination-log; should it fail before writing it, the log tail.
+    # The script's line goes to the container's termination message file, named to it in its args (so
+    # the two cannot drift apart); should it fail before writing it, the log tail.
     download = ck.container(ck.deployment_pod(ck.render()), "download-model", init=True)
     assert download["terminationMessagePolicy"] == "FallbackToLogsOnError"
-    assert "terminationMessagePath" not in download  # the default, /dev/termination-log, the script's
-    assert (
-        str(load_script().parse_args(["--item", "a/b", "c" * 40, "/d"]).termination_log)
-        == "/dev/termination-log"
-    )
+    path = download["terminationMessagePath"]
+    args = download["args"]
+    assert args[args.index("--termination-log") + 1] == path == "/dev/termination-log"
+    assert str(load_script().parse_args(args).termination_log) == path
+
+
+def test_a_hub_listing_huge_files_is_refused_as_disk_full_before_any_write(tmp_path: Path) -> None:
+    """`--listed-bytes`: the tree lists every file as a petabyte; the script's free-space check refuses
+    before writing a byte, with the DiskFull cause and exit status the operator shows."""
+    state = hub.new_state(token=TOKEN, weights_bytes=1024, listed_bytes=10**15)
+    with hub.running_hub(state) as url:
+        tree = httpx.get(
+            f"{url}/api/models/{hub.MODEL_REPO}/tree/{hub.MODEL_REVISION}",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ).json()
+        assert tree and {entry["size"] for entry in tree} == {10**15}
+        proc = run_script(url, tmp_path)
+    assert proc.returncode == 6, proc.stderr
+    assert "DiskFull: disk full while downloading" in proc.stderr
+    assert not state.downloads, "nothing may be fetched once the volume is known to be too small"

@@ -1,5 +1,5 @@
-"""charts/higgs-audio rendered offline: lint, a matrix of values validated against the Kubernetes 1.35
-schemas, the golden default render, the server args against the hosted recipe, secrets kept secret."""
+"""charts/higgs-audio rendered offline: lint, a matrix of values validated against the Kubernetes 1.30 to
+1.35 schemas, the golden default render, the server args against the hosted recipe, secrets kept secret."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ import kubernetes_validate
 import pytest
 
 from tests.support import chart as ck
-from tests.support.chart import CRD_KINDS, EXAMPLE_FILES, MATRIX, TOKEN
+from tests.support import k8s_schemas
+from tests.support.chart import EXAMPLE_FILES, K8S_VERSIONS, MATRIX, TOKEN
+from tests.support.crds import THIRD_PARTY_GROUPS
 
 GOLDEN = Path(__file__).parent / "golden" / "default.yaml"
 
@@ -34,24 +36,51 @@ def test_matrix_renders_valid_objects(name: str) -> None:
         assert labels["app.kubernetes.io/name"] == "higgs-audio", where
         assert labels["app.kubernetes.io/managed-by"] == "Helm", where
         assert obj["metadata"]["namespace"] == "higgs", where
-        if obj["kind"] in CRD_KINDS:
-            continue
-        try:
-            kubernetes_validate.validate(obj, ck.K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            raise AssertionError(f"{where} is invalid for Kubernetes {ck.K8S_VERSION}: {exc}") from exc
+    # Custom resources (HTTPRoute, ServiceMonitor, ...): tests/chart/test_chart_crd_dry_run.py.
+    errors = k8s_schemas.failures("higgs-audio", name, objects, K8S_VERSIONS, skip_groups=THIRD_PARTY_GROUPS)
+    assert not errors, "\n".join(errors)
 
 
 @pytest.mark.parametrize("example", EXAMPLE_FILES, ids=[f.name for f in EXAMPLE_FILES])
 def test_examples_render_valid_objects(example: Path) -> None:
-    for obj in ck.render(files=[example]):
-        if obj["kind"] in CRD_KINDS:
-            continue
-        try:
-            kubernetes_validate.validate(obj, ck.K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            where = f"{example.name}: {obj['kind']}/{obj['metadata']['name']}"
-            raise AssertionError(f"{where} is invalid for Kubernetes {ck.K8S_VERSION}: {exc}") from exc
+    objects = ck.render(files=[example])
+    assert objects, "nothing rendered"
+    errors = k8s_schemas.failures(
+        "higgs-audio", example.name, objects, K8S_VERSIONS, skip_groups=THIRD_PARTY_GROUPS
+    )
+    assert not errors, "\n".join(errors)
+
+
+def test_cached_validation_agrees_with_kubernetes_validate() -> None:
+    """k8s_schemas loads kubernetes-validate's schemas once; it must judge as validate(strict=True) does."""
+    deployment = ck.one(ck.render(), "Deployment")
+    bad = {**deployment, "spec": {**deployment["spec"], "replicaz": 1}}  # an unknown field: strict refuses
+    for version in K8S_VERSIONS:
+        assert kubernetes_validate.validate(deployment, version, strict=True)
+        assert k8s_schemas.schema_error(deployment, version) is None
+        with pytest.raises(kubernetes_validate.ValidationError):
+            kubernetes_validate.validate(bad, version, strict=True)
+        assert "replicaz" in (k8s_schemas.schema_error(bad, version) or ""), version
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "r"}}
+    assert "no schema" in (k8s_schemas.schema_error(route, K8S_VERSIONS[-1]) or "")
+
+
+@pytest.mark.parametrize("chart", [ck.CHART, ck.OPERATOR_CHART, ck.LOADTEST_CHART], ids=lambda c: c.name)
+def test_validated_versions_start_at_the_charts_kubeversion_floor(chart: Path) -> None:
+    """The charts render the same objects for every validated version (no template reads the version),
+    so one render is validated against all of them; the oldest is the oldest the chart installs on."""
+    args = ["--set", "host=http://h:8000"] if chart == ck.LOADTEST_CHART else []
+    oldest, newest = K8S_VERSIONS[0], K8S_VERSIONS[-1]
+    renders = [
+        ck.render_chart(chart, *args, "--kube-version", v, release="r", namespace="n")
+        for v in (oldest, newest)
+    ]
+    assert renders[0] == renders[1]
+    older = f"1.{int(oldest.split('.')[1]) - 1}.0"
+    proc = ck.run_helm("template", "r", str(chart), *args, "--kube-version", older)
+    assert proc.returncode != 0 and "kubeVersion" in proc.stderr, (
+        f"{chart.name} installs on Kubernetes {older}: validate that version too (K8S_VERSIONS)"
+    )
 
 
 def test_local_omni_example_uses_the_fake_hubs_native_commits_and_the_mapped_image() -> None:
@@ -339,7 +368,8 @@ def test_omni_downloads_the_model_and_the_tokenizer_into_the_hub_cache() -> None
     cache layout with refs/main (`--cache-item`, stage 1 finds it by name, OS11); no semantic teacher (D2)."""
     pod = ck.deployment_pod(ck.render(OMNI_VALUES))
     download = ck.container(pod, "download-model", init=True)
-    assert download["args"] == [
+    assert download["args"][:2] == ["--termination-log", "/dev/termination-log"]
+    assert download["args"][2:] == [
         "--item",
         "bosonai/higgs-audio-v2-generation-3B-base",
         "d" * 40,
@@ -499,7 +529,7 @@ def test_download_init_container_per_mode() -> None:
     env = {e["name"]: e for e in download["env"]}
     assert env["HF_ENDPOINT"]["value"] == "http://127.0.0.1:9"
     assert env["HF_TOKEN"]["valueFrom"]["secretKeyRef"] == {"name": "hf-token", "key": "hf_access_token"}
-    assert download["args"][:4] == [
+    assert download["args"][2:6] == [
         "--item",
         "bosonai/higgs-audio-v2-generation-3B-base",
         ck.MODEL_REVISION,

@@ -56,6 +56,8 @@ BOSON = Page(
         "K1": "generation length comes from the text (X2); no fault flag runs a request to max_tokens",
         "K3": "the preset loop's busy spin is deliberately not reproduced (X7)",
         "X11": "a note about the openai client library's typed delta, not a server behaviour to drive",
+        "L6": "the simulator has no GPUs to count (it accepts and ignores -tp); the chart's refusal of a "
+        "tensor-parallel size other than gpuCount is tested in tests/chart/test_chart_parity.py",
     },
     uncited_sections=("Where the simulator",),
 )

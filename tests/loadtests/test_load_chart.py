@@ -8,14 +8,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import kubernetes_validate
 import pytest
 import yaml
+
+from tests.support import k8s_schemas
+from tests.support.chart import K8S_VERSIONS, loadtest_cases
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "higgs-loadtest"
 TOOLS_BIN = Path.home() / ".cache" / "higgs-k8s" / "bin"
-K8S_VERSION = "1.35.0"
 HOST = "http://higgs-audio.default.svc:8000"
 
 
@@ -44,16 +45,12 @@ def test_helm_lint_strict_is_clean():
     assert "0 chart(s) failed" in proc.stdout
 
 
-@pytest.mark.parametrize(
-    "sets", [(), ("persistence.enabled=true", "workers=3"), ("higgsDeployment=serving/hd",)]
-)
-def test_rendered_objects_are_valid_kubernetes(sets):
+@pytest.mark.parametrize("case", sorted(loadtest_cases()))
+def test_rendered_objects_are_valid_kubernetes(case):
+    sets = loadtest_cases()[case]
     objs = render(*sets)
-    for name, obj in objs.items():
-        try:
-            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
-        except kubernetes_validate.ValidationError as exc:
-            pytest.fail(f"{name}: {exc.message}")
+    errors = k8s_schemas.failures("higgs-loadtest", case, objs.values(), K8S_VERSIONS)
+    assert not errors, "\n".join(errors)
     expected = {"ConfigMap/lt-higgs-loadtest", "Service/lt-higgs-loadtest-master"}
     expected |= {"Job/lt-higgs-loadtest-master", "Job/lt-higgs-loadtest-workers"}
     if "persistence.enabled=true" in sets:

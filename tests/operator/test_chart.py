@@ -9,6 +9,9 @@ import yaml
 
 from higgs_operator.constants import GROUP, KIND, PLURAL
 from higgs_operator.permissions import required_rules
+from tests.support import chart as ck
+from tests.support import k8s_schemas
+from tests.support.crds import THIRD_PARTY_GROUPS
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "higgs-operator"
@@ -119,12 +122,17 @@ def test_crd_names_subresources_columns():
     assert wide_only == ["Message"]  # `kubectl get hd -o wide`
 
 
-def test_rendered_objects_valid_against_kubernetes_schemas():
-    kubernetes_validate = pytest.importorskip("kubernetes_validate")
-    for doc in render("--include-crds"):
-        if doc["apiVersion"].startswith("kopf.dev/"):
-            continue  # a custom resource: no built-in schema
-        kubernetes_validate.validate(doc, "1.35.0", strict=True)
+@pytest.mark.parametrize("case", sorted(ck.operator_cases("higgs-system")))
+def test_rendered_objects_valid_against_kubernetes_schemas(case):
+    docs = render("--include-crds", *ck.operator_cases("higgs-system")[case])
+    kinds = {d["kind"] for d in docs}
+    assert {"CustomResourceDefinition", "Deployment", "ClusterRole"} <= kinds
+    if case == "optional-parts-on":
+        assert {"ServiceMonitor", "Role", "KopfPeering"} <= kinds
+    # Custom resources (kopf's peerings, ServiceMonitor): the dry-run of tests/chart/test_chart_crd_dry_run.py.
+    skip = {"kopf.dev", *THIRD_PARTY_GROUPS}
+    errors = k8s_schemas.failures("higgs-operator", case, docs, ck.K8S_VERSIONS, skip_groups=skip)
+    assert not errors, "\n".join(errors)
 
 
 def test_operator_asks_the_api_server_for_its_version_unless_overridden():

@@ -245,6 +245,18 @@ def test_unschedulable_names_the_scheduler_reason_at_once():
     assert warning(s) == ("Unschedulable", c["Degraded"]["message"])
 
 
+def test_an_unbound_cache_claim_is_the_cache_not_a_node():
+    msg = "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. preemption: 0/2 nodes"
+    s = build_status(inputs(unschedulable_pod(message=msg)), NOW)
+    c = {x["type"]: x for x in s["conditions"]}
+    for ctype, status in (("ModelCacheReady", "False"), ("Available", "False"), ("Degraded", "True")):
+        assert (c[ctype]["status"], c[ctype]["reason"]) == (status, "VolumeNotBound"), ctype
+    assert "pod u waits for its volume claim to bind" in c["Degraded"]["message"]
+    assert "storage class" in c["Degraded"]["message"]
+    assert (s["phase"], s["reason"]) == ("Degraded", "VolumeNotBound")
+    assert warning(s) == ("VolumeNotBound", c["Degraded"]["message"])
+
+
 def test_unschedulable_waits_while_a_pod_terminates():
     leaving = pod("old")
     leaving["metadata"]["deletionTimestamp"] = "2026-01-01T11:59:59Z"

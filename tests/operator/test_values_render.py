@@ -69,6 +69,7 @@ SAMPLE = {
     "lifecycle": {"preStopSleepSeconds": 0},
     "terminationGracePeriodSeconds": 5,
     "strategy": {"type": "Recreate"},
+    "networkPolicy": {"allowedNamespaces": ["clients"]},
     "shm": {"sizeLimit": "1Gi"},
     "scratch": {"sizeLimit": "1Gi"},
     "service": {"port": 9000},
@@ -85,27 +86,39 @@ def test_sample_covers_every_pass_through_key():
 def test_server_generation_and_omni_are_passed_to_the_chart():
     """Resources stored under the first CRD carry its default `serverGeneration: fork`, valid again."""
     assert {"serverGeneration", "omni"} <= set(PASS_THROUGH)
-    values = chart_values("tts", {"serverGeneration": "fork", "maxModelLen": 4096}, None, None, 1)
+    values = chart_values(
+        "tts",
+        {"serverGeneration": "fork", "maxModelLen": 4096},
+        None,
+        None,
+        1,
+        operator_namespace="higgs-system",
+    )
     assert values["serverGeneration"] == "fork" and values["maxModelLen"] == 4096
     spec = {"serverGeneration": "omni", "omni": {"deployConfig": "/d.yaml"}}
-    values = chart_values("tts", spec, None, None, 1)
+    values = chart_values("tts", spec, None, None, 1, operator_namespace="higgs-system")
     assert (values["serverGeneration"], values["omni"]) == ("omni", {"deployConfig": "/d.yaml"})
 
 
 @pytest.mark.parametrize("key", PASS_THROUGH)
 def test_each_pass_through_key_copied(key):
-    values = chart_values("tts", {key: SAMPLE[key]}, None, None, 1)
-    assert values[key] == SAMPLE[key]
+    spec = {key: SAMPLE[key]}
+    values = chart_values("tts", spec, None, None, 1, operator_namespace="higgs-system")
+    # The one key the operator adds to a passed-through block: the NetworkPolicy admits the operator.
+    added = {"operatorNamespace": "higgs-system"} if key == "networkPolicy" else {}
+    assert values[key] == (SAMPLE[key] | added if added else SAMPLE[key])
+    assert spec == {key: SAMPLE[key]}, "the spec must not be changed"
 
 
 def test_operator_owned_values():
     spec = {"apiKey": {"secretRef": {"name": "k", "key": "kk"}}}
-    values = chart_values("tts", spec, TokenRef("hf", "tok"), "c0ffee", 3)
+    values = chart_values("tts", spec, TokenRef("hf", "tok"), "c0ffee", 3, operator_namespace="higgs-system")
     assert values["fullnameOverride"] == "tts"
     assert values["replicaCount"] == 3
     assert values["autoscaling"] == {"enabled": False}
     assert values["tests"] == {"enabled": False}
-    assert values["networkPolicy"] == {"enabled": False}  # not a kind the operator applies
+    # The chart's NetworkPolicy (its default: on) admits the operator's own namespace.
+    assert values["networkPolicy"] == {"operatorNamespace": "higgs-system"}
     assert values["hfToken"] == {"existingSecret": "hf", "key": "tok"}
     assert values["apiKey"] == {"existingSecret": "k", "key": "kk"}
     assert values["checksums"] == {"hf-token": "c0ffee"}
@@ -114,7 +127,7 @@ def test_operator_owned_values():
 
 def test_values_do_not_alias_spec():
     spec = {"extraArgs": ["--a"]}
-    chart_values("tts", spec, None, None, 1)["extraArgs"].append("--b")
+    chart_values("tts", spec, None, None, 1, operator_namespace="higgs-system")["extraArgs"].append("--b")
     assert spec["extraArgs"] == ["--a"]
 
 
@@ -223,6 +236,7 @@ def test_real_chart_renders_to_appliable_objects():
         TokenRef("hf", "hf_access_token"),
         "c0ffee",
         2,
+        operator_namespace="higgs-system",
     )
     objs = owned_objects(parse_manifests(helm_template(str(CHART), "tts", "team-a", values)), OWNER)
     kinds = {o["kind"] for o in objs}
@@ -239,7 +253,14 @@ def test_real_chart_renders_to_appliable_objects():
 def test_single_node_cache_with_two_replicas_is_refused_naming_the_values():
     """An object admitted before the CRD's rule (or a cluster without it) still gets the chart's refusal,
     which the status then shows."""
-    values = chart_values("tts", {"modelCache": {"mode": "pvc"}}, TokenRef("hf", "k"), None, 2)
+    values = chart_values(
+        "tts",
+        {"modelCache": {"mode": "pvc"}},
+        TokenRef("hf", "k"),
+        None,
+        2,
+        operator_namespace="higgs-system",
+    )
     refusal = r'modelCache.pvc.accessModes \["ReadWriteOnce"\] with replicaCount 2'
     with pytest.raises(RenderError, match=refusal):
         helm_template(str(CHART), "tts", "team-a", values)
@@ -247,7 +268,14 @@ def test_single_node_cache_with_two_replicas_is_refused_naming_the_values():
 
 @pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")
 def test_semantic_model_reaches_the_download():
-    values = chart_values("tts", {"semanticModel": SAMPLE["semanticModel"]}, TokenRef("hf", "k"), None, 1)
+    values = chart_values(
+        "tts",
+        {"semanticModel": SAMPLE["semanticModel"]},
+        TokenRef("hf", "k"),
+        None,
+        1,
+        operator_namespace="higgs-system",
+    )
     objs = parse_manifests(helm_template(str(CHART), "tts", "team-a", values))
     pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     args = pod["initContainers"][0]["args"]
@@ -258,7 +286,9 @@ def test_semantic_model_reaches_the_download():
 @pytest.mark.skipif(shutil.which("helm") is None, reason="helm not on PATH")
 def test_leftover_server_generation_renders():
     spec = {**SAMPLE, "serverGeneration": "fork"}
-    values = chart_values("tts", spec, TokenRef("hf", "hf_access_token"), None, 1)
+    values = chart_values(
+        "tts", spec, TokenRef("hf", "hf_access_token"), None, 1, operator_namespace="higgs-system"
+    )
     objs = parse_manifests(helm_template(str(CHART), "tts", "team-a", values))
     pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     server = next(c for c in pod["containers"] if c["name"] == "server")
@@ -273,7 +303,9 @@ def test_omni_spec_renders_vllm_omnis_command():
         "serverGeneration": "omni",
         "image": {"repository": "vllm/vllm-omni", "tag": "v0"},
     }
-    values = chart_values("tts", spec, TokenRef("hf", "hf_access_token"), None, 1)
+    values = chart_values(
+        "tts", spec, TokenRef("hf", "hf_access_token"), None, 1, operator_namespace="higgs-system"
+    )
     objs = parse_manifests(helm_template(str(CHART), "tts", "team-a", values))
     pod = next(o for o in objs if o["kind"] == "Deployment")["spec"]["template"]["spec"]
     server = next(c for c in pod["containers"] if c["name"] == "server")
@@ -285,7 +317,14 @@ def test_omni_spec_renders_vllm_omnis_command():
         "/etc/omni/higgs_audio_v2.yaml",
     ]
     # A leftover `current` (possible under the first CRD, kept while unchanged) is refused by the chart.
-    bad = chart_values("tts", {**SAMPLE, "serverGeneration": "current"}, TokenRef("hf", "k"), None, 1)
+    bad = chart_values(
+        "tts",
+        {**SAMPLE, "serverGeneration": "current"},
+        TokenRef("hf", "k"),
+        None,
+        1,
+        operator_namespace="higgs-system",
+    )
     with pytest.raises(RenderError, match="serverGeneration"):
         helm_template(str(CHART), "tts", "team-a", bad)
 
