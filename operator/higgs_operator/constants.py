@@ -7,6 +7,8 @@ KIND = "HiggsDeployment"
 PLURAL = "higgsdeployments"
 
 FIELD_MANAGER = "higgs-operator"
+# Keeps a Deployment's replicas while they pass from the operator's apply to an autoscaler (render.py).
+HANDOVER_MANAGER = f"{FIELD_MANAGER}-handover"
 
 # Label put on every child so the operator can find (and prune) what it applied for one resource.
 OWNER_LABEL = f"{GROUP}/owner"

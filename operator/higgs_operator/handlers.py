@@ -12,14 +12,14 @@ from datetime import UTC, datetime
 import kopf
 from kubernetes.client import ApiClient
 
-from . import kube, probes
+from . import kube, op_metrics, probes
 from .constants import GROUP, OWNER_LABEL, PLURAL, VERSION
 from .reconcile import OperatorConfig, child_info, reconcile
 from .render import identity
 from .scaling import AutoscalingPolicy, decide
 from .state import ChildInfo, Registry, ResourceState
-from .status import Condition, StatusInputs, build_status, pod_ready, rfc3339, warning
-from .values import desired_replicas
+from .status import Condition, StatusInputs, build_status, handed_off, pod_ready, rfc3339, warning
+from .values import HANDED_OFF, desired_replicas, operator_scales, scaling_engine
 
 NOT_POLLED = Condition("ScalingActive", "Unknown", "NotPolledYet", "metrics not scraped yet")
 
@@ -45,6 +45,11 @@ CHILD_KINDS_EXTRA = (
     ("", "v1", "serviceaccounts"),
     ("", "v1", "persistentvolumeclaims"),
     ("policy", "v1", "poddisruptionbudgets"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
+    # engine hpa/keda. Without KEDA's CRD kopf logs scaledobjects as unresolved and watches them once it
+    # appears (it watches CRDs): no crash, nothing to guard.
+    ("autoscaling", "v2", "horizontalpodautoscalers"),
+    ("keda.sh", "v1alpha1", "scaledobjects"),
 )
 
 
@@ -67,8 +72,21 @@ def close_api(memo: OperatorMemo, **_: object) -> None:
 async def _reconcile(memo: OperatorMemo, body: kopf.Body, force: bool, logger: kopf.Logger) -> None:
     st = memo.registry.get(body["metadata"]["uid"])
     previous_failure = st.failure
-    async with st.lock:
-        outcome = await asyncio.to_thread(reconcile, memo.api, dict(body), memo.config, st, force)
+    token_before = st.secret.checksum if st.secret else None
+    started, ok = time.monotonic(), False
+    try:
+        async with st.lock:
+            with op_metrics.counting_errors("api", kube.ApiException):
+                outcome = await asyncio.to_thread(reconcile, memo.api, dict(body), memo.config, st, force)
+        ok = outcome.failure is None
+    finally:
+        op_metrics.record_reconcile(time.monotonic() - started, ok)
+    if outcome.failure:
+        op_metrics.record_error("render" if outcome.failure[0] == "RenderFailed" else "apply")
+    token_after = outcome.secret.checksum
+    if token_before and token_after and token_after != token_before and outcome.failure is None:
+        # The checksum is on the pod template: a changed token applied is a rollout.
+        op_metrics.record_token_rotation(body["metadata"]["namespace"], body["metadata"]["name"])
     if not outcome.secret.ready and outcome.secret.reason != st.last_secret_reason:
         kopf.warn(
             body, reason=outcome.secret.reason, message=f"{outcome.secret.message}; no new pods started"
@@ -90,9 +108,10 @@ async def reconcile_handler(body: kopf.Body, logger: kopf.Logger, memo: Operator
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget(uid: str, memo: OperatorMemo, **_: object) -> None:
+def forget(uid: str, namespace: str | None, name: str, memo: OperatorMemo, **_: object) -> None:
     # Children (the mirrored Secret included) carry owner references: the garbage collector removes them.
     memo.registry.drop(uid)
+    op_metrics.forget(namespace or "", name)
 
 
 def _pod_url(pod: dict, port: int) -> str | None:
@@ -107,6 +126,7 @@ async def _autoscale(api: ApiClient, body: kopf.Body, st: ResourceState, logger:
     port = int(spec.get("port", 8000))
     targets = {n: u for n, p in st.pods.items() if pod_ready(p) and (u := _pod_url(p, port))}
     result = await probes.scrape(targets, headers)
+    op_metrics.record_error("scrape", len(result.failures))
     if st.deployment is None:
         return
     current = int((st.deployment.get("spec") or {}).get("replicas") or 0)
@@ -116,15 +136,27 @@ async def _autoscale(api: ApiClient, body: kopf.Body, st: ResourceState, logger:
     update: dict = {"desiredReplicas": decision.replicas}
     if result.samples:
         kv = [s.kv_cache for s in result.samples if s.kv_cache is not None]
+        pods = len(result.samples)
+        streams = sum(s.running for s in result.samples)
         update["metrics"] = {
             "waiting": sum(s.waiting for s in result.samples),
-            "running": sum(s.running for s in result.samples),
+            "running": streams,
+            "streamsPerReplica": round(streams / pods, 3),
             "scrapedPods": len(result.samples),
             "failedScrapes": len(result.failures),
             "time": now,
         }
         if kv:  # absent rather than null: a merge patch would drop a null and the next compare would differ
             update["metrics"]["kvCache"] = round(max(kv), 4)
+        op_metrics.set_signals(
+            meta["namespace"],
+            meta["name"],
+            {
+                "waiting": update["metrics"]["waiting"] / pods,
+                "streams": streams / pods,
+                "kvcache": sum(kv) / len(kv) if kv else None,
+            },
+        )
         st.autoscale_status["ScalingActive"] = Condition(
             "ScalingActive", "True", "MetricsAvailable", decision.reason
         )
@@ -135,21 +167,28 @@ async def _autoscale(api: ApiClient, body: kopf.Body, st: ResourceState, logger:
         st.autoscale_status["ScalingActive"] = Condition(
             "ScalingActive", "False", "NoReadyPods", decision.reason
         )
+    op_metrics.set_max_replicas(meta["namespace"], meta["name"], policy.max_replicas)
     if decision.replicas != current:
-        await asyncio.to_thread(
-            kube.scale_deployment, api, meta["namespace"], meta["name"], decision.replicas
-        )
+        with op_metrics.counting_errors("api", kube.ApiException):
+            await asyncio.to_thread(
+                kube.scale_deployment, api, meta["namespace"], meta["name"], decision.replicas
+            )
+        signal = decision.signal or ""  # set whenever the count changes (scaling.decide)
+        if signal:
+            direction = "up" if decision.replicas > current else "down"
+            op_metrics.record_scaling(meta["namespace"], meta["name"], signal, direction)
         update["lastScaling"] = {
             "time": now,
             "from": current,
             "to": decision.replicas,
+            "signal": signal,
             "reason": decision.reason[:500],
         }
         kopf.event(
             body,
             type="Normal",
             reason="Scaled",
-            message=f"{current} -> {decision.replicas}: {decision.reason}"[:1000],
+            message=f"{current} -> {decision.replicas} on {signal or 'no signal'}: {decision.reason}"[:1000],
         )
         logger.info("scaled %d -> %d: %s", current, decision.replicas, decision.reason)
         st.deployment.setdefault("spec", {})["replicas"] = decision.replicas
@@ -166,9 +205,16 @@ async def _refresh_status(api: ApiClient, body: kopf.Body, st: ResourceState) ->
     if ready_pods and (url := _pod_url(ready_pods[0], port)):
         headers = {"Authorization": f"Bearer {st.api_key}"} if st.api_key else None
         models_ok, models_msg = await probes.model_served(url, spec.get("servedModelName", ""), headers)
-    autoscaling = spec.get("autoscaling")
     current = ((st.deployment or {}).get("spec") or {}).get("replicas")
     desired = desired_replicas(spec, current)
+    op_metrics.set_replicas(meta["namespace"], meta["name"], desired, len(ready_pods))
+    engine = scaling_engine(spec)
+    scaling = handed_off(engine, meta["name"]) if engine in HANDED_OFF else None
+    if operator_scales(spec):
+        scaling = st.autoscale_status.get("ScalingActive") or NOT_POLLED
+    else:
+        op_metrics.set_max_replicas(meta["namespace"], meta["name"], None)
+        op_metrics.set_signals(meta["namespace"], meta["name"], {})
     inputs = StatusInputs(
         generation=int(meta.get("generation") or 0),
         secret=st.secret,
@@ -177,7 +223,7 @@ async def _refresh_status(api: ApiClient, body: kopf.Body, st: ResourceState) ->
         desired_replicas=desired,
         models_ok=models_ok,
         models_message=models_msg,
-        scaling=(st.autoscale_status.get("ScalingActive") or NOT_POLLED) if autoscaling else None,
+        scaling=scaling,
         failure=st.failure,
         degraded_after_s=float(spec.get("degradedAfterSeconds", 600)),
         previous=list((body.get("status") or {}).get("conditions") or []),
@@ -189,11 +235,12 @@ async def _refresh_status(api: ApiClient, body: kopf.Body, st: ResourceState) ->
     st.last_warning = warn[0] if warn else None
     new["endpoint"] = st.endpoint
     new["desiredReplicas"] = desired
-    if autoscaling:
+    if operator_scales(spec):
         new.update(st.autoscale_status.get("fields") or {})
     live = dict(body.get("status") or {})
     if any(live.get(k) != v for k, v in new.items()):
-        await asyncio.to_thread(kube.patch_status, api, meta["namespace"], meta["name"], new)
+        with op_metrics.counting_errors("status", kube.ApiException):
+            await asyncio.to_thread(kube.patch_status, api, meta["namespace"], meta["name"], new)
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
@@ -213,7 +260,9 @@ async def watch_resource(
                 await _reconcile(memo, body, force=force, logger=logger)
                 st.last_resync = time.monotonic() if force else st.last_resync
             autoscaling = body["spec"].get("autoscaling")
-            if autoscaling and time.monotonic() >= st.next_poll and st.secret and st.secret.ready:
+            # engine hpa/keda: no scrape and no scale write, ever (that controller owns the replicas).
+            scales = operator_scales(body["spec"])
+            if scales and time.monotonic() >= st.next_poll and st.secret and st.secret.ready:
                 st.next_poll = time.monotonic() + float(autoscaling.get("pollSeconds", 15))
                 await _autoscale(memo.api, body, st, logger)
             await _refresh_status(memo.api, body, st)
@@ -222,12 +271,15 @@ async def watch_resource(
         except Exception:  # keep the loop alive; kopf would restart the daemon anyway
             logger.exception("reconcile loop failed (will retry)")
         deadlines = [st.last_resync + cfg.resync_s, time.monotonic() + cfg.status_s]
-        if body["spec"].get("autoscaling"):
+        if operator_scales(body["spec"]):
             deadlines.append(st.next_poll)
         timeout = max(0.05, min(deadlines) - time.monotonic())
         st.wake.clear()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(st.wake.wait(), timeout=timeout)
+    if stopped.reason and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+        # kopf runs the delete handler (forget) beside this loop's last pass, which may set series again.
+        op_metrics.forget(body["metadata"]["namespace"], body["metadata"]["name"])
 
 
 def _owner_uid(labels: Mapping[str, str]) -> str | None:
@@ -235,7 +287,8 @@ def _owner_uid(labels: Mapping[str, str]) -> str | None:
 
 
 # Kinds whose status keeps changing: an edit shows as a new generation, not just a new resourceVersion.
-GENERATION_KINDS = ("Deployment", "PodDisruptionBudget")
+# (A HorizontalPodAutoscaler keeps no generation: an edit of one is repaired by the periodic re-apply.)
+GENERATION_KINDS = ("Deployment", "PodDisruptionBudget", "NetworkPolicy", "ScaledObject")
 VERSION_KINDS = ("Service", "ConfigMap", "ServiceAccount", "Secret")
 
 

@@ -137,13 +137,15 @@ def request(
     return json.loads(resp.data) if resp.data else None
 
 
-def apply(api: ApiClient, obj: dict, live_version: str | None = None) -> dict:
+def apply(
+    api: ApiClient, obj: dict, live_version: str | None = None, field_manager: str = FIELD_MANAGER
+) -> dict:
     """Server-side apply ``obj`` as the operator's field manager; count a write if the version moved."""
     result = request(
         api,
         "PATCH",
         object_path(obj),
-        query={"fieldManager": FIELD_MANAGER, "force": "true"},
+        query={"fieldManager": field_manager, "force": "true"},
         body=obj,
         content_type="application/apply-patch+yaml",
     )

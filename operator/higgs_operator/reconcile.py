@@ -10,9 +10,17 @@ from dataclasses import dataclass
 from kubernetes.client import ApiClient
 
 from . import kube
-from .constants import OWNER_LABEL, RENDER_HASH_ANNOTATION
+from .constants import HANDOVER_MANAGER, OWNER_LABEL, RENDER_HASH_ANNOTATION
 from .helm import helm_template
-from .render import APPLIABLE_KINDS, RenderError, identity, owned_objects, parse_manifests, prune_set
+from .render import (
+    APPLIABLE_KINDS,
+    RenderError,
+    identity,
+    owned_objects,
+    parse_manifests,
+    prune_set,
+    replicas_handover,
+)
 from .secrets import SecretCheck, check_secret, mirrored_secret, secret_value, token_ref
 from .state import ChildInfo, ResourceState
 from .values import chart_values, desired_replicas
@@ -91,7 +99,14 @@ def render_children(body: dict, cfg: OperatorConfig, st: ResourceState, checksum
     spec, meta = body["spec"], body["metadata"]
     token = token_ref(spec, meta["name"])
     current = ((st.deployment or {}).get("spec") or {}).get("replicas")
-    values = chart_values(meta["name"], spec, token, checksum, desired_replicas(spec, current))
+    values = chart_values(
+        meta["name"],
+        spec,
+        token,
+        checksum,
+        desired_replicas(spec, current),
+        operator_namespace=cfg.operator_namespace,
+    )
     kube_version = cfg.render_kube_version()
     key = hashlib.sha256(json.dumps([values, kube_version], sort_keys=True).encode()).hexdigest()
     if st.render_cache and st.render_cache[0] == key:
@@ -121,6 +136,11 @@ def service_endpoint(objects: list[dict]) -> str:
 
 
 REJECTED = (400, 403, 422)  # the object or the operator's rights are wrong: retrying will not help
+# A kind the API server does not serve (404 on apply): its CRD is missing. The periodic re-apply retries.
+NOT_SERVED = {
+    "ScaledObject": "KEDA is not installed (no scaledobjects.keda.sh CRD): install KEDA, or set "
+    "spec.autoscaling.engine to operator or hpa",
+}
 
 
 def _api_message(err: kube.ApiException) -> str:
@@ -147,6 +167,9 @@ def reconcile(
         st.failure = ("RenderFailed", str(err))
         return Outcome(check, 0, 0, st.failure)
     st.endpoint = service_endpoint(desired)
+    handover = replicas_handover(st.deployment) if body["spec"].get("autoscaling") else None
+    if handover is not None:  # before the apply below drops replicas the operator owned
+        kube.apply(api, handover, field_manager=HANDOVER_MANAGER)
     applied = 0
     for obj in desired:
         live = st.children.get(identity(obj))
@@ -156,11 +179,12 @@ def reconcile(
         try:
             result = kube.apply(api, obj, live.resource_version if live else None)
         except kube.ApiException as err:
-            if err.status not in REJECTED:
+            missing = err.status == 404 and NOT_SERVED.get(obj["kind"])
+            if err.status not in REJECTED and not missing:
                 raise  # conflicts, throttling, outages: kopf retries with back-off
             st.failure = (
                 "ApplyFailed",
-                f"{obj['kind']}/{obj['metadata']['name']} rejected: {_api_message(err)}",
+                f"{obj['kind']}/{obj['metadata']['name']} rejected: {missing or _api_message(err)}",
             )
             return Outcome(check, applied, 0, st.failure)
         info = child_info(result)

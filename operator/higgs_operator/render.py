@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 
 import yaml
 
-from .constants import API_VERSION, KIND, OWNER_LABEL, RENDER_HASH_ANNOTATION
+from .constants import API_VERSION, FIELD_MANAGER, KIND, OWNER_LABEL, RENDER_HASH_ANNOTATION
 
 # Kinds the operator may apply (namespaced only): a chart change that adds another kind must add it here
 # and to the RBAC in charts/higgs-operator, which a test keeps in step.
@@ -23,6 +23,10 @@ APPLIABLE_KINDS = {
     ("v1", "PersistentVolumeClaim"): "persistentvolumeclaims",
     ("apps/v1", "Deployment"): "deployments",
     ("policy/v1", "PodDisruptionBudget"): "poddisruptionbudgets",
+    # spec.autoscaling.engine hpa / keda: the chart's autoscaler, which then owns the replicas.
+    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
+    ("networking.k8s.io/v1", "NetworkPolicy"): "networkpolicies",
 }
 
 
@@ -114,6 +118,31 @@ def owned_objects(objects: Iterable[dict], owner: dict) -> list[dict]:
     return result
 
 
+def replicas_handover(deployment: dict | None) -> dict | None:
+    """What to apply, under another field manager, before the operator's apply stops sending a
+    Deployment's replicas (spec.autoscaling set where spec.replicas was): server-side apply deletes a
+    field its only manager stops sending, and the Deployment would fall back to 1 replica. Co-owned, the
+    field keeps its value until an autoscaler's scale write takes it over (the Kubernetes docs' "transfer
+    ownership" for an HPA). None when the operator's apply owns no replicas."""
+    if not deployment or (deployment.get("spec") or {}).get("replicas") is None:
+        return None
+    meta = deployment["metadata"]
+    owned = any(
+        m.get("manager") == FIELD_MANAGER
+        and m.get("operation") == "Apply"
+        and "f:replicas" in ((m.get("fieldsV1") or {}).get("f:spec") or {})
+        for m in meta.get("managedFields") or []
+    )
+    if not owned:
+        return None
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": meta["name"], "namespace": meta["namespace"]},
+        "spec": {"replicas": deployment["spec"]["replicas"]},
+    }
+
+
 def identity(obj: dict) -> tuple[str, str, str]:
     """(group, kind, name): the version is not part of an object's identity."""
     api = obj["apiVersion"]
@@ -121,12 +150,20 @@ def identity(obj: dict) -> tuple[str, str, str]:
     return group, obj["kind"], obj["metadata"]["name"]
 
 
+def _controlled_by_another(obj: dict, owner_uid: str) -> bool:
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("controller") and r.get("uid") != owner_uid for r in refs)
+
+
 def prune_set(live: Sequence[dict], desired: Sequence[dict], owner_uid: str) -> list[dict]:
-    """Live children of this owner that are no longer rendered (to delete)."""
+    """Live children of this owner that are no longer rendered (to delete). An object another controller
+    owns is never one, though it carries the owner label: KEDA copies a ScaledObject's labels onto the
+    HPA it makes (keda-hpa-<name>, controlled by the ScaledObject)."""
     wanted = {identity(o) for o in desired}
     return [
         o
         for o in live
         if ((o.get("metadata") or {}).get("labels") or {}).get(OWNER_LABEL) == owner_uid
         and identity(o) not in wanted
+        and not _controlled_by_another(o, owner_uid)
     ]

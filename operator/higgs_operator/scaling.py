@@ -1,7 +1,10 @@
 """Pod samples + recent history -> replica count, the way the HorizontalPodAutoscaler decides.
 
-Each metric with a target gives ``ceil(total / target)`` replicas, unless the per-pod average is
-within the tolerance of the target (then: keep). The largest wins. Every raw recommendation is kept
+Each signal with a target gives ``ceil(total / target)`` replicas, unless the per-pod average is
+within the tolerance of the target (then: keep): queued requests (``waiting``) and concurrent streams
+being generated (``streams``, the server's running requests). The largest wins, and the decision says
+which signal it was (a bound, ``min``/``max``, when the bound is what moved the count). Every raw
+recommendation is kept
 for the stabilization windows: scale up only to the lowest recommendation seen during the scale-up
 window, scale down only to the highest seen during the scale-down window, so an oscillating load does
 not make replicas flap. A step is bounded, the result clamped to [min, max]. Failed or missing
@@ -22,7 +25,7 @@ class AutoscalingPolicy:
     min_replicas: int
     max_replicas: int
     target_waiting: float | None = None
-    target_running: float | None = None
+    target_streams: float | None = None
     scale_up_stabilization_s: float = 0.0
     scale_down_stabilization_s: float = 300.0
     max_scale_up_step: int = 4
@@ -37,7 +40,7 @@ class AutoscalingPolicy:
             min_replicas=int(autoscaling.get("minReplicas", 1)),
             max_replicas=int(autoscaling.get("maxReplicas", 1)),
             target_waiting=_opt_float(autoscaling.get("targetWaitingRequestsPerReplica")),
-            target_running=_opt_float(autoscaling.get("targetRunningRequestsPerReplica")),
+            target_streams=_opt_float(autoscaling.get("targetStreamsPerReplica")),
             scale_up_stabilization_s=float(autoscaling.get("scaleUpStabilizationSeconds", 0)),
             scale_down_stabilization_s=float(autoscaling.get("scaleDownStabilizationSeconds", 300)),
             max_scale_up_step=int(autoscaling.get("maxScaleUpStep", 4)),
@@ -63,6 +66,9 @@ class Decision:
     recommendation: int | None  # raw recommendation of this poll (None: no metrics, nothing recorded)
     reason: str
     history: tuple[Recommendation, ...] = field(default_factory=tuple)
+    # What decided: "waiting" | "streams" | "min" | "max" | "failed_scrapes" (op_metrics.SCALING_SIGNALS);
+    # None when nothing did (no metrics, no target)
+    signal: str | None = None
 
 
 def _clamp(value: int, policy: AutoscalingPolicy) -> int:
@@ -96,22 +102,26 @@ def decide(
         why = f"no metrics ({failed_scrapes} scrapes failed); holding {current}"
         if held != current:
             why = f"{current} outside [{policy.min_replicas}, {policy.max_replicas}]; set to {held}"
-        return Decision(held, None, why, kept)
+        return Decision(held, None, why, kept, _bound_signal(current, held))
 
-    desires: list[tuple[int, str]] = []
-    metric_totals = (
+    desires: list[tuple[int, str, str]] = []
+    signal_totals = (
+        ("streams", sum(s.running for s in samples), policy.target_streams),
         ("waiting", sum(s.waiting for s in samples), policy.target_waiting),
-        ("running", sum(s.running for s in samples), policy.target_running),
     )
-    for name, total, target in metric_totals:
+    for name, total, target in signal_totals:
         if target:
-            desires.append(_metric_desire(name, total, len(samples), target, current, policy.tolerance))
+            desired, why = _metric_desire(name, total, len(samples), target, current, policy.tolerance)
+            desires.append((desired, why, name))
     if not desires:
-        return Decision(_clamp(current, policy), None, "no metric target set; holding", kept)
-    desired, reason = max(desires, key=lambda d: d[0])
+        held = _clamp(current, policy)
+        return Decision(held, None, "no metric target set; holding", kept, _bound_signal(current, held))
+    desired, reason, decided_by = max(desires, key=lambda d: d[0])  # a tie: the first, streams
+    signal: str | None = decided_by
     if failed_scrapes and desired < current:
         desired = current
         reason += f"; scale-down held: {failed_scrapes} scrape(s) failed"
+        signal = "failed_scrapes"
     raw = _clamp(desired, policy)
     if raw != desired:
         bound = "maxReplicas" if desired > raw else "minReplicas"
@@ -138,4 +148,14 @@ def decide(
     if new < current - policy.max_scale_down_step:
         new = current - policy.max_scale_down_step
         reason += f"; step bounded to -{policy.max_scale_down_step}"
-    return Decision(_clamp(new, policy), raw, reason, kept)
+    new = _clamp(new, policy)
+    if (new > current and desired <= current) or (new < current and desired >= current):
+        signal = _bound_signal(current, new)  # the signals did not ask for this move: a bound did
+    return Decision(new, raw, reason, kept, signal)
+
+
+def _bound_signal(current: int, new: int) -> str | None:
+    """The bound that moved ``current`` to ``new`` (None: it did not move)."""
+    if new == current:
+        return None
+    return "min" if new > current else "max"

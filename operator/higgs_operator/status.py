@@ -37,6 +37,8 @@ DOWNLOAD_CAUSES = {
     8: ("HubError", "the hub answered an error"),
 }
 DOWNLOAD_REASONS = frozenset(reason for reason, _ in DOWNLOAD_CAUSES.values())
+# Why the model cache is not ready: a failed download, or a claim nothing binds.
+CACHE_REASONS = DOWNLOAD_REASONS | {"VolumeNotBound"}
 _CAUSE_LINE = re.compile(r"^(?:ERROR: )?([A-Z][A-Za-z]+): (.+)$")
 
 
@@ -71,6 +73,30 @@ class StatusInputs:
     previous: Sequence[dict] = field(default_factory=tuple)
 
 
+# spec.autoscaling.engine -> (ScalingActive reason, the kind that scales, how to look at it).
+HANDOFF = {
+    "hpa": ("HandedToHPA", "HorizontalPodAutoscaler", "kubectl describe hpa {name}"),
+    "keda": (
+        "HandedToKEDA",
+        "ScaledObject",
+        "kubectl describe scaledobject {name}, and its HPA keda-hpa-{name}",
+    ),
+}
+
+
+def handed_off(engine: str, name: str) -> Condition:
+    """ScalingActive when another controller sets the replicas: who, and where its own conditions are
+    (whether it gets metrics is that controller's to say; the operator neither scrapes nor scales)."""
+    reason, kind, look = HANDOFF[engine]
+    return Condition(
+        "ScalingActive",
+        "True",
+        reason,
+        f"spec.autoscaling.engine {engine}: {kind} {name} sets the replicas; the operator does not "
+        f"scrape or scale. Its state: {look.format(name=name)}",
+    )
+
+
 def pod_ready(pod: dict) -> bool:
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False
@@ -101,7 +127,7 @@ def _crash_loop(pod: dict) -> str | None:
 class PodProblem:
     """Why serving pods cannot start, seen on one pod: a condition reason and a one-line message."""
 
-    reason: str  # Unschedulable, ImagePullFailed, or a download cause (DOWNLOAD_REASONS)
+    reason: str  # Unschedulable, VolumeNotBound, ImagePullFailed, or a download cause (DOWNLOAD_REASONS)
     message: str
 
 
@@ -118,6 +144,13 @@ def unschedulable(pod: dict) -> PodProblem | None:
             "Unschedulable",
         ):
             why = cond.get("message") or "no node fits the pod"
+            if "unbound" in why and "PersistentVolumeClaim" in why:
+                # The scheduler waits for the claim: the cache's storage, not a node, is what is missing.
+                return PodProblem(
+                    "VolumeNotBound",
+                    f"pod {_name(pod)} waits for its volume claim to bind ({why}); check the claim's "
+                    "storage class and provisioner (kubectl describe pvc), or spec.modelCache",
+                )
             return PodProblem("Unschedulable", f"pod {_name(pod)} unschedulable: {why}")
     return None
 
@@ -229,7 +262,7 @@ def compute_conditions(inp: StatusInputs, now: datetime) -> tuple[list[Condition
 
     if ready or any(_init_done(p) for p in pods):
         conds.append(Condition("ModelCacheReady", "True", "CacheReady", "model cache initialised"))
-    elif problem is not None and problem.reason in DOWNLOAD_REASONS:
+    elif problem is not None and problem.reason in CACHE_REASONS:
         conds.append(Condition("ModelCacheReady", "False", problem.reason, problem.message))
     elif downloading:
         conds.append(Condition("ModelCacheReady", "False", "Downloading", "cache init container running"))
@@ -333,7 +366,7 @@ def merge_conditions(
 
 # Reasons worth a Warning event when they first appear (the reconcile posts the secret's and the
 # chart's own): why pods cannot start or keep running.
-WARN_REASONS = DOWNLOAD_REASONS | {"Unschedulable", "ImagePullFailed", "CrashLoop"}
+WARN_REASONS = CACHE_REASONS | {"Unschedulable", "ImagePullFailed", "CrashLoop"}
 
 
 def summary(conds: Sequence[Condition]) -> tuple[str, str]:

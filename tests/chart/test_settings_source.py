@@ -42,7 +42,6 @@ OPERATOR_OWNED = {
     "hfToken",
     "apiKey",
     "checksums",
-    "networkPolicy",  # off: not a kind the operator applies
 }
 # Chart values a HiggsDeployment does not expose (edge and monitoring objects the operator does not
 # apply; the pods' ServiceAccount keeps the chart's defaults). A new chart value fails
@@ -51,6 +50,9 @@ NOT_EXPOSED = {"httpRoute", "ingress", "serviceMonitor", "serviceAccount", "name
 # Release-wide metadata and free-form manifests: the operator owns the metadata of what it applies (pods
 # take podLabels/podAnnotations) and applies only the kinds it knows, never arbitrary objects.
 NOT_EXPOSED |= {"commonLabels", "commonAnnotations", "extraObjects"}
+# Monitoring objects around the release (a Grafana dashboard ConfigMap, a PrometheusRule): the platform's,
+# installed once with Helm, not per HiggsDeployment.
+NOT_EXPOSED |= {"grafanaDashboard", "prometheusRule"}
 
 
 def _gen_settings() -> Any:

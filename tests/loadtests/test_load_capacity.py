@@ -18,6 +18,7 @@ from higgs_load.capacity_search import (
     per_unit,
     wilson_interval,
 )
+from higgs_load.capacity_spec import streams_target
 from higgs_load.metrics import SLO
 from higgs_load.records import RequestRecord
 from higgs_sim.timing import FRAMES_PER_SECOND, StepTimeModel
@@ -166,3 +167,7 @@ def test_capacity_search_on_the_simulator_finds_the_predicted_capacity(tmp_path)
     md = (tmp_path / "summary.md").read_text()
     assert "## Capacity search" in md and "real-time streams per server" in md
     assert (tmp_path / "capacity_curve.png").stat().st_size > 1000
+    # The spec to paste, in the summary and the report (higgs_load.capacity_spec).
+    target = c["autoscaling"]["targetStreamsPerReplica"]
+    assert target == streams_target(c["streams"])
+    assert f"```yaml\nautoscaling:\n  targetStreamsPerReplica: {target}  # " in md

@@ -76,7 +76,8 @@ def _start(tmp_path, monkeypatch, *extra: str) -> dict:
         seen["config"] = kwargs["memo"].config
 
     monkeypatch.setattr(kopf, "operator", operator)
-    assert main(["run", "-A", "--chart", str(tmp_path), *extra]) == 0
+    # No metrics endpoint: this is about the config, and a port left listening would outlive the test.
+    assert main(["run", "-A", "--chart", str(tmp_path), "--metrics-port", "0", *extra]) == 0
     return seen
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -48,6 +49,10 @@ def children(cluster: kubetest.Cluster, ns: str, uid: str) -> dict[str, dict]:
         ("ConfigMap", cluster.core.list_namespaced_config_map(ns, label_selector=sel).items),
         ("ServiceAccount", cluster.core.list_namespaced_service_account(ns, label_selector=sel).items),
         ("Secret", cluster.core.list_namespaced_secret(ns, label_selector=sel).items),
+        (
+            "NetworkPolicy",
+            client.NetworkingV1Api(cluster.api).list_namespaced_network_policy(ns, label_selector=sel).items,
+        ),
     ):
         for item in items:
             found[f"{kind}/{item.metadata.name}"] = cluster.api.sanitize_for_serialization(item)
@@ -171,6 +176,15 @@ def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, 
     for obj in kids.values():
         ref = obj["metadata"]["ownerReferences"][0]
         assert (ref["kind"], ref["uid"], ref["controller"]) == ("HiggsDeployment", uid, True)
+    # Secure by default as under Helm: a NetworkPolicy admits the namespace's pods and the operator's
+    # namespace (it scrapes /metrics and reads /v1/models) to the server port, nobody else.
+    policy = kubetest.wait_for(
+        lambda: children(cluster, namespace, uid).get("NetworkPolicy/tts"), 20, what="the NetworkPolicy"
+    )
+    sources = [peer for rule in policy["spec"]["ingress"] for peer in rule["from"]]
+    operator_ns = os.environ.get("POD_NAMESPACE", "default")
+    assert {"podSelector": {}} in sources, sources
+    assert {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": operator_ns}}} in sources
 
     hd = wait_available(cluster, namespace, "tts")
     assert hd["status"]["phase"] == "Ready" and hd["status"]["readyReplicas"] == 1
@@ -243,6 +257,8 @@ def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, 
         lambda: _template_annotations(cluster, namespace) != old_sum, 10, what="checksum changed"
     )
     rolled_in = time.monotonic() - t0
+    rotations = operator.sample("higgs_operator_token_rotations_total", namespace=namespace, name="tts")
+    assert rotations == 1, operator.metrics()
 
     def rolled() -> bool:
         pods = cluster.core.list_namespaced_pod(namespace, label_selector=f"{OWNER_LABEL}={uid}").items
@@ -263,6 +279,10 @@ def test_apply_available_scale_idempotent_rotate_delete(cluster, operator, hub, 
         lambda: not [k for k in children(cluster, namespace, uid) if not k.startswith("Secret/")],
         60,
         what="children deleted",
+    )
+    # Its series leave the operator's metrics with it.
+    kubetest.wait_for(
+        lambda: f'namespace="{namespace}"' not in operator.metrics(), 10, what="its series removed"
     )
 
 
@@ -415,7 +435,12 @@ def test_autoscale_up_on_queue_and_down_after_window(cluster, operator, hub, nam
             what="scale up",
         )
         up = hd["status"]["lastScaling"]
-        assert (up["from"], up["to"]) == (1, 2) and "waiting" in up["reason"]
+        assert (up["from"], up["to"]) == (1, 2) and "waiting" in up["reason"] and up["signal"] == "waiting"
+        decisions = "higgs_operator_scaling_decisions_total"
+        assert (
+            operator.sample(decisions, namespace=namespace, name="auto", signal="waiting", direction="up")
+            == 1
+        )
         assert hd["status"]["metrics"]["scrapedPods"] >= 1 and hd["status"]["metrics"]["waiting"] > 1
         assert condition(hd, "ScalingActive")["reason"] == "MetricsAvailable"
         assert cluster.apps.read_namespaced_deployment("auto", namespace).spec.replicas == 2
@@ -441,6 +466,57 @@ def test_autoscale_up_on_queue_and_down_after_window(cluster, operator, hub, nam
     assert held >= 7, f"scaled down {held}s after scaling up: inside the 8 s stabilization window"
     events = [e for e in cluster.core.list_namespaced_event(namespace).items if e.reason == "Scaled"]
     assert len(events) >= 2
+    for t in threads:
+        t.join(timeout=35)
+
+
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it; "
+    "the load goes to the pod's IP from this host"
+)
+def test_autoscale_on_streams_names_the_signal_in_status_event_and_metrics(cluster, operator, hub, namespace):
+    """targetStreamsPerReplica with the queue target beside it: slots to spare (no queue), so the streams
+    decide; the status, the Scaled event and the operator's /metrics say so."""
+    create_token(cluster, namespace)
+    spec = {
+        "maxNumSeqs": 16,  # no queue: only the streams signal can see the load
+        "autoscaling": {
+            "maxReplicas": 2,
+            "targetStreamsPerReplica": 1,
+            "targetWaitingRequestsPerReplica": 1,
+            "scaleDownStabilizationSeconds": 300,
+            "pollSeconds": 1,
+        },
+    }
+    apply(cluster, namespace, hd_body("streams", hub, **spec))
+    wait_available(cluster, namespace, "streams")
+    pod = cluster.core.list_namespaced_pod(namespace).items[0]
+    stop = threading.Event()
+    threads = speech_load(f"http://{pod.status.pod_ip}:8000", MODEL, "hello there " * 20, 3, stop)
+    try:
+        hd = kubetest.wait_for(
+            lambda: (h := get_hd(cluster, namespace, "streams"))["status"].get("lastScaling") and h,
+            40,
+            describe=lambda: json.dumps(get_hd(cluster, namespace, "streams").get("status"), indent=1),
+            what="a scaling decision",
+        )
+        # Read while the load still runs (the signal gauge follows every poll).
+        labels = {"namespace": namespace, "name": "streams"}
+        streams_gauge = operator.sample("higgs_operator_scaling_signal", **labels, signal="streams")
+        decisions = "higgs_operator_scaling_decisions_total"
+        counted = operator.sample(decisions, **labels, signal="streams", direction="up")
+        text = operator.metrics()
+    finally:
+        stop.set()
+    last = hd["status"]["lastScaling"]
+    assert (last["from"], last["to"], last["signal"]) == (1, 2, "streams"), last
+    assert last["reason"].startswith("streams ") and "vs target 1" in last["reason"]
+    assert hd["status"]["metrics"]["streamsPerReplica"] > 1 and hd["status"]["metrics"]["waiting"] == 0
+    events = [e for e in cluster.core.list_namespaced_event(namespace).items if e.reason == "Scaled"]
+    assert [e.message.split(":")[0] for e in events] == ["1 -> 2 on streams"]
+    assert counted == 1 and (streams_gauge or 0) > 1, text
+    assert operator.sample("higgs_operator_autoscaling_max_replicas", **labels) == 2
+    assert operator.sample("higgs_operator_reconciles_total", result="success")
     for t in threads:
         t.join(timeout=35)
 
@@ -641,3 +717,69 @@ def test_explains_wrong_revision(cluster, operator, hub, namespace):
     assert cond["status"] == "False" and "revision" in cond["message"], cond
     assert condition(hd, "SecretReady")["status"] == "True"
     assert_explained(cluster, namespace, "badrev", hd, "RevisionNotFound")
+    # The cause came through the container's termination message: the download script's one line, not
+    # a log tail (the node writes what the script put in its terminationMessagePath file).
+    pod = cluster.core.list_namespaced_pod(
+        namespace, label_selector="app.kubernetes.io/instance=badrev"
+    ).items[0]
+    status = next(s for s in pod.status.init_container_statuses if s.name == "download-model")
+    term = status.state.terminated or status.last_state.terminated
+    assert term is not None and term.message.startswith("RevisionNotFound: "), term
+    assert len(term.message.splitlines()) == 1, term.message
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    ("spec", "scheduler_says"),
+    [
+        ({"tolerations": []}, "untolerated taint"),
+        ({"nodeSelector": {"higgs.test/pool": "none"}}, "didn't match Pod's node affinity/selector"),
+    ],
+    ids=["untolerated-taint", "no-matching-node"],
+)
+def test_explains_why_no_node_fits(cluster, operator, hub, namespace, spec, scheduler_says):
+    create_token(cluster, namespace)
+    started = time.monotonic()
+    apply(cluster, namespace, hd_body("nonode", hub, **spec))
+    hd, _ = wait_reason(cluster, namespace, "nonode", "Degraded", "Unschedulable", started)
+    msg = condition(hd, "Degraded")["message"]
+    assert scheduler_says in msg and "nodes are available" in msg, msg
+    assert_explained(cluster, namespace, "nonode", hd, "Unschedulable")
+
+
+@pytest.mark.timeout(60)
+def test_explains_unbound_cache_claim(cluster, operator, hub, namespace):
+    create_token(cluster, namespace)
+    started = time.monotonic()
+    cache = {
+        "mode": "pvc",
+        "hfEndpoint": hub.url,
+        "pvc": {"storageClass": "no-such-class", "accessModes": ["ReadWriteOnce"], "size": "1Gi"},
+    }
+    apply(cluster, namespace, hd_body("nopv", hub, modelCache=cache, strategy={"type": "Recreate"}))
+    hd, _ = wait_reason(cluster, namespace, "nopv", "ModelCacheReady", "VolumeNotBound", started)
+    msg = condition(hd, "ModelCacheReady")["message"]
+    assert "unbound" in msg and "PersistentVolumeClaim" in msg and "storage class" in msg, msg
+    assert condition(hd, "Available")["reason"] == "VolumeNotBound"
+    assert_explained(cluster, namespace, "nopv", hd, "VolumeNotBound")
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.localstack(
+    "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it"
+)
+def test_explains_a_full_cache_volume(cluster, operator, namespace):
+    # The hub lists every file as a petabyte: the download's free-space check finds the cache volume
+    # too small before it writes anything (the path a real full volume takes through ENOSPC too).
+    big_hub = HubProcess("--listed-bytes", str(10**15))
+    try:
+        create_token(cluster, namespace)
+        started = time.monotonic()
+        apply(cluster, namespace, hd_body("full", big_hub))
+        hd, _ = wait_reason(cluster, namespace, "full", "ModelCacheReady", "DiskFull", started)
+        msg = condition(hd, "ModelCacheReady")["message"]
+        assert "disk full" in msg and "modelCache" in msg, msg
+        assert condition(hd, "Available")["reason"] == "DiskFull"
+        assert_explained(cluster, namespace, "full", hd, "DiskFull")
+    finally:
+        big_hub.stop()

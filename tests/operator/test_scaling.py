@@ -43,13 +43,59 @@ def test_decision_table(current, samples, failed, expected, reason_part):
     assert reason_part in d.reason
 
 
-def test_running_target_and_max_of_metrics():
+def test_streams_target_and_max_of_metrics():
     policy = AutoscalingPolicy(
-        min_replicas=1, max_replicas=10, target_waiting=4, target_running=2, max_scale_up_step=10
+        min_replicas=1, max_replicas=10, target_waiting=4, target_streams=2, max_scale_up_step=10
     )
-    d = decide(policy, 2, pods(0, 0, running=4), 0, (), now=0.0)  # running 8 total / 2 -> 4; waiting says 0
+    d = decide(policy, 2, pods(0, 0, running=4), 0, (), now=0.0)  # streams 8 total / 2 -> 4; waiting says 0
     assert d.replicas == 4
-    assert "running" in d.reason
+    assert "streams" in d.reason and d.signal == "streams"
+
+
+BOTH = AutoscalingPolicy(
+    min_replicas=1, max_replicas=10, target_waiting=2, target_streams=4, max_scale_up_step=10
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "current", "samples", "expected", "signal"),
+    [
+        # streams alone: 3 pods x 6 streams = 18 / 4 -> 5
+        (
+            AutoscalingPolicy(1, 10, target_streams=4, max_scale_up_step=10),
+            3,
+            pods(0, 0, 0, running=6),
+            5,
+            "streams",
+        ),
+        # both set, no queue yet: the streams ask for more (18 / 4 -> 5) than the queue (0)
+        (BOTH, 3, pods(0, 0, 0, running=6), 5, "streams"),
+        # both set, a long queue: the queue asks for more (3 x 8 / 2 -> 12, capped at 10) than the streams
+        (BOTH, 3, pods(8, 8, 8, running=4), 10, "waiting"),
+        # both within tolerance: keep, and the first listed (streams) is the one that decided
+        (BOTH, 2, pods(2, 2, running=4), 2, "streams"),
+        # above maxReplicas while the signals ask to keep: the bound moves it
+        (
+            AutoscalingPolicy(1, 3, target_streams=4, max_scale_down_step=10),
+            5,
+            pods(*[0] * 5, running=4),
+            3,
+            "max",
+        ),
+        # below minReplicas, no load: the bound moves it up
+        (AutoscalingPolicy(2, 4, target_streams=4), 1, pods(0, running=0), 2, "min"),
+    ],
+)
+def test_the_decision_names_the_signal_that_decided(policy, current, samples, expected, signal):
+    d = decide(policy, current, samples, 0, (), now=0.0)
+    assert (d.replicas, d.signal) == (expected, signal), d.reason
+
+
+def test_signal_when_nothing_decides_or_scrapes_failed():
+    assert decide(POLICY, 3, [], 2, (), now=0.0).signal is None  # no metrics: holding, nothing decided
+    assert decide(POLICY, 12, [], 0, (), now=0.0).signal == "max"  # no metrics, above max: the bound
+    held = decide(POLICY, 3, pods(0), 2, (), now=0.0)  # the queue says 1, two scrapes failed: hold
+    assert (held.replicas, held.signal) == (3, "failed_scrapes")
 
 
 def test_scale_down_waits_for_window():
@@ -99,6 +145,7 @@ def test_policy_from_spec_defaults_and_fields():
             "minReplicas": 2,
             "maxReplicas": 6,
             "targetWaitingRequestsPerReplica": 3,
+            "targetStreamsPerReplica": 6,
             "scaleUpStabilizationSeconds": 5,
             "scaleDownStabilizationSeconds": 20,
             "maxScaleUpStep": 2,
@@ -106,6 +153,7 @@ def test_policy_from_spec_defaults_and_fields():
             "pollSeconds": 2,
         }
     )
-    assert (p.min_replicas, p.max_replicas, p.target_waiting, p.target_running) == (2, 6, 3.0, None)
+    assert (p.min_replicas, p.max_replicas, p.target_waiting, p.target_streams) == (2, 6, 3.0, 6.0)
+    assert AutoscalingPolicy.from_spec({"targetWaitingRequestsPerReplica": 1}).target_streams is None
     assert (p.scale_up_stabilization_s, p.scale_down_stabilization_s, p.poll_s) == (5.0, 20.0, 2.0)
     assert (p.max_scale_up_step, p.max_scale_down_step) == (2, 3)

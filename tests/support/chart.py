@@ -14,9 +14,14 @@ import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "charts" / "higgs-audio"
+OPERATOR_CHART = REPO_ROOT / "charts" / "higgs-operator"
+LOADTEST_CHART = REPO_ROOT / "charts" / "higgs-loadtest"
 EXAMPLES = REPO_ROOT / "examples"
 TOOLS_BIN = Path(os.environ.get("HIGGS_CACHE", Path.home() / ".cache" / "higgs-k8s")) / "bin"
-K8S_VERSION = "1.35.0"
+# Every rendered object of the three charts must validate for each of these (kubernetes-validate's strict
+# schemas): from the charts' kubeVersion floor (>=1.30) to the version the local stack runs.
+K8S_VERSIONS = ("1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0")
+K8S_VERSION = K8S_VERSIONS[-1]
 # Flags of the hosted recipe (seed/higgs-truss-README.md and DESIGN.md), flag -> value (None: a switch).
 RECIPE_FLAGS: dict[str, str | None] = {
     "--model": "bosonai/higgs-audio-v2-generation-3B-base",
@@ -77,6 +82,14 @@ def render(
     proc = template(values, files, **kwargs)
     if proc.returncode != 0:
         raise AssertionError(f"helm template failed:\n{proc.stderr}")
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def render_chart(chart: Path, *args: str, release: str, namespace: str) -> list[dict[str, Any]]:
+    """`helm template` of any of the three charts with raw helm arguments (-f, --set, ...)."""
+    proc = run_helm("template", release, str(chart), "--namespace", namespace, *args)
+    if proc.returncode != 0:
+        raise AssertionError(f"helm template {chart.name} {' '.join(args)} failed:\n{proc.stderr}")
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 
@@ -148,7 +161,7 @@ def load_yaml(path: Path) -> Any:
 
 # --- value tables shared by the render, schema, cluster and bad-input tests --------------------------
 # The render matrix: each set of values renders and validates (tests/chart/test_chart_render.py) and the
-# API server accepts it (tests/chart/test_chart_cluster.py).
+# API server accepts it (tests/chart/test_chart_crd_dry_run.py).
 TOKEN = "hf_SECRETtokenVALUE_do_not_leak_123"  # a chart-made token: must never show in plain text
 MATRIX: dict[str, dict[str, Any]] = {
     "defaults": {},
@@ -177,6 +190,8 @@ MATRIX: dict[str, dict[str, Any]] = {
         },
         "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
         "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}},
+        "prometheusRule": {"enabled": True, "labels": {"release": "prom"}},
+        "grafanaDashboard": {"enabled": True},
         "networkPolicy": {
             "enabled": True,
             "allowedNamespaceSelectors": [{"team": "voice"}],
@@ -200,6 +215,16 @@ MATRIX: dict[str, dict[str, Any]] = {
     },
     "extra-args": {"extraArgs": ["--tensor-parallel-size", "2"], "gpuCount": 2},
     "api-key": {"apiKey": {"existingSecret": "higgs-api-key"}},
+    # KEDA scales (a ScaledObject on the server's own metrics) instead of an HPA.
+    "keda": {
+        "modelCache": {"mode": "none"},
+        "autoscaling": {
+            "enabled": True,
+            "engine": "keda",
+            "maxReplicas": 4,
+            "keda": {"serverAddress": "http://prometheus-operated.monitoring.svc:9090"},
+        },
+    },
     "voice-presets-configmap": {"voicePresets": {"configMap": "voices"}},
     "voice-presets-volume": {"voicePresets": {"volume": {"persistentVolumeClaim": {"claimName": "voices"}}}},
     "chart-made-token": {"hfToken": {"existingSecret": "", "value": TOKEN}},
@@ -218,8 +243,6 @@ MATRIX: dict[str, dict[str, Any]] = {
         "extraArgs": ["--stage-overrides", '{"0": {"max_num_seqs": 8}}'],
     },
 }
-# Kinds outside the core Kubernetes schemas: checked for the fields the chart sets instead.
-CRD_KINDS = {"ServiceMonitor", "HTTPRoute"}
 
 
 # (values, text helm's error must contain: the value's path)
@@ -281,3 +304,60 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"serverGeneration": "omni"}, "image.repository=vllm/vllm-omni"),
     ({"serverGeneration": "omni", "image": {"repository": "vllm/vllm-omni"}}, "model.revision"),
 ]
+
+
+# --- the other two charts' cases, validated like MATRIX (kubernetes-validate; server-side dry-run) --------
+def operator_cases(namespace: str) -> dict[str, list[str]]:
+    """charts/higgs-operator: helm arguments per case; `namespace` (the release's) is the watched one,
+    so that a dry-run finds every namespace the Roles land in."""
+    on = {
+        "watchNamespaces": [namespace],
+        "serviceMonitor": {
+            "enabled": True,
+            "labels": {"release": "prom"},
+            "relabelings": [{"action": "replace", "targetLabel": "team", "replacement": "voice"}],
+        },
+        "image": {"digest": "sha256:" + "b" * 64},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "kubeVersion": "1.33.0",
+        "extraEnv": [{"name": "HELM", "value": "/usr/local/bin/helm"}],
+        "podAnnotations": {"team": "voice"},
+        "serviceAccount": {"name": "higgs-op", "annotations": {"team": "voice"}},
+        "nodeSelector": {"kubernetes.io/os": "linux"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        "affinity": {
+            "nodeAffinity": {
+                "preferredDuringSchedulingIgnoredDuringExecution": [
+                    {
+                        "weight": 1,
+                        "preference": {
+                            "matchExpressions": [{"key": "pool", "operator": "In", "values": ["system"]}]
+                        },
+                    }
+                ]
+            }
+        },
+    }
+    return {
+        "defaults": [],
+        "operator-values-local.yaml": ["-f", str(EXAMPLES / "operator-values-local.yaml")],
+        "optional-parts-on": ["--set-json", _set_json(on)],
+    }
+
+
+def loadtest_cases(serving: str = "serving") -> dict[str, list[str]]:
+    """charts/higgs-loadtest: --set arguments per case (the chart also needs `host`); the HiggsDeployment
+    watched is in namespace `serving`, where its Role lands."""
+    return {
+        "defaults": [],
+        "persistence": ["persistence.enabled=true", "workers=3"],
+        "higgsdeployment": [f"higgsDeployment={serving}/hd"],
+        "optional-parts-on": [
+            "persistence.enabled=true",
+            "persistence.storageClassName=fast",
+            f"higgsDeployment={serving}/hd",
+            "nodeSelector.pool=load",
+            "tolerations[0].key=dedicated",
+            "tolerations[0].operator=Exists",
+        ],
+    }

@@ -86,7 +86,7 @@ INVALID = [
         "spec.autoscaling.targetWaitingRequestsPerReplica",
     ),
     (
-        {"autoscaling": {"maxReplicas": 2, "targetRunningRequestsPerReplica": 1, "pollSeconds": 0}},
+        {"autoscaling": {"maxReplicas": 2, "targetStreamsPerReplica": 1, "pollSeconds": 0}},
         "spec.autoscaling.pollSeconds",
     ),
     ({"gpuMemoryUtilization": 0}, "spec.gpuMemoryUtilization"),
@@ -104,4 +104,5 @@ INVALID = [
     ({"maxNumSeqs": 0}, "spec.maxNumSeqs"),
     ({"servedModelName": ""}, "spec.servedModelName"),
     ({"modelCache": {"mode": "pvc"}, "hfToken": None}, "spec.hfToken is required"),
+    ({"networkPolicy": {"operatorNamespace": "elsewhere"}}, "spec.networkPolicy.operatorNamespace"),
 ]

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.ports import free_port
 
@@ -18,12 +19,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 class OperatorProcess:
-    """`higgs-operator run --all-namespaces` against $KUBECONFIG, with a health endpoint on loopback."""
+    """`higgs-operator run --all-namespaces` against $KUBECONFIG, with health and metrics endpoints on
+    loopback."""
 
     def __init__(self, log_path: Path, *extra: str) -> None:
         self.log_path = log_path
         self.extra = extra
         self.port = free_port()
+        self.metrics_port = free_port()
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30) -> None:
@@ -31,6 +34,7 @@ class OperatorProcess:
             sys.executable, "-m", "higgs_operator.cli", "run", "--all-namespaces", "--standalone",
             "--chart", str(REPO / "charts" / "higgs-audio"),
             "--liveness", f"http://127.0.0.1:{self.port}/healthz",
+            "--metrics-port", str(self.metrics_port), "--metrics-host", "127.0.0.1",
             "--resync-seconds", "15", "--status-seconds", "1", *self.extra,
         ]  # fmt: skip
         log = self.log_path.open("a")
@@ -51,6 +55,20 @@ class OperatorProcess:
 
     def health(self) -> dict:
         return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).json()
+
+    def metrics(self) -> str:
+        """The operator's own Prometheus text (/metrics)."""
+        resp = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2)
+        resp.raise_for_status()
+        return resp.text
+
+    def sample(self, metric: str, /, **labels: str) -> float | None:
+        """The value of the operator's sample ``metric`` with exactly ``labels`` (None: absent)."""
+        for family in text_string_to_metric_families(self.metrics()):
+            for s in family.samples:
+                if s.name == metric and s.labels == labels:
+                    return float(s.value)
+        return None
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -157,6 +157,24 @@ hf-token
 {{- end }}
 {{- end }}
 
+{{/* Autoscaling ------------------------------------------------------------------------------- */}}
+
+{{/* Who scales with autoscaling.enabled: hpa or keda; absent or null (an upgrade that reuses older
+values) is hpa, the only engine before. */}}
+{{- define "higgs-audio.autoscalingEngine" -}}
+{{- ternary "hpa" (toString .Values.autoscaling.engine) (kindIs "invalid" .Values.autoscaling.engine) -}}
+{{- end }}
+
+{{/* The release's total of one server gauge in Prometheus (list $ metricName): its serving pods only,
+`<fullname>-<pod-template-hash>-<5 random>`, both parts in the API server's name alphabet
+(apimachinery util/rand alphanums), so not another release's `<fullname>-x-...` pods nor the test pod.
+The ScaledObject's AverageValue target divides it by the replicas: the per-pod average the HPA uses. */}}
+{{- define "higgs-audio.kedaQuery" -}}
+{{- $root := index . 0 -}}
+{{- $id := "[bcdfghjklmnpqrstvwxz2456789]" -}}
+{{- printf "sum(%s{namespace=%q,pod=~%q})" (index . 1) $root.Release.Namespace (printf "%s-%s+-%s{5}" (include "higgs-audio.fullname" $root) $id $id) -}}
+{{- end }}
+
 {{/* Server generation ------------------------------------------------------------------------- */}}
 
 {{/* "true" with serverGeneration omni (vLLM-Omni); absent or null is fork. */}}
@@ -322,6 +340,28 @@ higgs_audio), for which it has no pipeline. The new commits are not confirmed he
 {{- if and .Values.autoscaling.enabled (lt (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
 {{- fail (printf "autoscaling.maxReplicas (%d) must be >= autoscaling.minReplicas (%d)" (int .Values.autoscaling.maxReplicas) (int .Values.autoscaling.minReplicas)) }}
 {{- end }}
+{{- /* One engine by construction (autoscaling.engine), so never an HPA beside KEDA's own HPA on the
+same Deployment. KEDA's threshold is parsed as a float (pkg/scalers/prometheus_scaler.go), not a quantity. */}}
+{{- if .Values.autoscaling.enabled }}
+{{- $as := .Values.autoscaling }}
+{{- $engine := include "higgs-audio.autoscalingEngine" . }}
+{{- if not (has $engine (list "hpa" "keda")) }}
+{{- fail (printf "autoscaling.engine must be hpa (a HorizontalPodAutoscaler) or keda (a KEDA ScaledObject), got %q; to let the operator scale, set autoscaling.enabled=false" $engine) }}
+{{- end }}
+{{- if not (or $as.targetAverageValue $as.targetRunningAverageValue) }}
+{{- fail "autoscaling.enabled needs a target: set autoscaling.targetAverageValue (waiting requests per pod) or autoscaling.targetRunningAverageValue (running requests per pod), or both" }}
+{{- end }}
+{{- if eq $engine "keda" }}
+{{- if not $as.keda.serverAddress }}
+{{- fail "autoscaling.engine keda needs autoscaling.keda.serverAddress, the Prometheus that KEDA queries for the server's queue (e.g. http://prometheus-operated.monitoring.svc:9090); without a Prometheus use autoscaling.engine=hpa (custom metrics API) or autoscaling.enabled=false (the operator scales on the pods' /metrics)" }}
+{{- end }}
+{{- range (list (list "targetAverageValue" $as.targetAverageValue) (list "targetRunningAverageValue" $as.targetRunningAverageValue)) }}
+{{- if and (index . 1) (not (regexMatch "^[0-9]+(\\.[0-9]+)?$" (toString (index . 1)))) }}
+{{- fail (printf "autoscaling.%s (%s) with autoscaling.engine keda must be a plain number such as 2 or 0.5: KEDA's prometheus threshold is a float, not a quantity" (index . 0) (index . 1)) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- if and .Values.voicePresets.configMap .Values.voicePresets.volume }}
 {{- fail "voicePresets: set configMap or volume, not both" }}
 {{- end }}
@@ -374,12 +414,36 @@ naming that very Secret) is no conflict, any other one is. */}}
 {{- if and (eq .Values.strategy.type "RollingUpdate") (eq (toString .Values.strategy.rollingUpdate.maxUnavailable) "0") (eq (toString .Values.strategy.rollingUpdate.maxSurge) "0") }}
 {{- fail "strategy.rollingUpdate: maxUnavailable and maxSurge cannot both be 0" }}
 {{- end }}
-{{- /* A pvc cache one node mounts at a time (no ReadWriteMany/ReadOnlyMany, the attach/detach
+{{- /* A cache claim one node mounts at a time (no ReadWriteMany/ReadOnlyMany, the attach/detach
 controller's test for multi-attach) holds every pod to the node that has the disk: a second replica,
-an autoscaled one or a surge pod placed elsewhere waits forever on a Multi-Attach error. With
-create=false the chart cannot see the claim's modes: accessModes states them. */}}
+an autoscaled one or a surge pod placed elsewhere waits forever on a Multi-Attach error. A claim that
+already exists (pvc.create=false, or mode existing with a persistentVolumeClaim volume) is read from the
+cluster at install (`lookup`); under `helm template` (and the operator's render) it cannot be, so
+mode pvc falls back to the stated accessModes and mode existing goes unchecked. */}}
+{{- $claimModes := dict }}
+{{- $cacheClaim := "" }}
 {{- if eq .Values.modelCache.mode "pvc" }}
-{{- $modes := .Values.modelCache.pvc.accessModes | default (list "ReadWriteOnce") }}
+{{- $_ := set $claimModes "modes" (.Values.modelCache.pvc.accessModes | default (list "ReadWriteOnce")) }}
+{{- $_ := set $claimModes "values" "modelCache.pvc.accessModes" }}
+{{- $_ := set $claimModes "way" "modelCache.pvc.accessModes [ReadWriteMany] (or [ReadOnlyMany] with a claim already filled)" }}
+{{- if not .Values.modelCache.pvc.create }}
+{{- $_ := set $claimModes "note" " With pvc.create=false, set accessModes to the existing claim's modes: the chart cannot look them up under helm template." }}
+{{- end }}
+{{- if not .Values.modelCache.pvc.create }}{{ $cacheClaim = .Values.modelCache.pvc.existingClaim }}{{ end }}
+{{- else if eq .Values.modelCache.mode "existing" }}
+{{- $cacheClaim = dig "persistentVolumeClaim" "claimName" "" (.Values.modelCache.existing.volume | default dict) }}
+{{- end }}
+{{- with $cacheClaim }}
+{{- $live := lookup "v1" "PersistentVolumeClaim" $.Release.Namespace . }}
+{{- if $live }}
+{{- $_ := set $claimModes "modes" ($live.spec.accessModes | default (list "ReadWriteOnce")) }}
+{{- $_ := set $claimModes "values" (printf "the claim %s (its spec.accessModes, read from the cluster)" .) }}
+{{- $_ := set $claimModes "way" "a ReadWriteMany claim (or ReadOnlyMany, already filled)" }}
+{{- $_ := set $claimModes "note" "" }}
+{{- end }}
+{{- end }}
+{{- if $claimModes.modes }}
+{{- $modes := $claimModes.modes }}
 {{- if not (or (has "ReadWriteMany" $modes) (has "ReadOnlyMany" $modes)) }}
 {{- $why := "" }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.maxReplicas) 1) }}
@@ -390,7 +454,7 @@ create=false the chart cannot see the claim's modes: accessModes states them. */
 {{- $why = printf "strategy.type RollingUpdate with strategy.rollingUpdate.maxSurge %v" .Values.strategy.rollingUpdate.maxSurge }}
 {{- end }}
 {{- if $why }}
-{{- fail (printf "modelCache.pvc.accessModes %s with %s: a %s claim is mounted by one node at a time, so a pod placed on another node waits forever (Multi-Attach). Use modelCache.pvc.accessModes [ReadWriteMany] (or [ReadOnlyMany] with a claim already filled), or strategy.type=Recreate with a single replica, or modelCache.mode=none (each pod downloads into an emptyDir).%s" (toJson $modes) $why (join "/" $modes) (ternary " With pvc.create=false, set accessModes to the existing claim's modes: the chart cannot look them up." "" (not .Values.modelCache.pvc.create))) }}
+{{- fail (printf "%s %s with %s: a %s claim is mounted by one node at a time, so a pod placed on another node waits forever (Multi-Attach). Use %s, or strategy.type=Recreate with a single replica, or modelCache.mode=none (each pod downloads into an emptyDir).%s" $claimModes.values (toJson $modes) $why (join "/" $modes) $claimModes.way ($claimModes.note | default "")) }}
 {{- end }}
 {{- end }}
 {{- end }}

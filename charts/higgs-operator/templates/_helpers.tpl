@@ -63,6 +63,18 @@ compares). Split by scope so that an operator told to watch some namespaces gets
 - apiGroups: [policy]
   resources: [poddisruptionbudgets]
   verbs: [list, watch, create, patch, delete]
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [list, watch, create, patch, delete]
+# spec.autoscaling.engine hpa / keda: the chart's HorizontalPodAutoscaler or KEDA ScaledObject, a child
+# like the others (watched, applied, pruned); the operator then never writes replicas. A cluster without
+# KEDA simply serves no scaledobjects (kopf logs it unresolved; a keda resource says ApplyFailed).
+- apiGroups: [autoscaling]
+  resources: [horizontalpodautoscalers]
+  verbs: [list, watch, create, patch, delete]
+- apiGroups: [keda.sh]
+  resources: [scaledobjects]
+  verbs: [list, watch, create, patch, delete]
 # Secrets: the token and API-key Secrets read by name (kube.get) and watched for rotation
 # (@kopf.on.event secrets); mirrored token copies applied and pruned like the other children. Cluster-wide
 # only without watchNamespaces: with it, this rule lives in the watched namespaces' Roles.
