@@ -18,7 +18,16 @@ from .reconcile import OperatorConfig, child_info, reconcile
 from .render import identity
 from .scaling import AutoscalingPolicy, decide
 from .state import ChildInfo, Registry, ResourceState
-from .status import Condition, StatusInputs, build_status, handed_off, pod_ready, rfc3339, warning
+from .status import (
+    Condition,
+    StatusInputs,
+    build_status,
+    handed_off,
+    pod_ready,
+    rfc3339,
+    scaling_fields,
+    warning,
+)
 from .values import HANDED_OFF, desired_replicas, operator_scales, scaling_engine
 
 NOT_POLLED = Condition("ScalingActive", "Unknown", "NotPolledYet", "metrics not scraped yet")
@@ -235,8 +244,7 @@ async def _refresh_status(api: ApiClient, body: kopf.Body, st: ResourceState) ->
     st.last_warning = warn[0] if warn else None
     new["endpoint"] = st.endpoint
     new["desiredReplicas"] = desired
-    if operator_scales(spec):
-        new.update(st.autoscale_status.get("fields") or {})
+    new.update(scaling_fields(operator_scales(spec), st.autoscale_status.get("fields") or {}))
     live = dict(body.get("status") or {})
     if any(live.get(k) != v for k, v in new.items()):
         with op_metrics.counting_errors("status", kube.ApiException):

@@ -97,6 +97,19 @@ def handed_off(engine: str, name: str) -> Condition:
     )
 
 
+# The status fields only the operator's own scaling writes (handlers._autoscale).
+OPERATOR_SCALING_FIELDS = ("metrics", "lastScaling")
+
+
+def scaling_fields(operator_scales: bool, fields: dict) -> dict:
+    """The operator-scaling status fields to write: the autoscaler's latest while the operator scales;
+    otherwise null, which a merge patch turns into removal, so that figures from before a hand-off to an
+    HPA or KEDA (or from before autoscaling was turned off) do not linger as if current."""
+    if operator_scales:
+        return dict(fields)
+    return dict.fromkeys(OPERATOR_SCALING_FIELDS)
+
+
 def pod_ready(pod: dict) -> bool:
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False

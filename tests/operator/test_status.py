@@ -14,6 +14,7 @@ from higgs_operator.status import (
     image_error,
     merge_conditions,
     pod_problem,
+    scaling_fields,
     unschedulable,
     warning,
 )
@@ -373,3 +374,10 @@ def test_ready_replicas_agree_with_available_when_the_deployment_lags():
     available = next(c for c in s["conditions"] if c["type"] == "Available")
     assert available["status"] == "True"
     assert (s["readyReplicas"], s["ready"]) == (1, "1/1")
+
+
+def test_operator_scaling_fields_are_removed_once_another_controller_scales():
+    fields = {"desiredReplicas": 2, "metrics": {"waiting": 1}, "lastScaling": {"to": 2}}
+    assert scaling_fields(True, fields) == fields
+    # null in a merge patch removes the key: no figures from before a hand-off left as if current
+    assert scaling_fields(False, fields) == {"metrics": None, "lastScaling": None}
