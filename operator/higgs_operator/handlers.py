@@ -218,10 +218,10 @@ async def _refresh_status(api: ApiClient, body: kopf.Body, st: ResourceState) ->
     desired = desired_replicas(spec, current)
     op_metrics.set_replicas(meta["namespace"], meta["name"], desired, len(ready_pods))
     engine = scaling_engine(spec)
-    scaling = handed_off(engine, meta["name"]) if engine in HANDED_OFF else None
     if operator_scales(spec):
         scaling = st.autoscale_status.get("ScalingActive") or NOT_POLLED
-    else:
+    else:  # fixed replicas, or an HPA / KEDA scales: no scaling figures of the operator's to show
+        scaling = handed_off(engine, meta["name"]) if engine in HANDED_OFF else None
         op_metrics.set_max_replicas(meta["namespace"], meta["name"], None)
         op_metrics.set_signals(meta["namespace"], meta["name"], {})
     inputs = StatusInputs(

@@ -222,7 +222,7 @@ def download_failure(pod: dict) -> PodProblem | None:
 def pod_problem(pods: Sequence[dict]) -> PodProblem | None:
     """The first reason serving pods cannot start: a failed download, an image that cannot be had, or
     no node for a pod. Unschedulable does not count while a terminating pod may still free room."""
-    live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
+    live = live_pods(pods)
     for check in (download_failure, image_error):
         found = next((x for x in map(check, live) if x), None)
         if found:
@@ -252,9 +252,9 @@ def live_pods(pods: Sequence[dict]) -> list[dict]:
 
 
 def ready_count(pods: Sequence[dict]) -> int:
-    """Ready pods not being deleted: the one count behind Available and readyReplicas (the
-    Deployment's own readyReplicas lags the pods, so the two could disagree)."""
-    return sum(1 for p in live_pods(pods) if pod_ready(p))
+    """Ready pods (pod_ready leaves out those being deleted): the one count behind Available and
+    readyReplicas (the Deployment's own readyReplicas lags the pods, so the two could disagree)."""
+    return sum(1 for p in pods if pod_ready(p))
 
 
 def compute_conditions(inp: StatusInputs, now: datetime) -> tuple[list[Condition], str]:

@@ -1,5 +1,6 @@
 """Conditions and phase from pods, Deployment and probes."""
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -360,17 +361,7 @@ def test_healthy_status_has_no_reason_and_no_warning():
 def test_ready_replicas_agree_with_available_when_the_deployment_lags():
     """The Deployment's readyReplicas trails its pods: the resource must not say Available with 0 ready."""
     lagging = {**DEP, "status": {"replicas": 1, "readyReplicas": 0, "updatedReplicas": 1}}
-    s = build_status(
-        StatusInputs(
-            generation=1,
-            secret=OK,
-            deployment=lagging,
-            pods=[pod(ready=True)],
-            desired_replicas=1,
-            models_ok=True,
-        ),
-        NOW,
-    )
+    s = build_status(replace(inputs(pod(ready=True)), deployment=lagging, models_ok=True), NOW)
     available = next(c for c in s["conditions"] if c["type"] == "Available")
     assert available["status"] == "True"
     assert (s["readyReplicas"], s["ready"]) == (1, "1/1")
