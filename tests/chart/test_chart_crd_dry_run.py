@@ -18,6 +18,7 @@ would replace them with other versions).
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import re
 from collections.abc import Callable
@@ -36,7 +37,6 @@ from tests.support.plugin import e2e
 
 pytestmark = pytest.mark.cluster
 
-FIELD_MANAGER = "higgs-k8s-crd-dry-run"
 PROJECT_MANAGERS = "higgs-k8s"  # the field managers of this project's tests: CRDs they applied are ours
 SCHEMA_WAIT_S = 30  # the API server serves a changed CRD schema a moment after the update
 TIMEOUTS_CASE = "everything-on+httpRoute.timeouts"
@@ -178,16 +178,7 @@ def install_crds(cluster: kubetest.Cluster, crd: None, request: pytest.FixtureRe
             cluster, sorted({n for p in pins for ns in crds.crd_files(p).values() for n in ns})
         )
 
-    def install(*pins: str) -> None:
-        files = {path: names for pin in pins for path, names in crds.crd_files(pin).items()}
-        cluster.kubectl(
-            "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
-            *[arg for path in files for arg in ("-f", str(path))], timeout=120,
-        )  # fmt: skip
-        crd_refs = [f"crd/{name}" for names in files.values() for name in names]
-        cluster.kubectl("wait", "--for=condition=Established", *crd_refs, f"--timeout={SCHEMA_WAIT_S}s")
-
-    return install
+    return functools.partial(crds.install, cluster)
 
 
 # --- the tests -------------------------------------------------------------------------------------------

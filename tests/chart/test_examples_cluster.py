@@ -35,8 +35,8 @@ import pytest
 import yaml
 from kubernetes import client
 
+from tests.support import crds, kubetest
 from tests.support import examples as ex
-from tests.support import kubetest
 from tests.support.chart import CHART, EXAMPLES
 from tests.support.higgsdeployment import get_hd
 from tests.support.operator import REPO, HubProcess, OperatorProcess
@@ -280,7 +280,7 @@ def prepare(cluster: kubetest.Cluster, namespace: str, case: Example, cache: Pat
     if "filled-cache" in case.needs:
         ex.fill_existing_cache(cache)
     if "prometheus-operator-crds" in case.needs:
-        ex.install_prometheus_operator_crds(cluster)
+        crds.install(cluster, "prometheus-operator")  # as kube-prometheus-stack installs them
     if "runtimeclass-nvidia" in case.needs and ex.ensure_runtime_class(cluster, "nvidia"):
         done.undo.append(lambda: ex.delete_runtime_class(cluster, "nvidia"))
     return done

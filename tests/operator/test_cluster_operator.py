@@ -405,6 +405,18 @@ def test_mirrored_token(cluster, operator, hub, namespace):
 
 
 # --- autoscaling ------------------------------------------------------------------------------------------
+def _available_under_load(
+    cluster, ns: str, hub: HubProcess, name: str, spec: dict, workers: int
+) -> tuple[threading.Event, list[threading.Thread]]:
+    """A one-replica HiggsDeployment, Available, then `workers` closed-loop speech clients on its pod
+    (set the event to stop them)."""
+    apply(cluster, ns, hd_body(name, hub, **spec))
+    wait_available(cluster, ns, name)
+    pod = cluster.core.list_namespaced_pod(ns).items[0]
+    stop = threading.Event()
+    return stop, speech_load(f"http://{pod.status.pod_ip}:8000", MODEL, "hello there " * 20, workers, stop)
+
+
 @pytest.mark.localstack(
     "the fake Hugging Face hub runs on this host's 127.0.0.1, where the serving pods must reach it; "
     "the load goes to the pod's IP from this host"
@@ -422,11 +434,7 @@ def test_autoscale_up_on_queue_and_down_after_window(cluster, operator, hub, nam
             "pollSeconds": 1,
         },
     }
-    apply(cluster, namespace, hd_body("auto", hub, **spec))
-    wait_available(cluster, namespace, "auto")
-    pod = cluster.core.list_namespaced_pod(namespace).items[0]
-    stop = threading.Event()
-    threads = speech_load(f"http://{pod.status.pod_ip}:8000", MODEL, "hello there " * 20, 6, stop)
+    stop, threads = _available_under_load(cluster, namespace, hub, "auto", spec, workers=6)
     try:
         hd = kubetest.wait_for(
             lambda: (h := get_hd(cluster, namespace, "auto"))["status"].get("desiredReplicas") == 2 and h,
@@ -488,11 +496,7 @@ def test_autoscale_on_streams_names_the_signal_in_status_event_and_metrics(clust
             "pollSeconds": 1,
         },
     }
-    apply(cluster, namespace, hd_body("streams", hub, **spec))
-    wait_available(cluster, namespace, "streams")
-    pod = cluster.core.list_namespaced_pod(namespace).items[0]
-    stop = threading.Event()
-    threads = speech_load(f"http://{pod.status.pod_ip}:8000", MODEL, "hello there " * 20, 3, stop)
+    stop, threads = _available_under_load(cluster, namespace, hub, "streams", spec, workers=3)
     try:
         hd = kubetest.wait_for(
             lambda: (h := get_hd(cluster, namespace, "streams"))["status"].get("lastScaling") and h,

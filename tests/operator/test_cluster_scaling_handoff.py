@@ -48,21 +48,13 @@ pytestmark = [
 RESYNC_S = 2  # the operator's forced full re-apply period in this module
 WINDOW_S = 5 * RESYNC_S + 2  # observed: several resyncs and status refreshes
 PROMETHEUS = "http://127.0.0.1:9"  # nothing queries it here: no KEDA controller runs
-# Same manager as tests/chart/test_chart_crd_dry_run.py, which installs the same CRDs: one owner of them.
-CRD_MANAGER = "higgs-k8s-crd-dry-run"
 KINDS = {"hpa": ("HorizontalPodAutoscaler", "HandedToHPA"), "keda": ("ScaledObject", "HandedToKEDA")}
 
 
 @pytest.fixture(scope="module")
 def keda_crds(cluster: kubetest.Cluster) -> None:
     """KEDA's CRDs (pinned in hack/versions.txt, cached by `make tools`) served by the API server."""
-    files = crds.crd_files("keda")
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", f"--field-manager={CRD_MANAGER}",
-        *[arg for path in files for arg in ("-f", str(path))], timeout=60,
-    )  # fmt: skip
-    names = [f"crd/{name}" for names in files.values() for name in names]
-    cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=30s")
+    crds.install(cluster, "keda")
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,12 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
+
+if TYPE_CHECKING:
+    from tests.support.kubetest import Cluster
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = REPO_ROOT / "hack" / "versions.txt"
@@ -30,6 +34,9 @@ THIRD_PARTY_GROUPS = {
 # release the chart supports (HTTPRoute v1 is GA since v1.0.0).
 CURRENT = ("gateway-api", "prometheus-operator", "keda")
 GATEWAY_API_OLDEST = "gateway-api-oldest"
+# The one field manager the tests apply these CRDs under, whichever test installs them first.
+FIELD_MANAGER = "higgs-k8s-tests"
+ESTABLISHED_WAIT_S = 30  # the API server serves a new or changed CRD schema a moment after the apply
 
 
 def pinned(name: str) -> str:
@@ -63,3 +70,15 @@ def crd_files(pin: str) -> dict[Path, tuple[str, ...]]:
         if docs and all(d["kind"] == "CustomResourceDefinition" for d in docs):
             out[path] = tuple(d["metadata"]["name"] for d in docs)
     return out
+
+
+def install(cluster: Cluster, *pins: str) -> None:
+    """Apply the pins' CRDs server-side (left installed, as a real cluster keeps them) and wait until
+    they are Established."""
+    files = {path: names for pin in pins for path, names in crd_files(pin).items()}
+    cluster.kubectl(
+        "apply", "--server-side", "--force-conflicts", f"--field-manager={FIELD_MANAGER}",
+        *[arg for path in files for arg in ("-f", str(path))], timeout=120,
+    )  # fmt: skip
+    refs = [f"crd/{name}" for names in files.values() for name in names]
+    cluster.kubectl("wait", "--for=condition=Established", *refs, f"--timeout={ESTABLISHED_WAIT_S}s")

@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from higgs_sim import hub
-from tests.support import crds, kubetest
+from tests.support import kubetest
 from tests.support.contract import RATE, split_wavs
 from tests.support.omni import wav_data
 
@@ -64,20 +64,6 @@ def delete_runtime_class(cluster: kubetest.Cluster, name: str) -> None:
     except ApiException as exc:
         if exc.status != 404:
             raise
-
-
-def install_prometheus_operator_crds(cluster: kubetest.Cluster) -> None:
-    """The Prometheus Operator's CRDs (ServiceMonitor, ...) as kube-prometheus-stack installs them:
-    upstream's files from hack/install-crds.sh, applied server-side and left installed, as a real
-    cluster keeps them (tests/chart/test_chart_crd_dry_run.py does the same)."""
-    files = crds.crd_files("prometheus-operator")
-    paths = [arg for path in files for arg in ("-f", str(path))]
-    cluster.kubectl(
-        "apply", "--server-side", "--force-conflicts", "--field-manager=higgs-k8s-examples", *paths,
-        timeout=120,
-    )  # fmt: skip
-    names = [f"crd/{name}" for names in files.values() for name in names]
-    cluster.kubectl("wait", "--for=condition=Established", *names, "--timeout=30s")
 
 
 def fill_existing_cache(root: Path, with_teacher: bool = True) -> None:

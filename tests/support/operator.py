@@ -14,6 +14,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.ports import free_port
+from tests.support.processes import wait_answering
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,17 +42,8 @@ class OperatorProcess:
         self.proc = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=dict(os.environ)
         )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.3)
-        raise AssertionError(f"operator not healthy within {timeout}s:\n{self.log()[-3000:]}")
+        healthz = f"http://127.0.0.1:{self.port}/healthz"
+        wait_answering(self.proc, healthz, "operator", lambda: self.log()[-3000:], timeout, interval=0.3)
 
     def health(self) -> dict:
         return httpx.get(f"http://127.0.0.1:{self.port}/healthz", timeout=2).json()
@@ -100,15 +92,11 @@ class HubProcess:
             [sys.executable, "-m", "higgs_sim.hub", "--listen", f"127.0.0.1:{self.port}", *extra],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO,
         )  # fmt: skip
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                httpx.get(self.url, timeout=1)
-                return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        raise AssertionError("fake hub did not start")
+        try:  # any answer will do: the hub has no health endpoint (its output goes nowhere)
+            wait_answering(self.proc, self.url, "fake hub", lambda: "", 20, accept=lambda _: True)
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         self.proc.terminate()

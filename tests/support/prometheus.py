@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ import httpx
 import yaml
 
 from tests.support.ports import free_port
+from tests.support.processes import wait_answering
 
 TOOLS_BIN = Path(os.environ.get("HIGGS_CACHE", Path.home() / ".cache" / "higgs-k8s")) / "bin"
 SERVING_JOB = "higgs-audio"
@@ -114,18 +114,13 @@ class PrometheusProcess:
         ]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.workdir)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"prometheus exited {self.proc.returncode}:\n{self.log()[-3000:]}")
-            try:
-                if httpx.get(f"{self.url}/-/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise AssertionError(f"prometheus not ready within {timeout:.0f} s:\n{self.log()[-3000:]}")
+        try:
+            wait_answering(
+                self.proc, f"{self.url}/-/ready", "prometheus", lambda: self.log()[-3000:], timeout
+            )
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:

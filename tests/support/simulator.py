@@ -27,6 +27,7 @@ import httpx
 
 from higgs_sim.omni.deploy import PACKAGED_DEPLOY
 from tests.support.ports import free_port
+from tests.support.processes import wait_answering
 
 STARTUP_TIMEOUT_S = 20.0
 MODEL_ID = "bosonai/higgs-audio-v2-generation-3B-base"  # the hub id the chart passes as --model
@@ -64,18 +65,11 @@ class Sim:
 
     def wait_healthy(self, timeout: float = STARTUP_TIMEOUT_S) -> None:
         """Return once /health answers 200; fail with the log if the process exits or stays silent."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"{self.what} exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"{self.what} not healthy after {timeout} s:\n{self.log()}")
+        try:
+            wait_answering(self.proc, f"{self.url}/health", self.what, self.log, timeout, interval=0.05)
+        except AssertionError:
+            self.stop()
+            raise
 
     def stop(self) -> None:
         kill_group(self.proc)
